@@ -1,0 +1,208 @@
+//! The agent: what runs on the host, in one process per run.
+//!
+//! `placard agent` reads a [`Bundle`] on stdin and writes [`Event`]s, one JSON line
+//! each, on stdout. It takes the host's lock, commits stray changes in /etc, renders and
+//! runs each task in order, runs the handlers that were notified, and commits /etc with
+//! a message naming the roles and files. It is plain synchronous code: a run is a
+//! sequence of small system calls and programs, and nothing here waits on the network.
+//!
+//! A failed task stops the tasks after it (they may depend on it), but the handlers
+//! already notified still run: a configuration that was written must be loaded, or the
+//! next run, finding the file unchanged, would never load it.
+
+pub mod etc_git;
+pub mod lock;
+pub mod process;
+pub mod verify;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+
+use crate::facts::Facts;
+use crate::plan::{bundle, template_data, Bundle, EtcCommand, Event, Job, TaskStatus};
+use crate::resource::Context;
+use crate::template::{Renderer, SecretSource};
+
+/// Where the agent works; tests point these elsewhere.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub etc: std::path::PathBuf,
+    pub lock: std::path::PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Paths {
+        Paths { etc: "/etc".into(), lock: lock::LOCK_FILE.into() }
+    }
+}
+
+/// `placard agent`: bundle on stdin, events on stdout.
+pub fn main() -> Result<()> {
+    let mut input = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut input).context("cannot read the bundle on stdin")?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut emit = |event: Event| {
+        // The controller reads lines as they come; a closed pipe means it is gone, and
+        // the run goes on to leave the host consistent.
+        if let Ok(line) = serde_json::to_string(&event) {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    let bundle: Bundle = match serde_json::from_slice(&input) {
+        Ok(bundle) => bundle,
+        Err(error) => {
+            emit(Event::Error { message: format!("cannot read the bundle: {error}") });
+            return Ok(());
+        }
+    };
+    if let Err(error) = run(&bundle, &Paths::default(), &mut emit) {
+        emit(Event::Error { message: format!("{error:#}") });
+    }
+    Ok(())
+}
+
+/// Reads a bundle from a line-oriented reader (for tests and local use).
+pub fn read_bundle(reader: impl BufRead) -> Result<Bundle> {
+    Ok(serde_json::from_reader(reader)?)
+}
+
+/// Runs one bundle, reporting through `emit`.
+pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Result<()> {
+    if bundle.format != bundle::FORMAT {
+        bail!("this agent reads bundle format {}, the controller sent {}", bundle::FORMAT, bundle.format);
+    }
+    let started = Instant::now();
+    match &bundle.job {
+        Job::Facts => emit(Event::Output { data: serde_json::to_value(Facts::gather())? }),
+        Job::Verify => {
+            let mut failed = 0;
+            for role in &bundle.roles {
+                for check in &role.checks {
+                    let (ok, detail) = verify::run(check);
+                    failed += usize::from(!ok);
+                    emit(Event::Check { role: role.name.clone(), name: check.name.clone(), ok, detail });
+                }
+            }
+            emit(done(0, 0, failed, started));
+        }
+        Job::Etc { command } => emit(Event::Output { data: etc_command(&paths.etc, *command)? }),
+        Job::Apply { check, diff } => apply(bundle, paths, *check, *diff, emit, started)?,
+    }
+    Ok(())
+}
+
+fn etc_command(etc: &Path, command: EtcCommand) -> Result<serde_json::Value> {
+    let Some(repo) = etc_git::EtcRepo::open(etc)? else {
+        bail!("{} is not a git repository yet; `placard apply` creates it (nothing was written now)", etc.display());
+    };
+    Ok(match command {
+        EtcCommand::Status => json!({ "changes": repo.changes()? }),
+        EtcCommand::Log => json!({ "commits": repo.log(20)?.into_iter().map(|(id, time, summary)| json!({"id": id, "time": time, "summary": summary})).collect::<Vec<_>>() }),
+        EtcCommand::Diff => json!({ "diff": repo.diff()? }),
+    })
+}
+
+fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mut dyn FnMut(Event), started: Instant) -> Result<()> {
+    let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
+    emit(Event::Started { version: env!("CARGO_PKG_VERSION").to_string() });
+
+    let repo = if check {
+        etc_git::EtcRepo::open(&paths.etc)?
+    } else {
+        let (repo, created) = etc_git::EtcRepo::open_or_init(&paths.etc)?;
+        if created {
+            emit(Event::Notice { message: format!("created a git repository in {} to record every change", paths.etc.display()) });
+        }
+        repo.update_ignores(&BTreeSet::new())?;
+        let stray = repo.changes()?;
+        if let Some(id) = repo.commit_all("changes found before placard run", &file_list(stray.iter().map(String::as_str)))? {
+            emit(Event::Commit { id, summary: format!("changes found before placard run ({} files)", stray.len()) });
+        }
+        Some(repo)
+    };
+
+    let facts = Facts::gather();
+    let data = template_data(&bundle.vars, &facts, &bundle.host);
+    let renderer = Renderer::new(&bundle.templates, SecretSource::Host).map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
+    let mut context = Context::new(check);
+    let mut notified: BTreeSet<(usize, String)> = BTreeSet::new();
+    let (mut ok, mut changed, mut failed) = (0, 0, 0);
+
+    'roles: for (role_index, role) in bundle.roles.iter().enumerate() {
+        for task in &role.tasks {
+            let result = run_task(&renderer, &task.spec, &data, &mut context);
+            let (status, reason, diff) = match result {
+                Ok(outcome) if outcome.changed => {
+                    changed += 1;
+                    notified.extend(task.notify.iter().map(|h| (role_index, h.clone())));
+                    (TaskStatus::Changed, outcome.reason, outcome.diff)
+                }
+                Ok(outcome) => {
+                    ok += 1;
+                    (TaskStatus::Ok, outcome.reason, None)
+                }
+                Err(error) => {
+                    failed += 1;
+                    (TaskStatus::Failed, format!("{error:#}"), None)
+                }
+            };
+            let name = renderer.render_string(&task.name, &data).unwrap_or_else(|_| task.name.clone());
+            emit(Event::Task { role: role.name.clone(), task: name, handler: false, status, reason, diff: diff.filter(|_| show_diff) });
+            if status == TaskStatus::Failed {
+                break 'roles;
+            }
+        }
+    }
+
+    for (role_index, role) in bundle.roles.iter().enumerate() {
+        for handler in role.handlers.iter().filter(|h| notified.contains(&(role_index, h.name.clone()))) {
+            let (status, reason) = if check {
+                (TaskStatus::Changed, "would run: notified".to_string())
+            } else {
+                match run_task(&renderer, &handler.spec, &data, &mut context) {
+                    Ok(outcome) => (TaskStatus::Changed, outcome.reason),
+                    Err(error) => {
+                        failed += 1;
+                        (TaskStatus::Failed, format!("{error:#}"))
+                    }
+                }
+            };
+            emit(Event::Task { role: role.name.clone(), task: handler.name.clone(), handler: true, status, reason, diff: None });
+        }
+    }
+
+    if let (Some(repo), false) = (&repo, check) {
+        repo.update_ignores(&context.sensitive_paths)?;
+        let roles: Vec<&str> = bundle.roles.iter().map(|r| r.name.as_str()).collect();
+        let files = repo.changes()?;
+        let summary = format!("placard: {}{}", roles.join(", "), if failed > 0 { " (failed)" } else { "" });
+        if let Some(id) = repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))? {
+            emit(Event::Commit { id, summary: format!("{summary} ({} files)", files.len()) });
+        }
+    }
+    emit(done(ok, changed, failed, started));
+    Ok(())
+}
+
+fn run_task(renderer: &Renderer, spec: &crate::resource::Spec, data: &serde_json::Value, context: &mut Context) -> Result<crate::resource::Outcome> {
+    renderer.take_used_secret();
+    let rendered = renderer.render_spec(spec, data).map_err(|f| anyhow::anyhow!("{}: {}", f.field, f.message))?;
+    context.sensitive = renderer.take_used_secret();
+    rendered.run(context)
+}
+
+fn file_list<'a>(files: impl Iterator<Item = &'a str>) -> String {
+    files.map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
+}
+
+fn done(ok: usize, changed: usize, failed: usize, started: Instant) -> Event {
+    let peak_memory_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).map(|u| u.max_rss() as u64).unwrap_or(0);
+    Event::Done { ok, changed, failed, peak_memory_kib, elapsed_ms: started.elapsed().as_millis() as u64 }
+}

@@ -1,0 +1,138 @@
+//! The command line, exactly as typed: clap structs and nothing else (no I/O here).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::Format;
+
+/// Declarative provisioning for self-hosted community servers.
+///
+/// Exit codes: 0 done (or nothing to change), 1 a host failed, 2 changes pending
+/// (plan), 3 invalid input (nothing was contacted).
+#[derive(Debug, Parser)]
+#[command(name = "placard", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring hosts to what their roles describe.
+    Apply(RunArgs),
+    /// Show what apply would change, with diffs; exit 2 when something would.
+    Plan(RunArgs),
+    /// Run the roles' health checks on the hosts.
+    Verify(RunArgs),
+    /// Show what placard knows of a host.
+    Facts(HostArgs),
+    /// /etc in git on a host: status, log, diff.
+    Etc {
+        #[arg(value_enum)]
+        command: EtcArg,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// The roles: list them, or show one's purpose and variables.
+    Roles {
+        #[command(subcommand)]
+        command: RolesCommand,
+        /// The site folder holding roles/ and templates/ (default: the current folder).
+        #[arg(long, global = true)]
+        site: Option<PathBuf>,
+    },
+    /// Local Debian hosts (systemd-nspawn) to try roles on.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+    /// Run as the agent on a host: a bundle on stdin, events on stdout.
+    #[command(hide = true)]
+    Agent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EtcArg {
+    Status,
+    Log,
+    Diff,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The inventory file.
+    #[arg(short, long, env = "PLACARD_INVENTORY")]
+    pub inventory: PathBuf,
+    /// The site folder holding roles/ and templates/ (default: the inventory's parent
+    /// folder when it has roles/, else the current folder).
+    #[arg(long)]
+    pub site: Option<PathBuf>,
+    /// Run on this machine, in-process, instead of over SSH.
+    #[arg(long)]
+    pub local: bool,
+    /// Trust and record the host key of a host contacted for the first time.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// A known_hosts file to check host keys against (repeatable; overrides the inventory).
+    #[arg(long)]
+    pub known_hosts: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Hosts or groups to run on (default: all).
+    pub targets: Vec<String>,
+    /// Only report what would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Show a diff of every changed file.
+    #[arg(long)]
+    pub diff: bool,
+    /// How many hosts run at once.
+    #[arg(short, long, default_value_t = 16)]
+    pub jobs: usize,
+    /// List unchanged tasks too.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The host.
+    pub host: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// The roles and what each is for.
+    List,
+    /// A role's purpose, its variables with their documentation and defaults, its tasks.
+    Show { role: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Build (once) and boot a Debian host named NAME, reachable over SSH on loopback.
+    Up {
+        name: String,
+        /// Debian release: bookworm (12) or trixie (13).
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// The loopback port its sshd listens on.
+        #[arg(long, default_value_t = 2201)]
+        port: u16,
+    },
+    /// Stop the host and delete it.
+    Down { name: String },
+    /// Open a shell on the host.
+    Ssh { name: String },
+    /// The sandboxes that run.
+    List,
+}

@@ -1,0 +1,206 @@
+//! Each command, from parsed arguments to an exit code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cli::{Cli, Command, Common, EtcArg, RolesCommand, RunArgs, SandboxCommand};
+use crate::controller;
+use crate::error::{Diagnostic, InvalidInput};
+use crate::inventory::Inventory;
+use crate::plan::{self, EtcCommand, Job};
+use crate::report::{human::HumanReporter, Format, HostReport, JsonReporter, Reporter};
+use crate::role::Site;
+use crate::sandbox;
+use crate::transport::ssh::SshOptions;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Done = 0,
+    Failed = 1,
+    Pending = 2,
+    InvalidInput = 3,
+}
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    match cli.command {
+        Command::Apply(args) => {
+            let job = Job::Apply { check: args.check, diff: args.diff };
+            run_hosts(&args, job, false)
+        }
+        Command::Plan(args) => run_hosts(&args, Job::Apply { check: true, diff: true }, true),
+        Command::Verify(args) => run_hosts(&args, Job::Verify, false),
+        Command::Facts(args) => run_one(&args.common, &args.host, Job::Facts),
+        Command::Etc { command, host } => {
+            let command = match command {
+                EtcArg::Status => EtcCommand::Status,
+                EtcArg::Log => EtcCommand::Log,
+                EtcArg::Diff => EtcCommand::Diff,
+            };
+            run_one(&host.common, &host.host, Job::Etc { command })
+        }
+        Command::Roles { command, site } => roles(command, &Site::new(&site.unwrap_or_else(|| PathBuf::from(".")))),
+        Command::Sandbox { command } => sandbox_command(command),
+        Command::Agent => crate::agent::main().map(|()| Exit::Done),
+    }
+}
+
+fn run_hosts(args: &RunArgs, job: Job, plan_exit: bool) -> Result<Exit> {
+    let reports = execute(&args.common, &args.targets, job, args.jobs, args.verbose)?;
+    let failed = reports.iter().any(HostReport::failed);
+    let changed = reports.iter().any(|r| r.changed() > 0);
+    Ok(if failed {
+        Exit::Failed
+    } else if plan_exit && changed {
+        Exit::Pending
+    } else {
+        Exit::Done
+    })
+}
+
+fn run_one(common: &Common, host: &str, job: Job) -> Result<Exit> {
+    let reports = execute(common, &[host.to_string()], job, 1, true)?;
+    Ok(if reports.iter().any(HostReport::failed) { Exit::Failed } else { Exit::Done })
+}
+
+/// Load, validate and plan (exit 3 on any problem, before any host is contacted), then
+/// run on the hosts and report.
+fn execute(common: &Common, targets: &[String], job: Job, jobs: usize, verbose: bool) -> Result<Vec<HostReport>> {
+    let inventory = Inventory::load(&common.inventory)?;
+    let site = Site::new(&site_root(common.site.as_deref(), &inventory));
+    let hosts = inventory.select(targets)?;
+    if common.local && hosts.len() != 1 {
+        return Err(InvalidInput::from(
+            Diagnostic::new(&inventory.source.path, format!("--local runs on this machine only, but {} hosts were selected", hosts.len()))
+                .help("name the one host this machine is, e.g. `placard apply --local cupboard`"),
+        )
+        .into());
+    }
+    let bundles = plan::prepare(&inventory, &site, &hosts, &job, &operator())?;
+    let routed = bundles.into_iter().map(|b| {
+        let route = controller::route(&inventory, &b.host, common.local);
+        (b, route)
+    });
+    let options = SshOptions {
+        known_hosts: known_hosts(common, &inventory),
+        accept_new_host_keys: common.accept_new_host_keys,
+        ssh_config: dirs::home_dir().map(|h| h.join(".ssh/config")).filter(|p| p.exists()),
+        connect_timeout: Duration::from_secs(15),
+    };
+    let mut reporter: Box<dyn Reporter> = match common.format {
+        Format::Human => Box::new(HumanReporter::new(verbose)),
+        Format::Json => Box::new(JsonReporter),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let reports = runtime.block_on(controller::run(routed.collect(), options, jobs, reporter.as_mut()));
+    reporter.finish(&reports);
+    Ok(reports)
+}
+
+fn known_hosts(common: &Common, inventory: &Inventory) -> Vec<PathBuf> {
+    if !common.known_hosts.is_empty() {
+        return common.known_hosts.clone();
+    }
+    let from_inventory: Vec<PathBuf> = inventory.file.ssh.known_hosts.iter().map(|p| inventory.resolve_path(p)).collect();
+    if !from_inventory.is_empty() {
+        return from_inventory;
+    }
+    dirs::home_dir().map(|h| vec![h.join(".ssh/known_hosts")]).unwrap_or_default()
+}
+
+/// The folder with roles/ and templates/: given, or the inventory folder's parent (a
+/// site repository keeps inventories in inventory/), or the inventory's folder, or here.
+fn site_root(given: Option<&Path>, inventory: &Inventory) -> PathBuf {
+    if let Some(given) = given {
+        return given.to_path_buf();
+    }
+    let folder = inventory.base_dir();
+    let candidates = [folder.parent().map(Path::to_path_buf), Some(folder.clone())];
+    candidates.into_iter().flatten().find(|c| c.join("roles").is_dir()).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn operator() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into());
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}")
+}
+
+fn roles(command: RolesCommand, site: &Site) -> Result<Exit> {
+    match command {
+        RolesCommand::List => {
+            let names = site.role_names().with_context(|| format!("cannot list {}", site.roles_dir.display()))?;
+            for name in names {
+                let role = site.load_role(&name)?;
+                let summary = role.file.description.lines().next().unwrap_or_default();
+                println!("{name:<12} {summary}");
+            }
+        }
+        RolesCommand::Show { role } => {
+            let role = site.load_role(&role)?;
+            println!("{}\n\n{}\n", role.name, role.file.description.trim());
+            if !role.file.variables.is_empty() {
+                println!("Variables:");
+                for (name, variable) in &role.file.variables {
+                    let default = match &variable.default {
+                        Some(value) => format!("default: {}", serde_json::to_string(value).unwrap_or_default()),
+                        None => "required".to_string(),
+                    };
+                    let kind = variable.kind.map(|k| format!(", {}", k.name())).unwrap_or_default();
+                    println!("  {name} ({default}{kind})");
+                    for line in variable.description.trim().lines() {
+                        println!("      {line}");
+                    }
+                }
+                println!();
+            }
+            println!("Tasks:");
+            for task in &role.file.tasks {
+                println!("  - {} ({})", task.name, task.spec.kind());
+            }
+            if !role.file.handlers.is_empty() {
+                println!("Handlers:");
+                for handler in &role.file.handlers {
+                    println!("  - {}", handler.name);
+                }
+            }
+            if !role.file.checks.is_empty() {
+                println!("Checks (placard verify):");
+                for check in &role.file.checks {
+                    println!("  - {}", check.name);
+                }
+            }
+        }
+    }
+    Ok(Exit::Done)
+}
+
+fn sandbox_command(command: SandboxCommand) -> Result<Exit> {
+    let paths = sandbox::SandboxPaths::default();
+    match command {
+        SandboxCommand::Up { name, suite, port } => {
+            let host = sandbox::up(&paths, &name, &suite, port)?;
+            println!("sandbox {} is up: Debian {}, ssh root@127.0.0.1 -p {}", host.name, host.suite, host.port);
+            println!("  host key recorded in {}", paths.state_dir.join("known_hosts").display());
+            println!("  key: {}", paths.state_dir.join("id_ed25519").display());
+        }
+        SandboxCommand::Down { name } => {
+            sandbox::down(&paths, &name)?;
+            println!("sandbox {name} is stopped and deleted");
+        }
+        SandboxCommand::Ssh { name } => {
+            let argv = sandbox::ssh_argv(&paths, &name)?;
+            let status = std::process::Command::new(&argv[0]).args(&argv[1..]).status().context("cannot run ssh")?;
+            if !status.success() {
+                bail!("ssh exited with {status}");
+            }
+        }
+        SandboxCommand::List => {
+            for host in sandbox::list(&paths)? {
+                println!("{:<16} {:<10} 127.0.0.1:{} (pid {})", host.name, host.suite, host.port, host.pid);
+            }
+        }
+    }
+    Ok(Exit::Done)
+}

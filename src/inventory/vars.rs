@@ -1,0 +1,107 @@
+//! Variable resolution for one host: defaults, then inventory, group and host values.
+//!
+//! Each value remembers where it was set, so that a value of the wrong type points at
+//! the line that set it, and a missing required variable says which role needs it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{Host, Inventory};
+use crate::error::{Diagnostic, InvalidInput};
+use crate::role::Role;
+use crate::source::SourceFile;
+
+/// Where a variable's value came from.
+#[derive(Debug, Clone)]
+enum Origin<'a> {
+    Role(&'a Role),
+    Inventory(String),
+}
+
+/// The variables of `host` for `roles`, or every problem with them.
+pub fn resolve(inventory: &Inventory, host: &Host, roles: &[&Role]) -> Result<Map<String, Value>, InvalidInput> {
+    let mut values: Map<String, Value> = Map::new();
+    let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
+    for role in roles {
+        for (name, variable) in &role.file.variables {
+            if let (Some(default), false) = (&variable.default, values.contains_key(name)) {
+                values.insert(name.clone(), default.clone());
+                origins.insert(name.clone(), Origin::Role(role));
+            }
+        }
+    }
+    let mut layers: Vec<(String, &Map<String, Value>)> = vec![("vars".to_string(), &inventory.file.vars)];
+    for group in &host.groups {
+        layers.push((format!("groups.{group}.vars"), &inventory.file.groups[group].vars));
+    }
+    layers.push((format!("hosts.{}.vars", host.name), &inventory.entry(&host.name).vars));
+    for (path, layer) in layers {
+        for (name, value) in layer {
+            values.insert(name.clone(), value.clone());
+            origins.insert(name.clone(), Origin::Inventory(format!("{path}.{name}")));
+        }
+    }
+
+    let mut problems = InvalidInput::default();
+    for role in roles {
+        for (name, variable) in &role.file.variables {
+            match values.get(name) {
+                None => problems.push(
+                    Diagnostic::at_key(&inventory.source, &format!("hosts.{}", host.name), format!("host `{}` needs variable `{name}` for role {}: {}", host.name, role.name, variable.description.trim()))
+                        .help(format!("set `{name}` under hosts.{}.vars, a group's vars, or the global vars", host.name)),
+                ),
+                Some(value) => {
+                    if let Some(kind) = variable.kind {
+                        if let Err(message) = kind.check(value, variable.unique) {
+                            let (source, path): (&SourceFile, String) = match &origins[name] {
+                                Origin::Role(r) => (&r.source, format!("variables.{name}.default")),
+                                Origin::Inventory(path) => (&inventory.source, path.clone()),
+                            };
+                            problems.push(
+                                Diagnostic::at(source, &path, format!("variable `{name}` (role {}): {message}", role.name))
+                                    .help(format!("`{name}`: {}", variable.description.trim())),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // A host variable no role declares is most likely a typo.
+    for name in inventory.entry(&host.name).vars.keys() {
+        let declared = roles.iter().any(|r| r.file.variables.contains_key(name));
+        if !declared {
+            let close: Vec<&str> = roles.iter().flat_map(|r| r.file.variables.keys()).filter(|known| similar_names(known, name)).map(String::as_str).collect();
+            let mut diagnostic = Diagnostic::at_key(
+                &inventory.source,
+                &format!("hosts.{}.vars.{name}", host.name),
+                format!("no role of host `{}` has a variable `{name}`", host.name),
+            );
+            diagnostic = match close.first() {
+                Some(known) => diagnostic.help(format!("did you mean `{known}`?")),
+                None => diagnostic.help(format!("the roles of this host are: {}; `placard roles show ROLE` lists their variables", host.roles.join(", "))),
+            };
+            problems.push(diagnostic);
+        }
+    }
+    problems.into_result()?;
+    Ok(values)
+}
+
+/// Names one edit apart, or equal but for `-`/`_`: the usual typos.
+fn similar_names(a: &str, b: &str) -> bool {
+    if a.replace('-', "_") == b.replace('-', "_") {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            current.push((previous[j] + usize::from(ca != cb)).min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()] <= 2
+}

@@ -1,0 +1,33 @@
+//! placard: declarative provisioning for self-hosted community servers.
+//!
+//! Data flows one way: **load → validate → plan → ship → apply → report**.
+//!
+//! - [`inventory`] and [`role`] load the admin's YAML, strictly, keeping positions
+//!   ([`source`]) so that every problem is reported as `file:line:col` ([`error`]).
+//! - [`plan`] resolves each host's variables, renders every task once with placeholder
+//!   facts ([`template`]) to catch errors before any host is contacted, and builds one
+//!   [`plan::Bundle`] per host.
+//! - [`controller`] sends the bundles concurrently through [`transport`] (SSH with
+//!   russh, or in-process with `--local`); on the host, the same binary runs as the
+//!   [`agent`]: it gathers [`facts`], runs each [`resource`], runs handlers, commits
+//!   /etc to git, and streams [`plan::Event`]s back.
+//! - [`report`] turns the events into progress lines and the end report.
+//!
+//! [`sandbox`] boots local Debian hosts with systemd-nspawn, for trying roles and for
+//! the tests. [`commands`] ties the pieces to the command line ([`cli`]).
+
+pub mod agent;
+pub mod cli;
+pub mod commands;
+pub mod controller;
+pub mod error;
+pub mod facts;
+pub mod inventory;
+pub mod plan;
+pub mod report;
+pub mod resource;
+pub mod role;
+pub mod sandbox;
+pub mod source;
+pub mod template;
+pub mod transport;

@@ -1,0 +1,57 @@
+//! The bundle: everything one host needs for one run, sent to its agent on stdin as JSON.
+//!
+//! It is versioned ([`FORMAT`]): an agent refuses a bundle of another format rather than
+//! guess, and since the agent is the controller's own binary, uploaded by content hash,
+//! the two only disagree when someone runs an agent by hand.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::role::{CheckSpec, Task};
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bundle {
+    pub format: u32,
+    pub host: String,
+    pub job: Job,
+    pub roles: Vec<RoleBundle>,
+    /// The host's resolved variables.
+    pub vars: Map<String, Value>,
+    /// Template name → source, for the templates of the roles above.
+    pub templates: BTreeMap<String, String>,
+    /// Who runs this, for the lock and the commit message: `user@controller`.
+    pub operator: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleBundle {
+    pub name: String,
+    pub tasks: Vec<Task>,
+    pub handlers: Vec<Task>,
+    pub checks: Vec<CheckSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Job {
+    /// Bring the host to the roles; with `check`, only report what would change.
+    Apply { check: bool, diff: bool },
+    /// Run the roles' health checks.
+    Verify,
+    /// Report the host's facts.
+    Facts,
+    /// Show /etc's git repository.
+    Etc { command: EtcCommand },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EtcCommand {
+    Status,
+    Log,
+    Diff,
+}

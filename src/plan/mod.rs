@@ -1,0 +1,152 @@
+//! Planning: from inventory and roles to one [`Bundle`] per host — pure, no I/O beyond
+//! reading the site's files, no host contacted.
+//!
+//! This is where "bad input changes nothing" is kept: every role is loaded and checked,
+//! every host's variables resolved and type-checked, and every task and template
+//! rendered once with placeholder facts and secrets, so that a missing variable or a
+//! broken template stops the run with `file:line:col` before any connection is made.
+
+pub mod bundle;
+pub mod event;
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+pub use bundle::{Bundle, EtcCommand, Job, RoleBundle};
+pub use event::{Event, TaskStatus};
+
+use crate::error::{Diagnostic, InvalidInput};
+use crate::facts::Facts;
+use crate::inventory::{vars, Host, Inventory};
+use crate::role::{Role, Site, Task};
+use crate::source::SourceFile;
+use crate::template::{RenderFailure, Renderer, SecretSource};
+
+/// What templates see: the variables at the top level, `facts`, and `host.name`.
+pub fn template_data(vars: &Map<String, Value>, facts: &Facts, host: &str) -> Value {
+    let mut data = vars.clone();
+    data.insert("facts".into(), serde_json::to_value(facts).unwrap_or(Value::Null));
+    data.insert("host".into(), json!({ "name": host }));
+    Value::Object(data)
+}
+
+/// Loads, checks and renders everything the selected hosts need.
+pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, operator: &str) -> Result<Vec<Bundle>, InvalidInput> {
+    let mut problems = InvalidInput::default();
+    let mut roles: BTreeMap<String, Option<Role>> = BTreeMap::new();
+    for host in hosts {
+        for (index, name) in host.roles.iter().enumerate() {
+            if roles.contains_key(name) {
+                continue;
+            }
+            if !site.roles_dir.join(format!("{name}.yml")).is_file() {
+                let path = role_reference(inventory, host, index);
+                let known = site.role_names().map(|n| n.join(", ")).unwrap_or_default();
+                problems.push(
+                    Diagnostic::at(&inventory.source, &path, format!("no role `{name}`: {} does not exist", site.roles_dir.join(format!("{name}.yml")).display()))
+                        .help(format!("the roles are: {known}")),
+                );
+                roles.insert(name.clone(), None);
+                continue;
+            }
+            match site.load_role(name) {
+                Ok(role) => {
+                    roles.insert(name.clone(), Some(role));
+                }
+                Err(invalid) => {
+                    problems.diagnostics.extend(invalid.diagnostics);
+                    roles.insert(name.clone(), None);
+                }
+            }
+        }
+    }
+    // Problems in the roles themselves would repeat for every host: stop here.
+    problems.into_result()?;
+
+    let placeholder = Facts::placeholder();
+    let mut bundles = Vec::new();
+    let mut problems = InvalidInput::default();
+    for host in hosts {
+        let host_roles: Vec<&Role> = host.roles.iter().filter_map(|name| roles.get(name)?.as_ref()).collect();
+        let vars = match vars::resolve(inventory, host, &host_roles) {
+            Ok(vars) => vars,
+            Err(invalid) => {
+                problems.diagnostics.extend(invalid.diagnostics);
+                continue;
+            }
+        };
+        let mut templates = BTreeMap::new();
+        for role in &host_roles {
+            templates.extend(role.template_sources().iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let renderer = match Renderer::new(&templates, SecretSource::Placeholder) {
+            Ok(renderer) => renderer,
+            Err(failure) => {
+                problems.push(template_diagnostic(site, &failure, &host.name));
+                continue;
+            }
+        };
+        let data = template_data(&vars, &placeholder, &host.name);
+        for role in &host_roles {
+            for (list, tasks) in [("tasks", &role.file.tasks), ("handlers", &role.file.handlers)] {
+                for (index, task) in tasks.iter().enumerate() {
+                    if let Err(failure) = render_task(&renderer, task, &data) {
+                        problems.push(match &failure.template {
+                            Some(_) => template_diagnostic(site, &failure, &host.name),
+                            None => Diagnostic::at(&role.source, &format!("{list}[{index}].{}", failure.field), format!("{} (host {})", failure.message, host.name)),
+                        });
+                    }
+                }
+            }
+        }
+        bundles.push(Bundle {
+            format: bundle::FORMAT,
+            host: host.name.clone(),
+            job: job.clone(),
+            roles: host_roles
+                .iter()
+                .map(|role| RoleBundle {
+                    name: role.name.clone(),
+                    tasks: role.file.tasks.clone(),
+                    handlers: role.file.handlers.clone(),
+                    checks: role.file.checks.clone(),
+                })
+                .collect(),
+            vars,
+            templates,
+            operator: operator.to_string(),
+        });
+    }
+    problems.into_result()?;
+    Ok(bundles)
+}
+
+fn render_task(renderer: &Renderer, task: &Task, data: &Value) -> Result<(), RenderFailure> {
+    renderer.render_spec(&task.spec, data)?;
+    renderer.render_string(&task.name, data).map_err(|message| RenderFailure { field: "name".into(), message, template: None })?;
+    Ok(())
+}
+
+/// Where in the inventory the host's `index`th role is listed.
+fn role_reference(inventory: &Inventory, host: &Host, index: usize) -> String {
+    let name = &host.roles[index];
+    if let Some(position) = inventory.entry(&host.name).roles.iter().position(|r| r == name) {
+        return format!("hosts.{}.roles[{position}]", host.name);
+    }
+    for group in &host.groups {
+        if let Some(position) = inventory.file.groups[group].roles.iter().position(|r| r == name) {
+            return format!("groups.{group}.roles[{position}]");
+        }
+    }
+    format!("hosts.{}", host.name)
+}
+
+fn template_diagnostic(site: &Site, failure: &RenderFailure, host: &str) -> Diagnostic {
+    let (name, line, column) = failure.template.clone().unwrap_or_default();
+    let path = site.templates_dir.join(&name);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let source = SourceFile::new(&path, text);
+    Diagnostic::new(&path, format!("{} (host {host})", failure.message))
+        .with_position(&source, Some(crate::source::Position { line, column }))
+}

@@ -1,0 +1,118 @@
+//! `command`: the escape hatch, for what no resource covers.
+//!
+//! A command is an argv, run without a shell. `shell:` runs a script with /bin/sh when
+//! one is really needed; it is not templated, so a variable can never be spliced into
+//! shell code: values reach the script through `env:` and are used as "$NAME".
+//! A command is not idempotent by itself, so it needs a guard: `creates:` (skip when
+//! that path exists) or `unless:` (skip when that command succeeds). Guards run in check
+//! runs too, so they must only look.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{check, Context, FieldError, Outcome};
+use crate::agent::process;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creates: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unless: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chdir: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Runs every time, changing the host each time. Only for handlers and one-off
+    /// actions; a task with it is never reported as unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always: bool,
+}
+
+impl CommandSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match (&self.argv, &self.shell) {
+            (Some(argv), None) => check::not_empty("argv", argv)?,
+            (None, Some(_)) => {}
+            _ => return Err(FieldError::new("argv", "a command has exactly one of `argv` (preferred) or `shell`")),
+        }
+        if let Some(creates) = &self.creates {
+            check::absolute_path("creates", creates)?;
+        }
+        if let Some(unless) = &self.unless {
+            check::not_empty("unless", unless)?;
+        }
+        if let Some(chdir) = &self.chdir {
+            check::absolute_path("chdir", chdir)?;
+        }
+        for name in self.env.keys() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(FieldError::new(&format!("env.{name}"), "an environment variable name is letters, digits and _"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this command has a guard; tasks must have one (handlers need not).
+    pub fn is_guarded(&self) -> bool {
+        self.creates.is_some() || self.unless.is_some() || self.always
+    }
+
+    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+        if let Some(creates) = &self.creates {
+            if Path::new(creates).exists() {
+                return Ok(Outcome::unchanged(format!("{creates} exists")));
+            }
+        }
+        if let Some(unless) = &self.unless {
+            let argv: Vec<&str> = unless.iter().map(String::as_str).collect();
+            if process::succeeds(&argv)? {
+                return Ok(Outcome::unchanged(format!("`{}` succeeded", unless.join(" "))));
+            }
+        }
+        let shown = self.describe();
+        if context.check {
+            return Ok(Outcome::changed(format!("run {shown}")));
+        }
+        let mut command = match (&self.argv, &self.shell) {
+            (Some(argv), _) => {
+                let mut command = Command::new(&argv[0]);
+                command.args(&argv[1..]);
+                command
+            }
+            (None, Some(script)) => {
+                let mut command = Command::new("/bin/sh");
+                command.args(["-e", "-c", script]);
+                command
+            }
+            (None, None) => anyhow::bail!("a command has neither argv nor shell"),
+        };
+        command.envs(&self.env).env("DEBIAN_FRONTEND", "noninteractive").stdin(std::process::Stdio::null());
+        if let Some(chdir) = &self.chdir {
+            command.current_dir(chdir);
+        }
+        let output = command.output().with_context(|| format!("cannot run {shown}"))?;
+        process::check_status(&[shown.as_str()], &output)?;
+        if let Some(creates) = &self.creates {
+            context.record_change(Path::new(creates));
+        }
+        Ok(Outcome::changed(format!("ran {shown}")))
+    }
+
+    fn describe(&self) -> String {
+        match (&self.argv, &self.shell) {
+            (Some(argv), _) => argv.join(" "),
+            (None, Some(script)) => format!("shell script `{}`", script.lines().next().unwrap_or_default()),
+            (None, None) => String::new(),
+        }
+    }
+}

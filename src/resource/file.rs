@@ -1,0 +1,268 @@
+//! `file`: a file's content, owner, group and mode.
+//!
+//! Content comes inline (`content:`), from a handlebars template (`template:`) or
+//! verbatim from the templates folder (`copy:`); by the time `run` sees the spec, the
+//! controller or agent has rendered it into `content` (see [`crate::template`]).
+//!
+//! A changed file is written to a temporary file beside the target and renamed over
+//! it, so a reader never sees half a file. When the spec has `validate:`, the new content
+//! must pass it before it replaces the old: with `%s` in the command, the validator
+//! reads the temporary file; without, the new file is put in place, the validator runs
+//! (it checks the whole configuration, drop-ins included) and the old file is put back
+//! if it fails.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{check, Context, FieldError, Outcome};
+use crate::agent::process;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// A template under `templates/`, e.g. `base/sshd.conf.hbs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// A file under `templates/` copied as it is, without rendering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Octal, as a string: "0644".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// A command that must accept the new content; `%s` stands for the new file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Vec<String>>,
+    /// The content holds a secret: never diffed, never committed to /etc's git.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+    #[serde(default, skip_serializing_if = "FileState::is_present")]
+    pub state: FileState,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    #[default]
+    Present,
+    Absent,
+}
+
+impl FileState {
+    fn is_present(&self) -> bool {
+        *self == FileState::Present
+    }
+}
+
+impl FileSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check::absolute_path("path", &self.path)?;
+        let sources = [self.content.is_some(), self.template.is_some(), self.copy.is_some()];
+        let count = sources.iter().filter(|s| **s).count();
+        if self.state == FileState::Present && count != 1 {
+            return Err(FieldError::new("path", "a file needs exactly one of `content`, `template` or `copy`"));
+        }
+        if self.state == FileState::Absent && count != 0 {
+            return Err(FieldError::new("state", "an absent file has no content; remove `content`, `template` or `copy`"));
+        }
+        if let Some(mode) = &self.mode {
+            check::mode("mode", mode)?;
+        }
+        if let Some(owner) = &self.owner {
+            check::account_name("owner", owner)?;
+        }
+        if let Some(group) = &self.group {
+            check::account_name("group", group)?;
+        }
+        if let Some(validate) = &self.validate {
+            check::not_empty("validate", validate)?;
+        }
+        Ok(())
+    }
+
+    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+        let path = PathBuf::from(&self.path);
+        let sensitive = self.secret || context.sensitive;
+        context.sensitive = sensitive;
+        if self.state == FileState::Absent {
+            return remove(&path, context);
+        }
+        let desired = self.content.clone().unwrap_or_default();
+        let current = match fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let owner = resolve_owner(self.owner.as_deref(), self.group.as_deref())?;
+        let mode = self.mode.as_deref().map(|m| check::mode("mode", m)).transpose().map_err(|e| anyhow::anyhow!(e.message))?;
+
+        let content_changed = current.as_deref() != Some(desired.as_bytes());
+        let metadata = fs::symlink_metadata(&path).ok();
+        let attributes = attribute_changes(metadata.as_ref(), owner, mode);
+        if !content_changed && attributes.is_empty() {
+            return Ok(Outcome::unchanged(format!("{} is up to date", self.path)));
+        }
+        let diff = if !content_changed {
+            None
+        } else if sensitive {
+            Some(format!("--- {0}\n+++ {0}\n(content holds a secret; diff hidden)\n", self.path))
+        } else {
+            Some(crate::report::diff::unified(&self.path, current.as_deref(), Some(desired.as_bytes())))
+        };
+        let mut what = Vec::new();
+        if current.is_none() {
+            what.push("create".to_string());
+        } else if content_changed {
+            what.push("update content".to_string());
+        }
+        what.extend(attributes);
+        context.record_change(&path);
+        if !context.check {
+            // A new file takes the mode asked for, or the old file's, or 0644.
+            let mode = mode.or(metadata.as_ref().map(|m| m.mode() & 0o7777)).unwrap_or(0o644);
+            let uid_gid = owner.or(metadata.as_ref().map(|m| (Some(m.uid()), Some(m.gid())))).unwrap_or((None, None));
+            replace(&path, desired.as_bytes(), mode, uid_gid, self.validate.as_deref())?;
+        }
+        Ok(Outcome::changed(format!("{}: {}", self.path, what.join(", "))).with_diff(diff))
+    }
+}
+
+fn remove(path: &Path, context: &mut Context) -> Result<Outcome> {
+    match fs::symlink_metadata(path) {
+        Err(_) => Ok(Outcome::unchanged(format!("{} is absent", path.display()))),
+        Ok(metadata) if metadata.is_dir() => bail!("{} is a directory; use a `directory` task to remove it", path.display()),
+        Ok(_) => {
+            context.record_change(path);
+            if !context.check {
+                fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+            Ok(Outcome::changed(format!("remove {}", path.display())))
+        }
+    }
+}
+
+type Owner = (Option<u32>, Option<u32>);
+
+/// Looks up user and group names on the host.
+pub fn resolve_owner(owner: Option<&str>, group: Option<&str>) -> Result<Option<Owner>> {
+    if owner.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let uid = owner
+        .map(|name| {
+            nix::unistd::User::from_name(name)?.map(|u| u.uid.as_raw()).with_context(|| format!("user `{name}` does not exist on this host"))
+        })
+        .transpose()?;
+    let gid = group
+        .map(|name| {
+            nix::unistd::Group::from_name(name)?.map(|g| g.gid.as_raw()).with_context(|| format!("group `{name}` does not exist on this host"))
+        })
+        .transpose()?;
+    Ok(Some((uid, gid)))
+}
+
+/// What differs in owner, group and mode, in words.
+pub fn attribute_changes(metadata: Option<&fs::Metadata>, owner: Option<Owner>, mode: Option<u32>) -> Vec<String> {
+    let Some(metadata) = metadata else { return Vec::new() };
+    let mut changes = Vec::new();
+    if let Some((uid, gid)) = owner {
+        if uid.is_some_and(|u| u != metadata.uid()) {
+            changes.push("owner".to_string());
+        }
+        if gid.is_some_and(|g| g != metadata.gid()) {
+            changes.push("group".to_string());
+        }
+    }
+    if let Some(mode) = mode {
+        let current = metadata.mode() & 0o7777;
+        if current != mode {
+            changes.push(format!("mode {current:04o} → {mode:04o}"));
+        }
+    }
+    changes
+}
+
+pub fn set_attributes(path: &Path, mode: u32, owner: Owner) -> Result<()> {
+    let (uid, gid) = owner;
+    nix::unistd::chown(path, uid.map(nix::unistd::Uid::from_raw), gid.map(nix::unistd::Gid::from_raw))
+        .with_context(|| format!("cannot chown {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+/// Atomically replaces `path` with `content`, validated first when asked.
+pub(crate) fn replace(path: &Path, content: &[u8], mode: u32, owner: Owner, validate: Option<&[String]>) -> Result<()> {
+    let directory = path.parent().context("a file path has a parent directory")?;
+    if !directory.is_dir() {
+        bail!("directory {} does not exist; add a `directory` task before this one", directory.display());
+    }
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".placard-")
+        .tempfile_in(directory)
+        .with_context(|| format!("cannot create a temporary file in {}", directory.display()))?;
+    temporary.write_all(content)?;
+    temporary.as_file().sync_all()?;
+    set_attributes(temporary.path(), mode, owner)?;
+
+    let validate = validate.filter(|v| !v.is_empty());
+    match validate {
+        Some(argv) if argv.iter().any(|a| a.contains("%s")) => {
+            let temporary_path = temporary.path().to_string_lossy().into_owned();
+            let argv: Vec<String> = argv.iter().map(|a| a.replace("%s", &temporary_path)).collect();
+            run_validator(&argv, path)?;
+            persist(temporary, path)
+        }
+        Some(argv) => {
+            // The validator checks the live configuration: put the new file in place, keep
+            // the old one aside, and put it back if the validator refuses.
+            let backup = directory.join(format!(".placard-old-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+            let had_old = path.exists();
+            if had_old {
+                fs::rename(path, &backup).with_context(|| format!("cannot set {} aside", path.display()))?;
+            }
+            persist(temporary, path)?;
+            if let Err(error) = run_validator(argv, path) {
+                if had_old {
+                    fs::rename(&backup, path).with_context(|| format!("cannot restore {}", path.display()))?;
+                } else {
+                    let _ = fs::remove_file(path);
+                }
+                return Err(error);
+            }
+            if had_old {
+                let _ = fs::remove_file(&backup);
+            }
+            Ok(())
+        }
+        None => persist(temporary, path),
+    }
+}
+
+fn run_validator(argv: &[String], path: &Path) -> Result<()> {
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let output = process::run(&argv, None)?;
+    process::check_status(&argv, &output)
+        .with_context(|| format!("the new {} failed validation; the old file is still in place", path.display()))
+}
+
+fn persist(temporary: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    let file = temporary.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    // The rename is durable only once the directory entry is.
+    drop(file);
+    if let Some(directory) = path.parent() {
+        if let Ok(directory) = fs::File::open(directory) {
+            let _ = directory.sync_all();
+        }
+    }
+    Ok(())
+}

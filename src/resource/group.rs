@@ -1,0 +1,51 @@
+//! `group`: a Unix group, created with groupadd when missing.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::{check, Context, FieldError, Outcome};
+use crate::agent::process;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// A system group (a gid below 1000), for services.
+    #[serde(default)]
+    pub system: bool,
+}
+
+impl GroupSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check::account_name("name", &self.name)
+    }
+
+    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+        match nix::unistd::Group::from_name(&self.name)? {
+            Some(group) => {
+                if let Some(gid) = self.gid.filter(|gid| *gid != group.gid.as_raw()) {
+                    anyhow::bail!("group {} exists with gid {}, not {gid}; changing a gid is left to the admin", self.name, group.gid);
+                }
+                Ok(Outcome::unchanged(format!("group {} exists", self.name)))
+            }
+            None => {
+                if !context.check {
+                    let gid = self.gid.map(|g| g.to_string());
+                    let mut argv = vec!["groupadd"];
+                    if self.system {
+                        argv.push("--system");
+                    }
+                    if let Some(gid) = &gid {
+                        argv.extend(["--gid", gid]);
+                    }
+                    argv.extend(["--", self.name.as_str()]);
+                    process::run_ok(&argv)?;
+                }
+                context.record_change(std::path::Path::new("/etc/group"));
+                Ok(Outcome::changed(format!("create group {}", self.name)))
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `line` and `setting`: change one line or one setting of a file the distro owns,
+//! without owning the whole file — the file stays mergeable when the distro changes it.
+//!
+//! `setting` understands files that are lists of `key value` settings (sshd_config,
+//! Postfix's main.cf, sysctl.conf, key=value files). It changes the first active
+//! occurrence of the key (the one that wins in sshd), or uncomments the distro's
+//! commented-out example line's neighbour by inserting right after it, or appends.
+//! The edits themselves are pure functions, tested below.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::file::replace;
+use super::{check, Context, FieldError, Outcome};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LineSpec {
+    pub path: String,
+    /// The whole line as it should read.
+    pub line: String,
+    /// A regular expression for the line to replace (or remove); without it, the line
+    /// itself is looked for.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub state: LineState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum LineState {
+    #[default]
+    Present,
+    Absent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SettingSpec {
+    pub path: String,
+    pub key: String,
+    pub value: String,
+    /// What stands between key and value: " " (sshd_config, the default), " = "
+    /// (main.cf), "=" (key=value files).
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// Create the file when it does not exist (otherwise that is an error: the file is
+    /// expected to come from a package).
+    #[serde(default)]
+    pub create: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Vec<String>>,
+}
+
+fn default_separator() -> String {
+    " ".to_string()
+}
+
+impl LineSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check::absolute_path("path", &self.path)?;
+        if self.line.contains('\n') {
+            return Err(FieldError::new("line", "one line only; use a `file` task for more"));
+        }
+        if let Some(pattern) = &self.pattern {
+            Regex::new(pattern).map_err(|e| FieldError::new("match", format!("not a valid regular expression: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+        let pattern = self.pattern.as_deref().map(Regex::new).transpose()?;
+        let current = fs::read_to_string(&self.path).with_context(|| format!("cannot read {}", self.path))?;
+        let edited = edit_line(&current, &self.line, pattern.as_ref(), self.state);
+        write_edit(&self.path, &current, edited, self.validate.as_deref(), context, "line")
+    }
+}
+
+impl SettingSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check::absolute_path("path", &self.path)?;
+        if self.key.is_empty() || self.key.contains(char::is_whitespace) || self.key.starts_with('#') {
+            return Err(FieldError::new("key", format!("`{}` is not a setting name", self.key)));
+        }
+        if self.value.contains('\n') {
+            return Err(FieldError::new("value", "a setting's value is one line"));
+        }
+        if self.separator.trim().len() > 1 {
+            return Err(FieldError::new("separator", "a separator is spaces around at most one character, such as \" = \""));
+        }
+        Ok(())
+    }
+
+    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+        let current = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path)),
+        };
+        let edited = edit_setting(&current, &self.key, &self.value, &self.separator);
+        write_edit(&self.path, &current, edited, self.validate.as_deref(), context, &format!("{} {}", self.key, self.value))
+    }
+}
+
+fn write_edit(path: &str, current: &str, edited: Option<String>, validate: Option<&[String]>, context: &mut Context, what: &str) -> Result<Outcome> {
+    let Some(edited) = edited else {
+        return Ok(Outcome::unchanged(format!("{path} already has {what}")));
+    };
+    let diff = crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()));
+    context.record_change(Path::new(path));
+    if !context.check {
+        let metadata = fs::metadata(path).ok();
+        let mode = metadata.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
+        let owner = metadata.as_ref().map_or((None, None), |m| (Some(m.uid()), Some(m.gid())));
+        replace(Path::new(path), edited.as_bytes(), mode, owner, validate)?;
+    }
+    Ok(Outcome::changed(format!("{path}: set {what}")).with_diff(Some(diff)))
+}
+
+/// The text with `line` present (or absent), or None when it already is.
+pub fn edit_line(text: &str, line: &str, pattern: Option<&Regex>, state: LineState) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let matches = |l: &str| match pattern {
+        Some(p) => p.is_match(l),
+        None => l == line,
+    };
+    match state {
+        LineState::Present => {
+            if lines.contains(&line) && pattern.is_none_or(|p| lines.iter().filter(|l| p.is_match(l)).all(|l| *l == line)) {
+                return None;
+            }
+            let mut out: Vec<&str> = Vec::with_capacity(lines.len() + 1);
+            let mut placed = false;
+            for l in &lines {
+                if matches(l) {
+                    if !placed {
+                        out.push(line);
+                        placed = true;
+                    }
+                } else {
+                    out.push(l);
+                }
+            }
+            if !placed {
+                out.push(line);
+            }
+            Some(join_lines(&out))
+        }
+        LineState::Absent => {
+            let kept: Vec<&str> = lines.iter().copied().filter(|l| !matches(l)).collect();
+            (kept.len() != lines.len()).then(|| join_lines(&kept))
+        }
+    }
+}
+
+/// The text with `key` set to `value`, or None when it already is.
+pub fn edit_setting(text: &str, key: &str, value: &str, separator: &str) -> Option<String> {
+    let wanted = format!("{key}{separator}{value}");
+    let lines: Vec<&str> = text.lines().collect();
+    let active = lines.iter().position(|l| setting_value(l, key, separator).is_some());
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    match active {
+        Some(index) => {
+            if setting_value(lines[index], key, separator) == Some(value) {
+                return None;
+            }
+            let indent: String = lines[index].chars().take_while(|c| c.is_whitespace()).collect();
+            out[index] = format!("{indent}{wanted}");
+        }
+        None => {
+            // Put it next to the distro's commented example, where an admin would look.
+            let commented = lines.iter().rposition(|l| {
+                let uncommented = l.trim_start().strip_prefix('#').map(str::trim_start);
+                uncommented.is_some_and(|u| setting_value(u, key, separator).is_some())
+            });
+            match commented {
+                Some(index) => out.insert(index + 1, wanted),
+                None => out.push(wanted),
+            }
+        }
+    }
+    Some(join_lines(&out))
+}
+
+/// The value of `key` on an active line, if this line sets it.
+fn setting_value<'a>(line: &'a str, key: &str, separator: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix(key)?;
+    let mark = separator.trim();
+    let value = if mark.is_empty() {
+        if !rest.starts_with(char::is_whitespace) {
+            return None;
+        }
+        rest.trim_start()
+    } else {
+        rest.trim_start().strip_prefix(mark)?.trim_start()
+    };
+    Some(value.trim_end())
+}
+
+fn join_lines<S: AsRef<str>>(lines: &[S]) -> String {
+    let mut text = lines.iter().map(AsRef::as_ref).collect::<Vec<_>>().join("\n");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SSHD: &str = "Include /etc/ssh/sshd_config.d/*.conf\n#PermitRootLogin prohibit-password\n#PasswordAuthentication yes\nX11Forwarding yes\n";
+
+    #[test]
+    fn a_setting_goes_after_its_commented_example() {
+        let edited = edit_setting(SSHD, "PasswordAuthentication", "no", " ").expect("changed");
+        assert_eq!(
+            edited,
+            "Include /etc/ssh/sshd_config.d/*.conf\n#PermitRootLogin prohibit-password\n#PasswordAuthentication yes\nPasswordAuthentication no\nX11Forwarding yes\n"
+        );
+        assert_eq!(edit_setting(&edited, "PasswordAuthentication", "no", " "), None, "second edit changes nothing");
+    }
+
+    #[test]
+    fn an_active_setting_is_replaced_in_place() {
+        let edited = edit_setting(SSHD, "X11Forwarding", "no", " ").expect("changed");
+        assert!(edited.ends_with("X11Forwarding no\n"));
+        assert_eq!(edited.lines().count(), 4);
+    }
+
+    #[test]
+    fn key_value_files_with_separators() {
+        let main_cf = "# myhostname = host.example\nsmtpd_banner = $myhostname ESMTP\n";
+        let edited = edit_setting(main_cf, "myhostname", "mail.club.example", " = ").expect("changed");
+        assert_eq!(edited, "# myhostname = host.example\nmyhostname = mail.club.example\nsmtpd_banner = $myhostname ESMTP\n");
+        assert_eq!(edit_setting("net.ipv4.ip_forward=1\n", "net.ipv4.ip_forward", "1", "="), None);
+        assert!(edit_setting("", "a", "b", "=").is_some_and(|t| t == "a=b\n"));
+    }
+
+    #[test]
+    fn a_key_is_not_a_prefix_of_another_key() {
+        let text = "PermitRootLoginX yes\n";
+        assert_eq!(edit_setting(text, "PermitRootLogin", "no", " ").as_deref(), Some("PermitRootLoginX yes\nPermitRootLogin no\n"));
+    }
+
+    #[test]
+    fn lines_are_added_replaced_and_removed() {
+        let pattern = Regex::new("^GRUB_TIMEOUT=").ok();
+        let text = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n";
+        assert_eq!(edit_line(text, "GRUB_TIMEOUT=2", pattern.as_ref(), LineState::Present).as_deref(), Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=2\n"));
+        assert_eq!(edit_line(text, "GRUB_TIMEOUT=5", None, LineState::Present), None);
+        assert_eq!(edit_line(text, "GRUB_X=1", None, LineState::Present).as_deref(), Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_X=1\n"));
+        assert_eq!(edit_line(text, "GRUB_TIMEOUT=5", None, LineState::Absent).as_deref(), Some("GRUB_DEFAULT=0\n"));
+    }
+}

@@ -1,0 +1,283 @@
+//! The task vocabulary: small, typed, idempotent resources.
+//!
+//! Each resource lives in its own file and has two halves, in the pyinfra manner: a
+//! *spec* (what the role's YAML said, deserialized strictly — an unknown key is an
+//! error) and `run`, which asks "what is there?", compares it with the spec and, unless
+//! this is a check run, changes the host. Every run ends in an [`Outcome`] that says
+//! whether something changed and why — "service ssh is running" — and that reason is
+//! what the report shows.
+//!
+//! Specs are rendered (handlebars) and validated before they run: see
+//! [`crate::template`] and [`Spec::validate`]. Resources only run inside the agent, on
+//! the host; the controller only validates them.
+
+pub mod command;
+pub mod directory;
+pub mod file;
+pub mod group;
+pub mod line;
+pub mod package;
+pub mod secret;
+pub mod service;
+pub mod symlink;
+pub mod user;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// One resource as written in a task: exactly one of these keys appears in a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Spec {
+    Package(package::PackageSpec),
+    File(file::FileSpec),
+    Directory(directory::DirectorySpec),
+    Symlink(symlink::SymlinkSpec),
+    Line(line::LineSpec),
+    Setting(line::SettingSpec),
+    Service(service::ServiceSpec),
+    User(user::UserSpec),
+    Group(group::GroupSpec),
+    Command(command::CommandSpec),
+    Secret(secret::SecretSpec),
+}
+
+/// The resource keys a task may use, for error messages.
+pub const KINDS: &[&str] =
+    &["package", "file", "directory", "symlink", "line", "setting", "service", "user", "group", "command", "secret"];
+
+/// A problem with one field of a rendered spec, e.g. a mode that is not octal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// The field, relative to the resource (`mode`, `validate[0]`).
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> FieldError {
+        FieldError { field: field.to_string(), message: message.into() }
+    }
+}
+
+impl Spec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Spec::Package(_) => "package",
+            Spec::File(_) => "file",
+            Spec::Directory(_) => "directory",
+            Spec::Symlink(_) => "symlink",
+            Spec::Line(_) => "line",
+            Spec::Setting(_) => "setting",
+            Spec::Service(_) => "service",
+            Spec::User(_) => "user",
+            Spec::Group(_) => "group",
+            Spec::Command(_) => "command",
+            Spec::Secret(_) => "secret",
+        }
+    }
+
+    /// Checks what serde cannot: absolute paths, octal modes, names that are names.
+    /// Runs on rendered specs, on the controller before any host is contacted and again
+    /// on the agent.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            Spec::Package(spec) => spec.validate(),
+            Spec::File(spec) => spec.validate(),
+            Spec::Directory(spec) => spec.validate(),
+            Spec::Symlink(spec) => spec.validate(),
+            Spec::Line(spec) => spec.validate(),
+            Spec::Setting(spec) => spec.validate(),
+            Spec::Service(spec) => spec.validate(),
+            Spec::User(spec) => spec.validate(),
+            Spec::Group(spec) => spec.validate(),
+            Spec::Command(spec) => spec.validate(),
+            Spec::Secret(spec) => spec.validate(),
+        }
+    }
+
+    /// Brings the host to the spec (or, in a check run, says what would change).
+    pub fn run(&self, context: &mut Context) -> anyhow::Result<Outcome> {
+        match self {
+            Spec::Package(spec) => spec.run(context),
+            Spec::File(spec) => spec.run(context),
+            Spec::Directory(spec) => spec.run(context),
+            Spec::Symlink(spec) => spec.run(context),
+            Spec::Line(spec) => spec.run(context),
+            Spec::Setting(spec) => spec.run(context),
+            Spec::Service(spec) => spec.run(context),
+            Spec::User(spec) => spec.run(context),
+            Spec::Group(spec) => spec.run(context),
+            Spec::Command(spec) => spec.run(context),
+            Spec::Secret(spec) => spec.run(context),
+        }
+    }
+}
+
+/// What a resource run found and did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub changed: bool,
+    /// Why nothing needed doing, or what was (or would be) done: a short sentence.
+    pub reason: String,
+    /// A unified diff of the change, when the resource has one and it holds no secret.
+    pub diff: Option<String>,
+}
+
+impl Outcome {
+    pub fn unchanged(reason: impl Into<String>) -> Outcome {
+        Outcome { changed: false, reason: reason.into(), diff: None }
+    }
+
+    pub fn changed(reason: impl Into<String>) -> Outcome {
+        Outcome { changed: true, reason: reason.into(), diff: None }
+    }
+
+    pub fn with_diff(mut self, diff: Option<String>) -> Outcome {
+        self.diff = diff;
+        self
+    }
+}
+
+/// What resources share during one run on one host.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// Check mode: look, compare and report, change nothing.
+    pub check: bool,
+    /// Whether the rendered content of the current task used a secret: its diff is never
+    /// shown and the file is kept out of /etc's git history.
+    pub sensitive: bool,
+    /// Files this run changed (or would change).
+    pub changed_paths: BTreeSet<PathBuf>,
+    /// Files whose content holds secrets, to keep out of git.
+    pub sensitive_paths: BTreeSet<PathBuf>,
+    /// Set when a unit file changed, so that systemd rereads units before the next
+    /// service operation.
+    pub daemon_reload_needed: bool,
+    /// Whether `apt-get update` already ran in this run.
+    pub apt_updated: bool,
+}
+
+impl Context {
+    pub fn new(check: bool) -> Context {
+        Context { check, ..Context::default() }
+    }
+
+    /// Records that `path` changed, and what follows from it.
+    pub fn record_change(&mut self, path: &Path) {
+        if path.starts_with("/etc/systemd") || path.starts_with("/lib/systemd") || path.starts_with("/usr/lib/systemd") {
+            self.daemon_reload_needed = true;
+        }
+        if self.sensitive {
+            self.sensitive_paths.insert(path.to_path_buf());
+        }
+        self.changed_paths.insert(path.to_path_buf());
+    }
+}
+
+/// Accepts `name: x` as well as `names: [x, y]` in YAML.
+pub fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
+/// Validation helpers shared by the resources.
+pub mod check {
+    use super::FieldError;
+
+    pub fn absolute_path(field: &str, path: &str) -> Result<(), FieldError> {
+        if !path.starts_with('/') {
+            return Err(FieldError::new(field, format!("`{path}` is not an absolute path; write it from /")));
+        }
+        if path.split('/').any(|part| part == "..") {
+            return Err(FieldError::new(field, format!("`{path}` contains `..`; write the path without it")));
+        }
+        Ok(())
+    }
+
+    /// An octal mode such as `0644` or `644` (setuid bits allowed, nothing above 07777).
+    pub fn mode(field: &str, mode: &str) -> Result<u32, FieldError> {
+        let digits = mode.trim();
+        let parsed = if digits.len() >= 3 && digits.len() <= 5 && digits.chars().all(|c| ('0'..='7').contains(&c)) {
+            u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
+        } else {
+            None
+        };
+        parsed.ok_or_else(|| {
+            FieldError::new(field, format!("`{mode}` is not an octal file mode; write it like \"0644\" (quoted, so YAML keeps it a string)"))
+        })
+    }
+
+    /// A user or group name as useradd accepts it.
+    pub fn account_name(field: &str, name: &str) -> Result<(), FieldError> {
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if valid {
+            Ok(())
+        } else {
+            Err(FieldError::new(field, format!("`{name}` is not a valid user or group name (lowercase letters, digits, _ and -, starting with a letter)")))
+        }
+    }
+
+    /// A systemd unit or Debian package name: nothing a shell or an option parser could misread.
+    pub fn plain_name(field: &str, name: &str) -> Result<(), FieldError> {
+        let valid = !name.is_empty()
+            && !name.starts_with('-')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "@._+:-".contains(c));
+        if valid {
+            Ok(())
+        } else {
+            Err(FieldError::new(field, format!("`{name}` is not a valid name")))
+        }
+    }
+
+    pub fn not_empty(field: &str, values: &[String]) -> Result<(), FieldError> {
+        if values.is_empty() {
+            Err(FieldError::new(field, "needs at least one value"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+
+    #[test]
+    fn modes_are_octal_strings() {
+        assert_eq!(check::mode("mode", "0644"), Ok(0o644));
+        assert_eq!(check::mode("mode", "4755"), Ok(0o4755));
+        assert!(check::mode("mode", "0984").is_err());
+        assert!(check::mode("mode", "rw-r--r--").is_err());
+        assert!(check::mode("mode", "420").is_ok(), "420 is valid octal, even if YAML read 0644 as decimal");
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_plain() {
+        assert!(check::absolute_path("path", "/etc/ssh/sshd_config").is_ok());
+        assert!(check::absolute_path("path", "etc/ssh").is_err());
+        assert!(check::absolute_path("path", "/etc/../root").is_err());
+    }
+
+    #[test]
+    fn names_reject_option_like_values() {
+        assert!(check::plain_name("name", "postfix@-").is_ok());
+        assert!(check::plain_name("name", "--force").is_err());
+        assert!(check::plain_name("name", "a b").is_err());
+        assert!(check::account_name("name", "alice").is_ok());
+        assert!(check::account_name("name", "Alice").is_err());
+    }
+}

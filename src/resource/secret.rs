@@ -1,0 +1,108 @@
+//! `secret`: a password or key generated on the host the first time, reused after.
+//!
+//! Secrets live in `/var/lib/placard/secrets/NAME` (root, 0600, folder 0700): outside
+//! /etc, so never in its git history, and never sent back to the controller. Templates
+//! read them with `{{secret "NAME"}}`; a file rendered that way is marked sensitive (no
+//! diff, kept out of git) — see [`crate::template`].
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use rand::distributions::{Alphanumeric, DistString};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::{Context, FieldError, Outcome};
+
+pub const SECRETS_DIR: &str = "/var/lib/placard/secrets";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub name: String,
+    /// Characters (alphanumeric) or bytes before encoding (hex).
+    #[serde(default = "default_length")]
+    pub length: usize,
+    #[serde(default)]
+    pub charset: Charset,
+}
+
+fn default_length() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Charset {
+    #[default]
+    Alphanumeric,
+    Hex,
+}
+
+impl SecretSpec {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        valid_name(&self.name).map_err(|m| FieldError::new("name", m))?;
+        if !(16..=4096).contains(&self.length) {
+            return Err(FieldError::new("length", "a secret is between 16 and 4096 long"));
+        }
+        Ok(())
+    }
+
+    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+        let path = path_of(&self.name);
+        if path.exists() {
+            return Ok(Outcome::unchanged(format!("secret {} exists", self.name)));
+        }
+        if !context.check {
+            let value = match self.charset {
+                Charset::Alphanumeric => Alphanumeric.sample_string(&mut rand::thread_rng(), self.length),
+                Charset::Hex => {
+                    let mut bytes = vec![0u8; self.length];
+                    rand::rngs::OsRng.fill_bytes(&mut bytes);
+                    hex::encode(bytes)
+                }
+            };
+            store(&path, &value)?;
+        }
+        Ok(Outcome::changed(format!("generate secret {}", self.name)))
+    }
+}
+
+pub fn valid_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a secret name (letters, digits, `.`, `_` and `-`)"))
+    }
+}
+
+pub fn path_of(name: &str) -> PathBuf {
+    Path::new(SECRETS_DIR).join(name)
+}
+
+/// Reads a secret for a template; None when it has not been generated yet.
+pub fn read(name: &str) -> Result<Option<String>> {
+    valid_name(name).map_err(anyhow::Error::msg)?;
+    match fs::read_to_string(path_of(name)) {
+        Ok(value) => Ok(Some(value.trim_end_matches('\n').to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read secret {name}")),
+    }
+}
+
+fn store(path: &Path, value: &str) -> Result<()> {
+    let directory = path.parent().context("secrets have a folder")?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(directory)?;
+    fs::set_permissions(directory, fs::Permissions::from_mode(0o700))?;
+    let temporary = directory.join(format!(".new-{}", std::process::id()));
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)
+        .with_context(|| format!("cannot create {}", temporary.display()))?;
+    file.write_all(value.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
+    Ok(())
+}

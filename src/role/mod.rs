@@ -1,0 +1,161 @@
+//! Roles as written: `roles/<name>.yml`, deserialized strictly, then checked.
+//!
+//! A role is documentation as much as code: a description, every variable with its
+//! documentation and default, tasks whose names are sentences, handlers, and the checks
+//! `placard verify` runs. Loading keeps each file's [`SourceFile`] so that problems
+//! found later (in [`crate::inventory::resolve`]) still point at `file:line:col`.
+
+pub mod checks;
+pub mod task;
+pub mod variable;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Diagnostic, InvalidInput};
+use crate::source::SourceFile;
+pub use checks::CheckSpec;
+pub use task::Task;
+pub use variable::{Variable, VariableType};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    pub description: String,
+    #[serde(default)]
+    pub variables: indexmap::IndexMap<String, Variable>,
+    #[serde(default)]
+    pub tasks: Vec<Task>,
+    #[serde(default)]
+    pub handlers: Vec<Task>,
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
+}
+
+/// A loaded role with its source, for positions, and the templates it ships.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub file: RoleFile,
+    pub source: SourceFile,
+    /// Template name (`base/sshd.conf.hbs`) → source text.
+    pub templates: BTreeMap<String, String>,
+}
+
+/// Where roles and their templates are found.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub roles_dir: PathBuf,
+    pub templates_dir: PathBuf,
+}
+
+impl Site {
+    pub fn new(root: &Path) -> Site {
+        Site { roles_dir: root.join("roles"), templates_dir: root.join("templates") }
+    }
+
+    /// The names of the roles in the roles folder, sorted.
+    pub fn role_names(&self) -> std::io::Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.roles_dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yml").map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Loads and checks one role. Every problem found is reported, not just the first.
+    pub fn load_role(&self, name: &str) -> Result<Role, InvalidInput> {
+        let path = self.roles_dir.join(format!("{name}.yml"));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            let known = self.role_names().map(|n| n.join(", ")).unwrap_or_default();
+            Diagnostic::new(&path, format!("cannot read role `{name}`: {e}")).help(format!("the roles in {} are: {known}", self.roles_dir.display()))
+        })?;
+        let source = SourceFile::new(&path, text);
+        let file: RoleFile = serde_yaml::from_str(&source.text).map_err(|e| Diagnostic::from_yaml(&source, &e))?;
+        let templates = self.load_templates(name).map_err(|e| Diagnostic::new(&self.templates_dir.join(name), format!("cannot read the role's templates: {e}")))?;
+        let role = Role { name: name.to_string(), file, source, templates };
+        role.check()?;
+        Ok(role)
+    }
+
+    /// Every file under `templates/<role>/`, keyed `<role>/<relative path>`.
+    fn load_templates(&self, role: &str) -> std::io::Result<BTreeMap<String, String>> {
+        let mut templates = BTreeMap::new();
+        let root = self.templates_dir.join(role);
+        if !root.is_dir() {
+            return Ok(templates);
+        }
+        let mut pending = vec![root];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if let Ok(relative) = path.strip_prefix(&self.templates_dir) {
+                    templates.insert(relative.to_string_lossy().into_owned(), std::fs::read_to_string(&path)?);
+                }
+            }
+        }
+        Ok(templates)
+    }
+}
+
+impl Role {
+    /// What serde cannot check: references between tasks and handlers, and the rules
+    /// that keep a role idempotent.
+    fn check(&self) -> Result<(), InvalidInput> {
+        let mut problems = InvalidInput::default();
+        let source = &self.source;
+        for (name, variable) in &self.file.variables {
+            if let Err(message) = variable::check_name(name) {
+                problems.push(Diagnostic::at_key(source, &format!("variables.{name}"), message));
+            }
+            if let (Some(default), Some(kind)) = (&variable.default, variable.kind) {
+                if let Err(message) = kind.check(default, variable.unique) {
+                    problems.push(Diagnostic::at(source, &format!("variables.{name}.default"), format!("default of `{name}`: {message}")));
+                }
+            }
+        }
+        let mut handler_names = BTreeSet::new();
+        for (index, handler) in self.file.handlers.iter().enumerate() {
+            if !handler_names.insert(handler.name.as_str()) {
+                problems.push(Diagnostic::at(source, &format!("handlers[{index}].name"), format!("a second handler is named `{}`", handler.name)));
+            }
+            if !handler.notify.is_empty() {
+                problems.push(Diagnostic::at_key(source, &format!("handlers[{index}].notify"), "handlers do not notify other handlers; list both in the task's `notify`"));
+            }
+        }
+        for (list, tasks) in [("tasks", &self.file.tasks), ("handlers", &self.file.handlers)] {
+            for (index, task) in tasks.iter().enumerate() {
+                let at = format!("{list}[{index}]");
+                for (n, notified) in task.notify.iter().enumerate() {
+                    if !handler_names.contains(notified.as_str()) {
+                        let known: Vec<&str> = handler_names.iter().copied().collect();
+                        problems.push(
+                            Diagnostic::at(source, &format!("{at}.notify[{n}]"), format!("no handler named `{notified}` in role {}", self.name))
+                                .help(if known.is_empty() { "the role has no handlers; add one under `handlers:`".to_string() } else { format!("the handlers are: {}", known.join(", ")) }),
+                        );
+                    }
+                }
+                if list == "tasks" {
+                    task::check_task_rules(task, source, &at, &mut problems);
+                }
+                task::check_template_names(task, &self.templates, source, &at, &mut problems);
+            }
+        }
+        for (index, check) in self.file.checks.iter().enumerate() {
+            if let Err(message) = check.validate() {
+                problems.push(Diagnostic::at(source, &format!("checks[{index}]"), message));
+            }
+        }
+        problems.into_result()
+    }
+
+    /// Every template the role ships, for the bundle.
+    pub fn template_sources(&self) -> &BTreeMap<String, String> {
+        &self.templates
+    }
+}

@@ -1,0 +1,139 @@
+//! A task: a sentence naming what it does, one resource, and the handlers it notifies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Diagnostic, InvalidInput};
+use crate::resource::{self, command, directory, file, group, line, package, secret, service, symlink, user, Spec};
+use crate::source::SourceFile;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TaskFields", into = "TaskFields")]
+pub struct Task {
+    pub name: String,
+    pub notify: Vec<String>,
+    pub spec: Spec,
+}
+
+/// A task as YAML writes it: `name`, `notify` and exactly one resource key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskFields {
+    name: String,
+    #[serde(default, deserialize_with = "resource::one_or_many", skip_serializing_if = "Vec::is_empty")]
+    notify: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    package: Option<package::PackageSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<file::FileSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    directory: Option<directory::DirectorySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    symlink: Option<symlink::SymlinkSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line: Option<line::LineSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    setting: Option<line::SettingSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<service::ServiceSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<user::UserSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<group::GroupSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<command::CommandSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<secret::SecretSpec>,
+}
+
+impl TryFrom<TaskFields> for Task {
+    type Error = String;
+
+    fn try_from(fields: TaskFields) -> Result<Task, String> {
+        let specs: Vec<Spec> = [
+            fields.package.map(Spec::Package),
+            fields.file.map(Spec::File),
+            fields.directory.map(Spec::Directory),
+            fields.symlink.map(Spec::Symlink),
+            fields.line.map(Spec::Line),
+            fields.setting.map(Spec::Setting),
+            fields.service.map(Spec::Service),
+            fields.user.map(Spec::User),
+            fields.group.map(Spec::Group),
+            fields.command.map(Spec::Command),
+            fields.secret.map(Spec::Secret),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let name = fields.name;
+        match <[Spec; 1]>::try_from(specs) {
+            Ok([spec]) => Ok(Task { name, notify: fields.notify, spec }),
+            Err(specs) if specs.is_empty() => Err(format!("task `{name}` has no resource; give it one of: {}", resource::KINDS.join(", "))),
+            Err(specs) => {
+                let kinds: Vec<&str> = specs.iter().map(Spec::kind).collect();
+                Err(format!("task `{name}` has {} resources ({}); split it into one task each", kinds.len(), kinds.join(", ")))
+            }
+        }
+    }
+}
+
+impl From<Task> for TaskFields {
+    fn from(task: Task) -> TaskFields {
+        let mut fields = TaskFields { name: task.name, notify: task.notify, ..TaskFields::default() };
+        match task.spec {
+            Spec::Package(s) => fields.package = Some(s),
+            Spec::File(s) => fields.file = Some(s),
+            Spec::Directory(s) => fields.directory = Some(s),
+            Spec::Symlink(s) => fields.symlink = Some(s),
+            Spec::Line(s) => fields.line = Some(s),
+            Spec::Setting(s) => fields.setting = Some(s),
+            Spec::Service(s) => fields.service = Some(s),
+            Spec::User(s) => fields.user = Some(s),
+            Spec::Group(s) => fields.group = Some(s),
+            Spec::Command(s) => fields.command = Some(s),
+            Spec::Secret(s) => fields.secret = Some(s),
+        }
+        fields
+    }
+}
+
+/// Rules that keep a second run from changing anything: tasks describe states.
+pub fn check_task_rules(task: &Task, source: &SourceFile, at: &str, problems: &mut InvalidInput) {
+    match &task.spec {
+        Spec::Service(s) if s.state.is_some_and(service::ServiceState::is_action) => {
+            problems.push(
+                Diagnostic::at(source, &format!("{at}.service.state"), "restarting or reloading is an action, not a state: a task doing it would change the host on every run")
+                    .help("move it to a handler and `notify:` it from the task that changes the configuration"),
+            );
+        }
+        Spec::Command(c) if !c.is_guarded() => {
+            problems.push(
+                Diagnostic::at_key(source, &format!("{at}.command"), "a command task needs a guard, or it runs (and reports a change) on every run")
+                    .help("add `creates: /path/it/makes` or `unless: [a, command, that, succeeds, when, done]`"),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// `template:` and `copy:` must name a file the role ships, literally (so that it can be
+/// checked now and shipped in the bundle).
+pub fn check_template_names(task: &Task, templates: &BTreeMap<String, String>, source: &SourceFile, at: &str, problems: &mut InvalidInput) {
+    let Spec::File(file) = &task.spec else { return };
+    for (field, name) in [("template", &file.template), ("copy", &file.copy)] {
+        let Some(name) = name else { continue };
+        let path = format!("{at}.file.{field}");
+        if name.contains("{{") {
+            problems.push(Diagnostic::at(source, &path, format!("the {field} name is not templated; write it literally")));
+        } else if !templates.contains_key(name) {
+            let mut known: Vec<&str> = templates.keys().map(String::as_str).collect();
+            known.truncate(12);
+            problems.push(
+                Diagnostic::at(source, &path, format!("no template `{name}`: templates/{name} does not exist"))
+                    .help(if known.is_empty() { "this role has no templates folder".to_string() } else { format!("this role's templates are: {}", known.join(", ")) }),
+            );
+        }
+    }
+}

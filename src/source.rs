@@ -1,0 +1,173 @@
+//! Source positions for YAML documents.
+//!
+//! serde_yaml gives a position for errors it finds itself (syntax, unknown keys, wrong
+//! types), but once a document is deserialized the positions are gone. This module keeps
+//! a second, cheap index of the same text — every key and value by its path, such as
+//! `tasks[3].file.mode` — so that errors found later (a missing variable in a template,
+//! an invalid mode) can still point at `file:line:col`. Rendering the diagnostic itself
+//! is left to [`crate::error`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A position in a source file, 1-based line and column, as editors show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A YAML file's text with the positions of its keys and values.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+    positions: HashMap<String, Position>,
+}
+
+impl SourceFile {
+    /// Indexes `text`. A document the index cannot parse still loads: serde_yaml reports
+    /// the syntax error with its own position, which is the better message.
+    pub fn new(path: &Path, text: String) -> SourceFile {
+        let mut index = Indexer::default();
+        let mut parser = Parser::new_from_str(&text);
+        let _ = parser.load(&mut index, false);
+        SourceFile { path: path.to_path_buf(), text, positions: index.positions }
+    }
+
+    /// The position of the value at `path`; for a path that is absent (a field that
+    /// should be there), the key of its nearest ancestor, so that the error points at
+    /// the mapping the field belongs in.
+    pub fn position(&self, path: &str) -> Option<Position> {
+        if let Some(position) = self.positions.get(path) {
+            return Some(*position);
+        }
+        let mut path = path.to_string();
+        loop {
+            let cut = path.rfind(['.', '['])?;
+            path.truncate(cut);
+            if let Some(position) = self.positions.get(&format!("{path}#key")).or_else(|| self.positions.get(&path)) {
+                return Some(*position);
+            }
+        }
+    }
+
+    /// The position of the key at `path` (for unknown or duplicate keys), falling back to
+    /// the value's position.
+    pub fn key_position(&self, path: &str) -> Option<Position> {
+        self.positions.get(&format!("{path}#key")).copied().or_else(|| self.position(path))
+    }
+
+    /// The text of a 1-based line, for the caret display.
+    pub fn line_text(&self, line: usize) -> Option<&str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+fn position(marker: Marker) -> Position {
+    Position { line: marker.line(), column: marker.col() + 1 }
+}
+
+/// Walks the parser's events, keeping a stack of where we are in the document.
+#[derive(Default)]
+struct Indexer {
+    positions: HashMap<String, Position>,
+    stack: Vec<Frame>,
+}
+
+enum Frame {
+    /// In a mapping: the path of the mapping and the key whose value comes next, if any.
+    Mapping { path: String, pending_key: Option<String> },
+    /// In a sequence: the path of the sequence and the index of the next item.
+    Sequence { path: String, next: usize },
+}
+
+impl Indexer {
+    /// The path of the node that starts now, or None when the node is a mapping key.
+    fn node_path(&mut self) -> Option<String> {
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Sequence { path, next }) => {
+                let here = format!("{path}[{next}]");
+                *next += 1;
+                Some(here)
+            }
+            Some(Frame::Mapping { path, pending_key }) => pending_key.take().map(|key| {
+                if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                }
+            }),
+        }
+    }
+}
+
+impl MarkedEventReceiver for Indexer {
+    fn on_event(&mut self, event: Event, marker: Marker) {
+        match event {
+            Event::Scalar(value, ..) => match self.node_path() {
+                Some(path) => {
+                    self.positions.insert(path, position(marker));
+                }
+                None => {
+                    if let Some(Frame::Mapping { path, pending_key }) = self.stack.last_mut() {
+                        let key_path = if path.is_empty() { value.clone() } else { format!("{path}.{value}") };
+                        self.positions.insert(format!("{key_path}#key"), position(marker));
+                        *pending_key = Some(value);
+                    }
+                }
+            },
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                // A collection used as a mapping key is not something our files do.
+                let path = self.node_path().unwrap_or_default();
+                self.positions.insert(path.clone(), position(marker));
+                self.stack.push(match event {
+                    Event::MappingStart(..) => Frame::Mapping { path, pending_key: None },
+                    _ => Frame::Sequence { path, next: 0 },
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            Event::Alias(_) => {
+                if let Some(path) = self.node_path() {
+                    self.positions.insert(path, position(marker));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_nested_paths_with_one_based_positions() {
+        let text = "hosts:\n  web:\n    port: 22\n    roles: [base, mail]\n".to_string();
+        let source = SourceFile::new(Path::new("inventory.yml"), text);
+        assert_eq!(source.position("hosts.web.port"), Some(Position { line: 3, column: 11 }));
+        assert_eq!(source.key_position("hosts.web.port"), Some(Position { line: 3, column: 5 }));
+        assert_eq!(source.position("hosts.web.roles[1]"), Some(Position { line: 4, column: 19 }));
+    }
+
+    #[test]
+    fn falls_back_to_the_nearest_ancestor() {
+        let text = "tasks:\n  - name: Install.\n    file:\n      path: /etc/x\n".to_string();
+        let source = SourceFile::new(Path::new("r.yml"), text);
+        assert_eq!(source.position("tasks[0].file.mode"), Some(Position { line: 3, column: 5 }), "the `file:` key");
+        assert_eq!(source.position("tasks[0].file.path"), Some(Position { line: 4, column: 13 }));
+    }
+}

@@ -1,0 +1,269 @@
+//! Rendering: handlebars, strict, with the host's variables and facts.
+//!
+//! Every string in a task may hold `{{…}}`; file content comes from templates under
+//! `templates/`. Rendering is strict — a variable that is not defined is an error, never
+//! an empty string — and does no HTML escaping, since these are config files.
+//!
+//! The same code renders on both sides: the controller renders every task with
+//! placeholder facts and secrets to find errors before any host is contacted; the agent
+//! renders with the host's facts and secrets just before each task runs (see
+//! [`SecretSource`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use handlebars::{
+    Context as HandlebarsContext, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+};
+use serde_json::Value;
+
+use crate::resource::{FieldError, Spec};
+
+/// Where `{{secret "name"}}` gets its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The controller: secrets never leave the host, so validation renders a placeholder.
+    Placeholder,
+    /// The agent: read from the host's secret store.
+    Host,
+}
+
+/// Why rendering failed, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderFailure {
+    /// The field of the spec, e.g. `file.content`.
+    pub field: String,
+    pub message: String,
+    /// Set when the error is inside a template file: its name, line and column.
+    pub template: Option<(String, usize, usize)>,
+}
+
+pub struct Renderer {
+    handlebars: Handlebars<'static>,
+    templates: BTreeMap<String, String>,
+    used_secret: Arc<AtomicBool>,
+}
+
+impl Renderer {
+    /// A renderer knowing `templates` (name → source). A template that does not parse is
+    /// an error naming it and the position.
+    pub fn new(templates: &BTreeMap<String, String>, secrets: SecretSource) -> Result<Renderer, RenderFailure> {
+        let mut handlebars = Handlebars::new();
+        handlebars.set_strict_mode(true);
+        handlebars.register_escape_fn(handlebars::no_escape);
+        let used_secret = Arc::new(AtomicBool::new(false));
+        handlebars.register_helper("secret", Box::new(SecretHelper { source: secrets, used: used_secret.clone() }));
+        for (name, source) in templates {
+            handlebars.register_template_string(name, source).map_err(|error| {
+                let (line, column) = error.pos().unwrap_or((1, 1));
+                RenderFailure { field: String::new(), message: describe_reason(&error.reason().to_string()), template: Some((name.clone(), line, column)) }
+            })?;
+        }
+        Ok(Renderer { handlebars, templates: templates.clone(), used_secret })
+    }
+
+    /// Whether a secret was read since the last call: the rendered text must be hidden.
+    pub fn take_used_secret(&self) -> bool {
+        self.used_secret.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn has_template(&self, name: &str) -> bool {
+        self.templates.contains_key(name)
+    }
+
+    /// Renders an inline string, such as a task's `content:`.
+    pub fn render_string(&self, text: &str, data: &Value) -> Result<String, String> {
+        if !text.contains("{{") {
+            return Ok(text.to_string());
+        }
+        self.handlebars.render_template(text, data).map_err(|e| describe(&e))
+    }
+
+    /// Renders a template file; errors carry the template's name and position.
+    pub fn render_template(&self, name: &str, data: &Value) -> Result<String, RenderFailure> {
+        self.handlebars.render(name, data).map_err(|error| RenderFailure {
+            field: String::new(),
+            message: describe(&error),
+            template: Some((
+                error.template_name.clone().unwrap_or_else(|| name.to_string()),
+                error.line_no.unwrap_or(1),
+                error.column_no.unwrap_or(1),
+            )),
+        })
+    }
+
+    /// A task's spec with every string rendered, file templates turned into content,
+    /// and the result checked by [`Spec::validate`].
+    pub fn render_spec(&self, spec: &Spec, data: &Value) -> Result<Spec, RenderFailure> {
+        let kind = spec.kind();
+        let mut value = serde_json::to_value(spec).map_err(|e| failure(kind, e.to_string()))?;
+        let inner = value.get_mut(kind).ok_or_else(|| failure(kind, "internal: spec is not tagged".into()))?;
+        // Scripts are never templated, so that no value is spliced into shell code.
+        let verbatim: &[&str] = if kind == "command" { &["shell"] } else { &[] };
+        self.render_value(inner, data, kind, verbatim)?;
+
+        if let Some(fields) = inner.as_object_mut() {
+            if kind == "file" {
+                if let Some(name) = fields.get("template").and_then(Value::as_str).map(str::to_string) {
+                    let content = self.render_template(&name, data).map_err(|mut f| {
+                        f.field = format!("{kind}.template");
+                        f
+                    })?;
+                    fields.insert("content".into(), Value::String(content));
+                    fields.remove("template");
+                } else if let Some(name) = fields.get("copy").and_then(Value::as_str).map(str::to_string) {
+                    let content = self.templates.get(&name).cloned().ok_or_else(|| RenderFailure {
+                        field: format!("{kind}.copy"),
+                        message: format!("no file `templates/{name}`"),
+                        template: None,
+                    })?;
+                    fields.insert("content".into(), Value::String(content));
+                    fields.remove("copy");
+                }
+            }
+        }
+        let rendered: Spec = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            RenderFailure { field: path, message: e.into_inner().to_string(), template: None }
+        })?;
+        rendered.validate().map_err(|FieldError { field, message }| RenderFailure { field: format!("{kind}.{field}"), message, template: None })?;
+        Ok(rendered)
+    }
+
+    fn render_value(&self, value: &mut Value, data: &Value, path: &str, verbatim: &[&str]) -> Result<(), RenderFailure> {
+        match value {
+            Value::String(text) => {
+                *text = self.render_string(text, data).map_err(|message| failure(path, message))?;
+            }
+            Value::Array(items) => {
+                for (index, item) in items.iter_mut().enumerate() {
+                    self.render_value(item, data, &format!("{path}[{index}]"), &[])?;
+                }
+            }
+            Value::Object(fields) => {
+                for (key, field) in fields.iter_mut() {
+                    if !verbatim.contains(&key.as_str()) {
+                        self.render_value(field, data, &format!("{path}.{key}"), &[])?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn failure(field: &str, message: String) -> RenderFailure {
+    RenderFailure { field: field.to_string(), message, template: None }
+}
+
+/// A sysadmin's words for handlebars' errors.
+fn describe(error: &RenderError) -> String {
+    match error.reason() {
+        RenderErrorReason::MissingVariable(Some(name)) => {
+            format!("variable `{name}` is not defined; define it in the inventory (host, group or global vars) or give it a default in the role")
+        }
+        RenderErrorReason::MissingVariable(None) => "a variable used here is not defined".to_string(),
+        RenderErrorReason::TemplateNotFound(name) => format!("no template `{name}` under templates/"),
+        RenderErrorReason::HelperNotFound(name) => format!("no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret"),
+        other => describe_reason(&other.to_string()),
+    }
+}
+
+fn describe_reason(reason: &str) -> String {
+    reason.trim_end_matches('.').to_string()
+}
+
+/// `{{secret "name"}}`: the value of a host secret.
+struct SecretHelper {
+    source: SecretSource,
+    used: Arc<AtomicBool>,
+}
+
+impl HelperDef for SecretHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        helper: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc HandlebarsContext,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let name = helper
+            .param(0)
+            .and_then(|p| p.value().as_str())
+            .ok_or_else(|| RenderErrorReason::Other("secret takes the secret's name: {{secret \"name\"}}".into()))?;
+        crate::resource::secret::valid_name(name).map_err(RenderErrorReason::Other)?;
+        self.used.store(true, Ordering::SeqCst);
+        let value = match self.source {
+            SecretSource::Placeholder => format!("(secret {name})"),
+            SecretSource::Host => match crate::resource::secret::read(name) {
+                Ok(Some(value)) => value,
+                // In a check run the secret task before this one did not generate it yet.
+                Ok(None) => format!("(secret {name}, not generated yet)"),
+                Err(error) => return Err(RenderErrorReason::Other(error.to_string()).into()),
+            },
+        };
+        Ok(ScopedJson::Derived(Value::String(value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn renderer(templates: &[(&str, &str)]) -> Renderer {
+        let templates = templates.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+        Renderer::new(&templates, SecretSource::Placeholder).expect("templates parse")
+    }
+
+    #[test]
+    fn strict_mode_names_the_missing_variable() {
+        let error = renderer(&[]).render_string("Port {{ssh_port}}", &json!({})).unwrap_err();
+        assert!(error.contains("`ssh_port` is not defined"), "{error}");
+    }
+
+    #[test]
+    fn no_html_escaping_in_config_files() {
+        let text = renderer(&[]).render_string("{{v}}", &json!({"v": "a<b & \"c\""})).unwrap();
+        assert_eq!(text, "a<b & \"c\"");
+    }
+
+    #[test]
+    fn template_errors_carry_their_position() {
+        let r = renderer(&[("base/x.hbs", "line one\nvalue {{missing}}\n")]);
+        let failure = r.render_template("base/x.hbs", &json!({})).unwrap_err();
+        assert_eq!(failure.template, Some(("base/x.hbs".to_string(), 2, 7)));
+    }
+
+    #[test]
+    fn a_broken_template_is_refused_when_loaded() {
+        let templates = [("base/bad.hbs".to_string(), "{{#if x}}unclosed".to_string())].into_iter().collect();
+        let failure = Renderer::new(&templates, SecretSource::Placeholder).err().expect("parse error");
+        assert_eq!(failure.template.as_ref().map(|t| t.0.as_str()), Some("base/bad.hbs"));
+    }
+
+    #[test]
+    fn specs_render_then_validate() {
+        let spec: Spec = serde_json::from_value(json!({"file": {"path": "/etc/{{name}}", "content": "x", "mode": "{{mode}}"}})).unwrap();
+        let r = renderer(&[]);
+        let rendered = r.render_spec(&spec, &json!({"name": "motd", "mode": "0644"})).unwrap();
+        let Spec::File(file) = rendered else { panic!("a file spec") };
+        assert_eq!(file.path, "/etc/motd");
+        let failure = r.render_spec(&spec, &json!({"name": "motd", "mode": "rwx"})).unwrap_err();
+        assert_eq!(failure.field, "file.mode");
+    }
+
+    #[test]
+    fn secrets_mark_the_render_and_scripts_stay_verbatim() {
+        let r = renderer(&[]);
+        let text = r.render_string("password = {{secret \"ups\"}}", &json!({})).unwrap();
+        assert_eq!(text, "password = (secret ups)");
+        assert!(r.take_used_secret());
+        assert!(!r.take_used_secret());
+        let spec: Spec = serde_json::from_value(json!({"command": {"shell": "echo {{x}}", "creates": "/x"}})).unwrap();
+        let Spec::Command(command) = r.render_spec(&spec, &json!({})).unwrap() else { panic!() };
+        assert_eq!(command.shell.as_deref(), Some("echo {{x}}"));
+    }
+}

@@ -1,0 +1,166 @@
+//! Running the agent on a remote host: one SSH exec that checks the host can run it,
+//! uploads it when this version is not there yet, and runs it on the bundle.
+//!
+//! The exec runs [`BOOTSTRAP`], a fixed POSIX sh script (only our own hash and size
+//! are substituted into it, never a value from the inventory). It answers on its first
+//! line: `UNSUPPORTED …` (wrong architecture or C library: said plainly, nothing
+//! written), `NEED` (we send the binary, it checks the sha256 and answers `READY`) or
+//! `READY`. Then the agent reads the bundle on stdin and answers with event lines.
+//! The agent is the controller's own executable, cached on the host under
+//! `/var/lib/placard/bin/placard-<sha256>`; older versions are removed.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context as _, Result};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::ssh::{Connection, RemoteProcess, SshOptions, SshTarget};
+use crate::plan::{Bundle, Event};
+
+/// The oldest glibc the agent runs on: the one it was built against (Debian 12).
+const MINIMUM_GLIBC: &str = "2.36";
+
+const BOOTSTRAP: &str = r#"set -eu
+umask 077
+arch=$(uname -m)
+if [ "$arch" != "x86_64" ]; then
+  echo "UNSUPPORTED this host is $arch; the placard agent is built for x86_64 only"; exit 0
+fi
+glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | cut -d" " -f2 || true)
+if [ -z "$glibc" ]; then
+  echo "UNSUPPORTED this host has no GNU C library (musl or other); the placard agent needs glibc @MINIMUM@ or newer"; exit 0
+fi
+if [ "$(printf "%s\n%s\n" "@MINIMUM@" "$glibc" | sort -V | head -n 1)" != "@MINIMUM@" ]; then
+  echo "UNSUPPORTED this host has glibc $glibc; the placard agent needs @MINIMUM@ or newer (Debian 12 or later)"; exit 0
+fi
+dir=/var/lib/placard/bin
+bin="$dir/placard-@HASH@"
+if [ ! -x "$bin" ]; then
+  echo NEED
+  mkdir -p "$dir"
+  chmod 0700 /var/lib/placard "$dir"
+  part="$bin.part.$$"
+  head -c @SIZE@ > "$part"
+  if ! echo "@HASH@  $part" | sha256sum -c --status; then
+    rm -f "$part"; echo "CORRUPT the uploaded agent does not match its sha256"; exit 1
+  fi
+  chmod 0700 "$part"
+  mv "$part" "$bin"
+  for old in "$dir"/placard-*; do
+    [ "$old" = "$bin" ] || rm -f "$old"
+  done
+fi
+echo READY
+exec "$bin" agent
+"#;
+
+/// This executable, and its sha256.
+struct AgentBinary {
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+fn agent_binary() -> Result<&'static AgentBinary> {
+    static BINARY: OnceLock<AgentBinary> = OnceLock::new();
+    if let Some(binary) = BINARY.get() {
+        return Ok(binary);
+    }
+    let path = PathBuf::from("/proc/self/exe");
+    let bytes = std::fs::read(&path).context("cannot read this placard executable to upload it")?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok(BINARY.get_or_init(|| AgentBinary { bytes, sha256 }))
+}
+
+/// The bootstrap script for this binary, run through sudo when we do not log in as root.
+pub fn bootstrap_command(sha256: &str, size: usize, user_is_root: bool) -> String {
+    let script = BOOTSTRAP.replace("@HASH@", sha256).replace("@SIZE@", &size.to_string()).replace("@MINIMUM@", MINIMUM_GLIBC);
+    if user_is_root {
+        script
+    } else {
+        // The script holds no single quote, so it can be quoted whole.
+        debug_assert!(!script.contains('\''));
+        format!("sudo -n /bin/sh -c '{script}'")
+    }
+}
+
+pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, events: UnboundedSender<Event>) -> Result<()> {
+    let binary = agent_binary()?;
+    let connection = Connection::connect(target, options).await?;
+    let user_is_root = connection.user() == "root";
+    let process = connection.exec(&bootstrap_command(&binary.sha256, binary.bytes.len(), user_is_root)).await?;
+    let RemoteProcess { stdin, stdout, exit } = process;
+    let (mut stdin, mut stdout) = (stdin, BufReader::new(stdout));
+    let mut line = String::new();
+
+    loop {
+        line.clear();
+        if stdout.read_line(&mut line).await? == 0 {
+            let (code, stderr) = exit.wait().await;
+            let hint = if !user_is_root && stderr.contains("sudo") { " (the login user needs passwordless sudo)" } else { "" };
+            bail!("the host closed the session before the agent started (exit {code:?}){hint}: {}", stderr.trim());
+        }
+        let answer = line.trim();
+        if let Some(reason) = answer.strip_prefix("UNSUPPORTED ") {
+            bail!("the placard agent cannot run on {}: {reason}", target.name);
+        } else if answer == "NEED" {
+            stdin.write_all(&binary.bytes).await.context("cannot upload the agent")?;
+            stdin.flush().await?;
+        } else if answer == "READY" {
+            break;
+        } else if let Some(reason) = answer.strip_prefix("CORRUPT ") {
+            bail!("uploading the agent failed: {reason}");
+        } else {
+            bail!("unexpected answer from the host while starting the agent: {answer}");
+        }
+    }
+
+    let payload = serde_json::to_vec(bundle)?;
+    stdin.write_all(&payload).await.context("cannot send the bundle")?;
+    stdin.shutdown().await.context("cannot close the bundle stream")?;
+    drop(stdin);
+
+    let mut finished = false;
+    loop {
+        line.clear();
+        if stdout.read_line(&mut line).await? == 0 {
+            break;
+        }
+        match serde_json::from_str::<Event>(line.trim()) {
+            Ok(event) => {
+                finished |= matches!(event, Event::Done { .. } | Event::Error { .. } | Event::Output { .. });
+                let _ = events.send(event);
+            }
+            Err(_) => tracing::debug!("agent printed a line that is not an event: {}", line.trim()),
+        }
+    }
+    let (code, stderr) = exit.wait().await;
+    if !finished {
+        bail!("the agent stopped without finishing (exit {code:?}): {}", stderr.trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bootstrap_is_plain_sh_with_only_our_values() {
+        let script = bootstrap_command(&"ab".repeat(32), 1234, true);
+        assert!(script.contains("head -c 1234"));
+        assert!(!script.contains('@'), "every placeholder is filled");
+        let sudo = bootstrap_command("00", 1, false);
+        assert!(sudo.starts_with("sudo -n /bin/sh -c '") && sudo.ends_with('\''));
+        assert_eq!(sudo.matches('\'').count(), 2);
+    }
+
+    #[test]
+    fn the_bootstrap_parses_as_sh() {
+        let script = bootstrap_command(&"ab".repeat(32), 10, true);
+        let status = std::process::Command::new("sh").args(["-n", "-c", &script]).status().expect("sh runs");
+        assert!(status.success());
+    }
+}
