@@ -88,6 +88,7 @@ fn execute(common: &Common, targets: &[String], job: Job, jobs: usize, verbose: 
         accept_new_host_keys: common.accept_new_host_keys,
         ssh_config: dirs::home_dir().map(|h| h.join(".ssh/config")).filter(|p| p.exists()),
         connect_timeout: Duration::from_secs(15),
+        agent_socket: None,
     };
     let mut reporter: Box<dyn Reporter> = match common.format {
         Format::Human => Box::new(HumanReporter::new(verbose)),

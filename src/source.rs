@@ -43,16 +43,15 @@ impl SourceFile {
     /// should be there), the key of its nearest ancestor, so that the error points at
     /// the mapping the field belongs in.
     pub fn position(&self, path: &str) -> Option<Position> {
-        if let Some(position) = self.positions.get(path) {
-            return Some(*position);
-        }
         let mut path = path.to_string();
         loop {
+            // A scalar's own position; for a mapping or list, the key that introduces it.
+            let found = [path.clone(), format!("{path}#key"), format!("{path}#collection")].into_iter().find_map(|p| self.positions.get(&p).copied());
+            if found.is_some() {
+                return found;
+            }
             let cut = path.rfind(['.', '['])?;
             path.truncate(cut);
-            if let Some(position) = self.positions.get(&format!("{path}#key")).or_else(|| self.positions.get(&path)) {
-                return Some(*position);
-            }
         }
     }
 
@@ -131,7 +130,9 @@ impl MarkedEventReceiver for Indexer {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 // A collection used as a mapping key is not something our files do.
                 let path = self.node_path().unwrap_or_default();
-                self.positions.insert(path.clone(), position(marker));
+                // Only scalars are recorded under their bare path: a collection's marker
+                // is where the parser noticed it, which is not where a reader looks.
+                self.positions.insert(format!("{path}#collection"), position(marker));
                 self.stack.push(match event {
                     Event::MappingStart(..) => Frame::Mapping { path, pending_key: None },
                     _ => Frame::Sequence { path, next: 0 },

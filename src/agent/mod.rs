@@ -24,7 +24,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
 use crate::facts::Facts;
-use crate::plan::{bundle, template_data, Bundle, EtcCommand, Event, Job, TaskStatus};
+use crate::plan::{bundle, loop_items, template_data, Bundle, EtcCommand, Event, Job, TaskStatus};
 use crate::resource::Context;
 use crate::template::{Renderer, SecretSource};
 
@@ -137,26 +137,37 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
 
     'roles: for (role_index, role) in bundle.roles.iter().enumerate() {
         for task in &role.tasks {
-            let result = run_task(&renderer, &task.spec, &data, &mut context);
-            let (status, reason, diff) = match result {
-                Ok(outcome) if outcome.changed => {
-                    changed += 1;
-                    notified.extend(task.notify.iter().map(|h| (role_index, h.clone())));
-                    (TaskStatus::Changed, outcome.reason, outcome.diff)
-                }
-                Ok(outcome) => {
-                    ok += 1;
-                    (TaskStatus::Ok, outcome.reason, None)
-                }
+            let runs = loop_items(task, &data).map_err(anyhow::Error::msg);
+            let runs = match runs {
+                Ok(runs) => runs,
                 Err(error) => {
                     failed += 1;
-                    (TaskStatus::Failed, format!("{error:#}"), None)
+                    emit(Event::Task { role: role.name.clone(), task: task.name.clone(), handler: false, status: TaskStatus::Failed, reason: format!("{error:#}"), diff: None });
+                    break 'roles;
                 }
             };
-            let name = renderer.render_string(&task.name, &data).unwrap_or_else(|_| task.name.clone());
-            emit(Event::Task { role: role.name.clone(), task: name, handler: false, status, reason, diff: diff.filter(|_| show_diff) });
-            if status == TaskStatus::Failed {
-                break 'roles;
+            for item_data in runs {
+                let result = run_task(&renderer, &task.spec, &item_data, &mut context);
+                let (status, reason, diff) = match result {
+                    Ok(outcome) if outcome.changed => {
+                        changed += 1;
+                        notified.extend(task.notify.iter().map(|h| (role_index, h.clone())));
+                        (TaskStatus::Changed, outcome.reason, outcome.diff)
+                    }
+                    Ok(outcome) => {
+                        ok += 1;
+                        (TaskStatus::Ok, outcome.reason, None)
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        (TaskStatus::Failed, format!("{error:#}"), None)
+                    }
+                };
+                let name = renderer.render_string(&task.name, &item_data).unwrap_or_else(|_| task.name.clone());
+                emit(Event::Task { role: role.name.clone(), task: name, handler: false, status, reason, diff: diff.filter(|_| show_diff) });
+                if status == TaskStatus::Failed {
+                    break 'roles;
+                }
             }
         }
     }

@@ -91,11 +91,21 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
         for role in &host_roles {
             for (list, tasks) in [("tasks", &role.file.tasks), ("handlers", &role.file.handlers)] {
                 for (index, task) in tasks.iter().enumerate() {
-                    if let Err(failure) = render_task(&renderer, task, &data) {
-                        problems.push(match &failure.template {
-                            Some(_) => template_diagnostic(site, &failure, &host.name),
-                            None => Diagnostic::at(&role.source, &format!("{list}[{index}].{}", failure.field), format!("{} (host {})", failure.message, host.name)),
-                        });
+                    let items = match loop_items(task, &data) {
+                        Ok(items) => items,
+                        Err(message) => {
+                            problems.push(Diagnostic::at(&role.source, &format!("{list}[{index}].loop"), format!("{message} (host {})", host.name)));
+                            continue;
+                        }
+                    };
+                    for item_data in items {
+                        if let Err(failure) = render_task(&renderer, task, &item_data) {
+                            problems.push(match &failure.template {
+                                Some(_) => template_diagnostic(site, &failure, &host.name),
+                                None => Diagnostic::at(&role.source, &format!("{list}[{index}].{}", failure.field), format!("{} (host {})", failure.message, host.name)),
+                            });
+                            break;
+                        }
                     }
                 }
             }
@@ -120,6 +130,27 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
     }
     problems.into_result()?;
     Ok(bundles)
+}
+
+/// The template data for each run of `task`: once with `data`, or once per item of its
+/// `loop` list, with the item as `item`.
+pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
+    let Some(name) = &task.loop_over else { return Ok(vec![data.clone()]) };
+    let items = match data.get(name) {
+        None => return Err(format!("`loop: {name}` names no variable; write the name of a list variable, without braces")),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(format!("`loop: {name}`: the variable is not a list")),
+    };
+    Ok(items
+        .iter()
+        .map(|item| {
+            let mut with_item = data.clone();
+            if let Some(object) = with_item.as_object_mut() {
+                object.insert("item".into(), item.clone());
+            }
+            with_item
+        })
+        .collect())
 }
 
 fn render_task(renderer: &Renderer, task: &Task, data: &Value) -> Result<(), RenderFailure> {

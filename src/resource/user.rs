@@ -29,6 +29,10 @@ pub struct UserSpec {
     /// A system account (no home by default, uid below 1000), for services.
     #[serde(default)]
     pub system: bool,
+    /// A secret (see the `secret` resource) to set as the password when the account has
+    /// none — for a console login when SSH is down. Set once; never compared after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<String>,
 }
 
 impl UserSpec {
@@ -42,6 +46,9 @@ impl UserSpec {
         }
         if let Some(home) = &self.home {
             check::absolute_path("home", home)?;
+        }
+        if let Some(secret) = &self.password_secret {
+            super::secret::valid_name(secret).map_err(|m| FieldError::new("password_secret", m))?;
         }
         if self.comment.as_deref().is_some_and(|c| c.contains([':', '\n'])) {
             return Err(FieldError::new("comment", "a comment cannot contain `:` or a line break"));
@@ -75,6 +82,9 @@ impl UserSpec {
                 }
                 argv.extend(["--", self.name.as_str()]);
                 process::run_ok(&argv)?;
+                if let Some(secret) = &self.password_secret {
+                    set_password(&self.name, secret)?;
+                }
             }
             context.record_change(std::path::Path::new("/etc/passwd"));
             return Ok(Outcome::changed(format!("create user {}", self.name)));
@@ -103,17 +113,44 @@ impl UserSpec {
             argv.extend(["--append".into(), "--groups".into(), missing.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(",")]);
             changes.push(format!("join {}", missing.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")));
         }
+        let needs_password = self.password_secret.is_some() && !has_password(&self.name)?;
+        if needs_password {
+            changes.push("set password from its secret".to_string());
+        }
         if changes.is_empty() {
             return Ok(Outcome::unchanged(format!("user {} is as wanted", self.name)));
         }
         if !context.check {
-            argv.extend(["--".into(), self.name.clone()]);
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            process::run_ok(&argv)?;
+            if argv.len() > 1 {
+                argv.extend(["--".into(), self.name.clone()]);
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                process::run_ok(&argv)?;
+            }
+            if let (true, Some(secret)) = (needs_password, &self.password_secret) {
+                set_password(&self.name, secret)?;
+            }
         }
         context.record_change(std::path::Path::new("/etc/passwd"));
         Ok(Outcome::changed(format!("user {}: {}", self.name, changes.join(", "))))
     }
+}
+
+/// Sets the password from a host secret; the password goes to chpasswd on stdin only.
+fn set_password(name: &str, secret: &str) -> Result<()> {
+    let password = super::secret::read(secret)?
+        .ok_or_else(|| anyhow::anyhow!("secret {secret} does not exist yet; add a `secret` task before this one"))?;
+    process::run_ok_with_input(&["chpasswd"], format!("{name}:{password}\n").as_bytes())?;
+    Ok(())
+}
+
+/// Whether the account has a usable password in /etc/shadow (not empty, `*` or `!`).
+fn has_password(name: &str) -> Result<bool> {
+    let shadow = std::fs::read_to_string("/etc/shadow")?;
+    let hash = shadow.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(name)).then(|| fields.next().unwrap_or_default().to_string())
+    });
+    Ok(hash.is_some_and(|h| h.len() > 2 && !h.starts_with('!') && !h.starts_with('*')))
 }
 
 /// The groups that list `name` as a member in /etc/group.

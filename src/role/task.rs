@@ -13,6 +13,9 @@ use crate::source::SourceFile;
 pub struct Task {
     pub name: String,
     pub notify: Vec<String>,
+    /// The name of a list variable: the task runs once per item, which templates see
+    /// as `item`.
+    pub loop_over: Option<String>,
     pub spec: Spec,
 }
 
@@ -23,6 +26,8 @@ struct TaskFields {
     name: String,
     #[serde(default, deserialize_with = "resource::one_or_many", skip_serializing_if = "Vec::is_empty")]
     notify: Vec<String>,
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    loop_over: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     package: Option<package::PackageSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +74,7 @@ impl TryFrom<TaskFields> for Task {
         .collect();
         let name = fields.name;
         match <[Spec; 1]>::try_from(specs) {
-            Ok([spec]) => Ok(Task { name, notify: fields.notify, spec }),
+            Ok([spec]) => Ok(Task { name, notify: fields.notify, loop_over: fields.loop_over, spec }),
             Err(specs) if specs.is_empty() => Err(format!("task `{name}` has no resource; give it one of: {}", resource::KINDS.join(", "))),
             Err(specs) => {
                 let kinds: Vec<&str> = specs.iter().map(Spec::kind).collect();
@@ -81,7 +86,7 @@ impl TryFrom<TaskFields> for Task {
 
 impl From<Task> for TaskFields {
     fn from(task: Task) -> TaskFields {
-        let mut fields = TaskFields { name: task.name, notify: task.notify, ..TaskFields::default() };
+        let mut fields = TaskFields { name: task.name, notify: task.notify, loop_over: task.loop_over, ..TaskFields::default() };
         match task.spec {
             Spec::Package(s) => fields.package = Some(s),
             Spec::File(s) => fields.file = Some(s),

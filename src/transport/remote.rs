@@ -89,7 +89,7 @@ pub fn bootstrap_command(sha256: &str, size: usize, user_is_root: bool) -> Strin
 pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, events: UnboundedSender<Event>) -> Result<()> {
     let binary = agent_binary()?;
     let connection = Connection::connect(target, options).await?;
-    let user_is_root = connection.user() == "root";
+    let user_is_root = connection.target().user == "root";
     let process = connection.exec(&bootstrap_command(&binary.sha256, binary.bytes.len(), user_is_root)).await?;
     let RemoteProcess { stdin, stdout, exit } = process;
     let (mut stdin, mut stdout) = (stdin, BufReader::new(stdout));
@@ -98,9 +98,9 @@ pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, even
     loop {
         line.clear();
         if stdout.read_line(&mut line).await? == 0 {
-            let (code, stderr) = exit.wait().await;
-            let hint = if !user_is_root && stderr.contains("sudo") { " (the login user needs passwordless sudo)" } else { "" };
-            bail!("the host closed the session before the agent started (exit {code:?}){hint}: {}", stderr.trim());
+            let status = exit.wait().await?;
+            let hint = if !user_is_root && status.stderr.contains("sudo") { " (the login user needs passwordless sudo)" } else { "" };
+            bail!("the host closed the session before the agent started ({status}){hint}: {}", status.stderr.trim());
         }
         let answer = line.trim();
         if let Some(reason) = answer.strip_prefix("UNSUPPORTED ") {
@@ -136,9 +136,9 @@ pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, even
             Err(_) => tracing::debug!("agent printed a line that is not an event: {}", line.trim()),
         }
     }
-    let (code, stderr) = exit.wait().await;
+    let status = exit.wait().await?;
     if !finished {
-        bail!("the agent stopped without finishing (exit {code:?}): {}", stderr.trim());
+        bail!("the agent stopped without finishing ({status}): {}", status.stderr.trim());
     }
     Ok(())
 }
