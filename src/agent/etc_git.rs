@@ -22,8 +22,9 @@ use super::process;
 pub const BEGIN: &str = "# begin section managed by placard";
 pub const END: &str = "# end section managed by placard";
 
-/// Always kept out of history: private keys that packages put in /etc.
-const ALWAYS_IGNORED: &[&str] = &["/ssh/ssh_host_*_key", "/ssl/private/", "/placard-secrets/", "*.key", "/.placard-*"];
+/// Always kept out of history: private keys that packages put in /etc, and password
+/// hashes (which can be cracked offline).
+const ALWAYS_IGNORED: &[&str] = &["/ssh/ssh_host_*_key", "/ssl/private/", "*.key", "/.placard-*", "/shadow", "/shadow-", "/gshadow", "/gshadow-"];
 
 pub struct EtcRepo {
     repo: Repository,

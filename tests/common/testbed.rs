@@ -1,0 +1,111 @@
+//! Real Debian hosts for end-to-end tests: a sandbox (systemd-nspawn) per test, with its
+//! own state folder, SSH key and known_hosts, and a site (this repository's roles and
+//! templates) with an inventory naming it. Dropping the bed stops and deletes the host.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use placard::sandbox::{self, Sandbox, SandboxPaths};
+
+pub struct Testbed {
+    pub paths: SandboxPaths,
+    pub host: Sandbox,
+    /// Holds inventory.yml; the site (roles, templates) is the repository.
+    pub dir: tempfile::TempDir,
+}
+
+impl Testbed {
+    /// Boots a Debian host named `name` (unique per test) with the given suite.
+    pub fn up(name: &str, suite: &str) -> Testbed {
+        assert!(nix::unistd::geteuid().is_root(), "end-to-end tests boot hosts with systemd-nspawn and must run as root");
+        let mut paths = SandboxPaths::default();
+        paths.state_dir = std::env::temp_dir().join(format!("placard-e2e-{name}-{}", std::process::id()));
+        let port = sandbox::free_port().expect("a free loopback port");
+        let host = sandbox::up(&paths, name, suite, port).unwrap_or_else(|e| panic!("cannot boot sandbox {name}: {e:#}"));
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let bed = Testbed { paths, host, dir };
+        bed.write_inventory("roles: [base]\n    vars:\n      hostname: e2e-host\n");
+        bed
+    }
+
+    /// Writes the inventory with `extra` appended to the host's entry (indented 4).
+    pub fn write_inventory(&self, extra: &str) {
+        let text = format!(
+            "ssh:\n  known_hosts: {}\n  identity: {}\nhosts:\n  {}:\n    address: 127.0.0.1\n    port: {}\n    user: root\n    {extra}",
+            self.paths.known_hosts().display(),
+            self.paths.key().display(),
+            self.host.name,
+            self.host.port,
+        );
+        fs::write(self.inventory(), text).expect("write the inventory");
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.path().join("inventory.yml")
+    }
+
+    /// Runs `placard ARGS -i inventory --site REPO`.
+    pub fn placard(&self, args: &[&str]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_placard"))
+            .args(args)
+            .arg("-i")
+            .arg(self.inventory())
+            .arg("--site")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run placard");
+        eprintln!("$ placard {}\n{}{}", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        output
+    }
+
+    /// Runs a command on the host with the OpenSSH client (independent of placard's own
+    /// transport), checking the host key; panics when it fails.
+    pub fn ssh(&self, command: &str) -> String {
+        let output = self.ssh_output(command);
+        assert!(output.status.success(), "`{command}` failed on the host: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn ssh_output(&self, command: &str) -> Output {
+        let argv = sandbox::ssh_argv(&self.paths, &self.host.name).expect("ssh argv");
+        Command::new(&argv[0]).args(&argv[1..]).args(["-o", "BatchMode=yes", "--", command]).output().expect("run ssh")
+    }
+
+    /// A file in the host's tree, read from this machine.
+    pub fn read(&self, path: &str) -> Option<String> {
+        fs::read_to_string(self.root_path(path)).ok()
+    }
+
+    pub fn root_path(&self, path: &str) -> PathBuf {
+        self.host.root.join(path.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if let Err(error) = sandbox::down(&self.paths, &self.host.name) {
+            eprintln!("cannot stop sandbox {}: {error:#}", self.host.name);
+        }
+        let _ = fs::remove_dir_all(&self.paths.state_dir);
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The summary line of a human report, e.g. "1 host: 1 unchanged, 0 changed, 0 failed".
+pub fn summary(output: &Output) -> String {
+    stdout(output).lines().last().unwrap_or_default().to_string()
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
