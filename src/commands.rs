@@ -178,7 +178,7 @@ fn roles(command: RolesCommand, site: &Site) -> Result<Exit> {
 }
 
 fn sandbox_command(command: SandboxCommand) -> Result<Exit> {
-    let paths = sandbox::SandboxPaths::default();
+    let paths = sandbox::SandboxPaths::from_env();
     match command {
         SandboxCommand::Up { name, suite, port } => {
             let host = sandbox::up(&paths, &name, &suite, port)?;
