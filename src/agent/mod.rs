@@ -147,6 +147,20 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
                 }
             };
             for item_data in runs {
+                let name = renderer.render_string(&task.name, &item_data).unwrap_or_else(|_| task.name.clone());
+                match crate::role::task::condition_holds(task, |text| renderer.render_string(text, &item_data)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let reason = format!("skipped: `when: {}` is false", task.when.as_deref().unwrap_or_default());
+                        emit(Event::Task { role: role.name.clone(), task: name, handler: false, status: TaskStatus::Skipped, reason, diff: None });
+                        continue;
+                    }
+                    Err(message) => {
+                        failed += 1;
+                        emit(Event::Task { role: role.name.clone(), task: name, handler: false, status: TaskStatus::Failed, reason: message, diff: None });
+                        break 'roles;
+                    }
+                }
                 let result = run_task(&renderer, &task.spec, &item_data, &mut context);
                 let (status, reason, diff) = match result {
                     Ok(outcome) if outcome.changed => {
@@ -163,7 +177,6 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
                         (TaskStatus::Failed, format!("{error:#}"), None)
                     }
                 };
-                let name = renderer.render_string(&task.name, &item_data).unwrap_or_else(|_| task.name.clone());
                 emit(Event::Task { role: role.name.clone(), task: name, handler: false, status, reason, diff: diff.filter(|_| show_diff) });
                 if status == TaskStatus::Failed {
                     break 'roles;

@@ -154,6 +154,8 @@ pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
 }
 
 fn render_task(renderer: &Renderer, task: &Task, data: &Value) -> Result<(), RenderFailure> {
+    crate::role::task::condition_holds(task, |text| renderer.render_string(text, data))
+        .map_err(|message| RenderFailure { field: "when".into(), message, template: None })?;
     renderer.render_spec(&task.spec, data)?;
     renderer.render_string(&task.name, data).map_err(|message| RenderFailure { field: "name".into(), message, template: None })?;
     Ok(())

@@ -109,6 +109,7 @@ impl HumanReporter {
                     TaskStatus::Ok => self.paint("32", "ok     "),
                     TaskStatus::Changed => self.paint("33", "changed"),
                     TaskStatus::Failed => self.paint("31", "failed "),
+                    TaskStatus::Skipped if !self.verbose => return,
                     TaskStatus::Skipped => self.paint("2", "skipped"),
                 };
                 let kind = if *handler { "handler " } else { "" };

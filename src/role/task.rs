@@ -16,6 +16,9 @@ pub struct Task {
     /// The name of a list variable: the task runs once per item, which templates see
     /// as `item`.
     pub loop_over: Option<String>,
+    /// A condition, rendered like any string: the task runs when it renders to `true`,
+    /// is skipped when `false`, e.g. `when: "{{eq watchdog_mode \"bmc\"}}"`.
+    pub when: Option<String>,
     pub spec: Spec,
 }
 
@@ -28,6 +31,8 @@ struct TaskFields {
     notify: Vec<String>,
     #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
     loop_over: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    when: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     package: Option<package::PackageSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +79,7 @@ impl TryFrom<TaskFields> for Task {
         .collect();
         let name = fields.name;
         match <[Spec; 1]>::try_from(specs) {
-            Ok([spec]) => Ok(Task { name, notify: fields.notify, loop_over: fields.loop_over, spec }),
+            Ok([spec]) => Ok(Task { name, notify: fields.notify, loop_over: fields.loop_over, when: fields.when, spec }),
             Err(specs) if specs.is_empty() => Err(format!("task `{name}` has no resource; give it one of: {}", resource::KINDS.join(", "))),
             Err(specs) => {
                 let kinds: Vec<&str> = specs.iter().map(Spec::kind).collect();
@@ -86,7 +91,7 @@ impl TryFrom<TaskFields> for Task {
 
 impl From<Task> for TaskFields {
     fn from(task: Task) -> TaskFields {
-        let mut fields = TaskFields { name: task.name, notify: task.notify, loop_over: task.loop_over, ..TaskFields::default() };
+        let mut fields = TaskFields { name: task.name, notify: task.notify, loop_over: task.loop_over, when: task.when, ..TaskFields::default() };
         match task.spec {
             Spec::Package(s) => fields.package = Some(s),
             Spec::File(s) => fields.file = Some(s),
@@ -101,6 +106,17 @@ impl From<Task> for TaskFields {
             Spec::Secret(s) => fields.secret = Some(s),
         }
         fields
+    }
+}
+
+/// Whether a task runs with `data`: its `when`, rendered, must say `true` or `false`.
+pub fn condition_holds(task: &Task, render: impl Fn(&str) -> Result<String, String>) -> Result<bool, String> {
+    let Some(when) = &task.when else { return Ok(true) };
+    let rendered = render(when)?;
+    match rendered.trim() {
+        "true" => Ok(true),
+        "false" | "" => Ok(false),
+        other => Err(format!("`when` must render to true or false, not `{other}`; use a helper such as {{{{eq a \"b\"}}}}")),
     }
 }
 
@@ -140,5 +156,24 @@ pub fn check_template_names(task: &Task, templates: &BTreeMap<String, String>, s
                     .help(if known.is_empty() { "this role has no templates folder".to_string() } else { format!("this role's templates are: {}", known.join(", ")) }),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{Renderer, SecretSource};
+    use serde_json::json;
+
+    #[test]
+    fn conditions_render_to_true_or_false() {
+        let renderer = Renderer::new(&BTreeMap::new(), SecretSource::Placeholder).expect("a renderer");
+        let task: Task = serde_yaml::from_str("name: Load the watchdog module.\nwhen: '{{eq mode \"systemd\"}}'\ncommand: {argv: [modprobe, softdog], unless: [true]}\n").expect("a task");
+        let holds = |mode: &str| condition_holds(&task, |t| renderer.render_string(t, &json!({"mode": mode})));
+        assert_eq!(holds("systemd"), Ok(true));
+        assert_eq!(holds("bmc"), Ok(false));
+        let odd: Task = serde_yaml::from_str("name: x\nwhen: '{{mode}}'\nsecret: {name: s}\n").expect("a task");
+        let error = condition_holds(&odd, |t| renderer.render_string(t, &json!({"mode": "maybe"}))).unwrap_err();
+        assert!(error.contains("not `maybe`"), "{error}");
     }
 }
