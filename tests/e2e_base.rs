@@ -119,3 +119,44 @@ fn host_keys_are_verified_and_first_contact_needs_the_flag() {
     assert!(report.contains("changed"), "the refusal says the key changed: {report}");
     assert!(bed.read("/etc/hostname").is_some_and(|h| h != "e2e-host\n"), "nothing was applied");
 }
+
+#[test]
+fn a_failing_host_neither_stops_nor_hides_the_others() {
+    let bed = Testbed::up("e2e-fanout", "bookworm");
+    // A second host that refuses connections: nothing listens on that port.
+    let dead_port = placard::sandbox::free_port().expect("a free port");
+    bed.write_inventory(&format!(
+        "roles: [base]\n    vars: {{hostname: e2e-host}}\n  unreachable:\n    address: 127.0.0.1\n    port: {dead_port}\n    roles: [base]\n    vars: {{hostname: nowhere}}\n"
+    ));
+    let output = bed.placard(&["apply", "--jobs", "2"]);
+    assert_eq!(output.status.code(), Some(1), "one host failed");
+    let report = stdout(&output);
+    assert!(report.contains("── unreachable") && report.contains("Connection refused"), "{report}");
+    assert!(report.contains(&format!("── {}", bed.host.name)) && report.contains("placard: base"), "the other host ran and committed: {report}");
+    assert_eq!(summary(&output), "2 hosts: 0 unchanged, 1 changed, 1 failed");
+    assert_eq!(bed.read("/etc/hostname").as_deref(), Some("e2e-host\n"));
+}
+
+#[test]
+fn local_mode_applies_on_the_machine_itself() {
+    // An admin on the server: placard and the site are on the host, no SSH involved.
+    let bed = Testbed::up("e2e-local", "bookworm");
+    let site = bed.root_path("/srv/site");
+    for folder in ["roles", "templates/base"] {
+        fs::create_dir_all(site.join(folder)).expect("site folders");
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    fs::copy(repo.join("roles/base.yml"), site.join("roles/base.yml")).expect("copy the role");
+    for template in fs::read_dir(repo.join("templates/base")).expect("templates") {
+        let template = template.expect("a template").path();
+        fs::copy(&template, site.join("templates/base").join(template.file_name().expect("a name"))).expect("copy a template");
+    }
+    fs::write(site.join("inventory.yml"), "hosts:\n  here: {roles: [base], vars: {hostname: local-host}}\n").expect("inventory");
+    fs::copy(env!("CARGO_BIN_EXE_placard"), bed.root_path("/usr/local/bin/placard")).expect("install placard");
+
+    let first = bed.ssh_output("placard apply --local -i /srv/site/inventory.yml here");
+    assert!(first.status.success(), "{}{}", stdout(&first), stderr(&first));
+    assert_eq!(bed.read("/etc/hostname").as_deref(), Some("local-host\n"));
+    let second = bed.ssh("placard apply --local -i /srv/site/inventory.yml here");
+    assert!(second.ends_with("1 host: 1 unchanged, 0 changed, 0 failed\n"), "{second}");
+}
