@@ -160,3 +160,23 @@ fn local_mode_applies_on_the_machine_itself() {
     let second = bed.ssh("placard apply --local -i /srv/site/inventory.yml here");
     assert!(second.ends_with("1 host: 1 unchanged, 0 changed, 0 failed\n"), "{second}");
 }
+
+#[test]
+fn an_etckeeper_repository_is_adopted_not_replaced() {
+    let bed = Testbed::up("e2e-etckeeper", "bookworm");
+    bed.ssh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etckeeper git >/dev/null");
+    let etckeeper_head = bed.ssh("git -C /etc rev-parse HEAD");
+
+    let apply = bed.placard(&["apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", stderr(&apply));
+    // Our commits sit on top of etckeeper's history.
+    assert!(bed.ssh_output(&format!("git -C /etc merge-base --is-ancestor {} HEAD", etckeeper_head.trim())).status.success());
+    let ignore = bed.read("/etc/.gitignore").expect("a .gitignore");
+    assert!(ignore.contains("# begin section managed by etckeeper"), "etckeeper's section is kept");
+    assert!(ignore.contains("# begin section managed by placard"), "ours is added");
+    // etckeeper recorded the permissions of the files placard wrote, as its own commits do.
+    let metadata = bed.read("/etc/.etckeeper").expect("etckeeper's metadata");
+    assert!(metadata.contains("maybe chmod 0440 'sudoers.d/placard-admins'"), "etckeeper metadata updated");
+    // And etckeeper's own tools still see a clean tree.
+    assert_eq!(bed.ssh("etckeeper unclean && echo unclean || echo clean").trim(), "clean");
+}

@@ -27,7 +27,8 @@ pub fn run(check: &CheckSpec) -> (bool, String) {
         return match process::run(&argv, None) {
             Ok(output) => {
                 let text = String::from_utf8_lossy(if output.stdout.is_empty() { &output.stderr } else { &output.stdout }).lines().next().unwrap_or_default().to_string();
-                (output.status.success(), text)
+                let status = output.status.code().map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
+                (output.status.success(), if text.is_empty() { status } else { format!("{status}: {text}") })
             }
             Err(error) => (false, error.to_string()),
         };

@@ -17,13 +17,15 @@ pub struct HumanReporter {
     color: bool,
     /// Whether unchanged tasks are listed too (`-v`).
     verbose: bool,
+    /// Whether the host being printed ran checks rather than tasks.
+    checks_only: bool,
 }
 
 impl HumanReporter {
     pub fn new(verbose: bool) -> HumanReporter {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let progress = std::io::stderr().is_terminal().then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), BTreeMap::new()));
-        HumanReporter { progress, color: std::io::stdout().is_terminal() && !no_color, verbose }
+        HumanReporter { progress, color: std::io::stdout().is_terminal() && !no_color, verbose, checks_only: false }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -77,6 +79,7 @@ impl Reporter for HumanReporter {
         let mut totals = (0, 0, 0);
         for report in reports {
             println!("{}", self.paint("1", &format!("── {}", report.host)));
+            self.checks_only = report.events.iter().any(|e| matches!(e, Event::Check { .. }));
             for event in &report.events {
                 self.print_event(event);
             }
@@ -134,6 +137,10 @@ impl HumanReporter {
             }
             Event::Output { data } => print_output(data),
             Event::Error { message } => println!("  {} {message}", self.paint("31", "failed ")),
+            // Verify runs no tasks: its checks are already listed, with their own verdicts.
+            Event::Done { ok: 0, changed: 0, failed, .. } if self.checks_only => {
+                println!("  {}", if *failed == 0 { "all checks pass".to_string() } else { format!("{failed} check(s) failed") })
+            }
             Event::Done { ok, changed, failed, .. } => println!("  {ok} ok, {changed} changed, {failed} failed"),
             Event::Started { .. } => {}
         }

@@ -88,9 +88,14 @@ pub fn bootstrap_command(sha256: &str, size: usize, user_is_root: bool) -> Strin
 
 pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, events: UnboundedSender<Event>) -> Result<()> {
     let binary = agent_binary()?;
-    let connection = Connection::connect(target, options).await?;
+    // SshError's messages already include their causes; flatten them so that the report,
+    // which prints the whole chain, does not say the cause twice.
+    let connection = Connection::connect(target, options).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let user_is_root = connection.target().user == "root";
-    let process = connection.exec(&bootstrap_command(&binary.sha256, binary.bytes.len(), user_is_root)).await?;
+    let process = connection
+        .exec(&bootstrap_command(&binary.sha256, binary.bytes.len(), user_is_root))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let RemoteProcess { stdin, stdout, exit } = process;
     let (mut stdin, mut stdout) = (stdin, BufReader::new(stdout));
     let mut line = String::new();
