@@ -20,8 +20,7 @@ impl Testbed {
     /// Boots a Debian host named `name` (unique per test) with the given suite.
     pub fn up(name: &str, suite: &str) -> Testbed {
         assert!(nix::unistd::geteuid().is_root(), "end-to-end tests boot hosts with systemd-nspawn and must run as root");
-        let mut paths = SandboxPaths::default();
-        paths.state_dir = std::env::temp_dir().join(format!("placard-e2e-{name}-{}", std::process::id()));
+        let paths = SandboxPaths { state_dir: std::env::temp_dir().join(format!("placard-e2e-{name}-{}", std::process::id())), ..SandboxPaths::default() };
         let port = sandbox::free_port().expect("a free loopback port");
         let host = sandbox::up(&paths, name, suite, port).unwrap_or_else(|e| panic!("cannot boot sandbox {name}: {e:#}"));
         let dir = tempfile::tempdir().expect("a temporary folder");
