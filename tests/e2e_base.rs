@@ -67,6 +67,13 @@ fn base_changes_the_host_then_nothing_and_commits_etc_with_secrets_kept_out() {
 #[test]
 fn a_config_failing_its_validator_leaves_the_old_file_and_the_service_untouched() {
     let bed = Testbed::up("e2e-validate", "bookworm");
+    // First, a plan on the fresh host: it reports what would change and changes nothing.
+    let plan = bed.placard(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    assert_eq!(summary(&plan), "1 host: 0 unchanged, 1 changed, 0 failed", "every task could say what it would do");
+    assert!(!bed.root_path("/etc/.git").exists(), "plan created no repository");
+    assert!(bed.read("/etc/ssh/sshd_config.d/50-placard.conf").is_none(), "plan wrote no file");
+
     assert_eq!(bed.placard(&["apply"]).status.code(), Some(0));
     let before = bed.read("/etc/ssh/sshd_config.d/50-placard.conf").expect("the drop-in");
     let pid_before = bed.ssh("systemctl show -p MainPID --value ssh");

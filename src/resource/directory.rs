@@ -39,7 +39,15 @@ impl DirectorySpec {
 
     pub fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = Path::new(&self.path);
-        let owner = resolve_owner(self.owner.as_deref(), self.group.as_deref())?;
+        let owner = match resolve_owner(self.owner.as_deref(), self.group.as_deref()) {
+            Ok(owner) => owner,
+            // In a check run, the task that creates the account has not really run.
+            Err(error) if context.check => {
+                context.record_change(Path::new(&self.path));
+                return Ok(Outcome::changed(format!("{}: would be written once the account exists ({error})", self.path)));
+            }
+            Err(error) => return Err(error),
+        };
         let mode = self.mode.as_deref().map(|m| check::mode("mode", m)).transpose().map_err(|e| anyhow::anyhow!(e.message))?;
         let metadata = fs::symlink_metadata(path).ok();
         match &metadata {
