@@ -27,11 +27,19 @@ fn base_changes_the_host_then_nothing_and_commits_etc_with_secrets_kept_out() {
     assert!(bed.ssh("dpkg-query -W -f '${Status}' unattended-upgrades").contains("install ok installed"));
     assert_eq!(bed.ssh("systemctl is-active unattended-upgrades").trim(), "active");
 
-    // A second apply finds everything in place.
+    // The agent was uploaded once, named by its content hash.
+    let agent = bed.ssh("sha256sum /var/lib/placard/bin/placard-*");
+    let (hash, path) = agent.trim().split_once("  ").expect("one cached agent");
+    assert_eq!(path, format!("/var/lib/placard/bin/placard-{hash}"));
+    assert_eq!(bed.ssh(&format!("stat -c %a {path}")).trim(), "700");
+    let uploaded_at = bed.ssh(&format!("stat -c %Y.%i {path}"));
+
+    // A second apply finds everything in place, and the agent already there.
     let second = bed.placard(&["apply", "--format", "json"]);
     assert_eq!(second.status.code(), Some(0));
     let totals = json_summary(&second);
     assert_eq!((totals["changed"].as_u64(), totals["failed"].as_bool()), (Some(0), Some(false)), "{totals}");
+    assert_eq!(bed.ssh(&format!("stat -c %Y.%i {path}")), uploaded_at, "the agent was not uploaded again");
 
     // The secret was made on the host, is root's alone, and never entered /etc's history.
     let secret_path = bed.root_path("/var/lib/placard/secrets/root-console-password");
