@@ -79,7 +79,8 @@ impl CommandSpec {
                 return Ok(Outcome::unchanged(format!("`{}` succeeded", unless.join(" "))));
             }
         }
-        let shown = self.describe();
+        // A command whose arguments hold a secret is never spelled out in the report.
+        let shown = if context.sensitive { "a command whose arguments hold a secret".to_string() } else { self.describe() };
         if context.check {
             return Ok(Outcome::changed(format!("run {shown}")));
         }

@@ -114,7 +114,12 @@ fn write_edit(path: &str, current: &str, edited: Option<String>, validate: Optio
     let Some(edited) = edited else {
         return Ok(Outcome::unchanged(format!("{path} already has {what}")));
     };
-    let diff = crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()));
+    let diff = if context.sensitive {
+        format!("--- {path}\n+++ {path}\n(content holds a secret; diff hidden)\n")
+    } else {
+        crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
+    };
+    let what = if context.sensitive { "a setting that holds a secret" } else { what };
     context.record_change(Path::new(path));
     if !context.check {
         let metadata = fs::metadata(path).ok();
