@@ -195,3 +195,14 @@ fn an_etckeeper_repository_is_adopted_not_replaced() {
     // And etckeeper's own tools still see a clean tree.
     assert_eq!(bed.ssh("etckeeper unclean && echo unclean || echo clean").trim(), "clean");
 }
+
+#[test]
+fn base_applies_on_debian_13_too() {
+    let bed = Testbed::up("e2e-trixie", "trixie");
+    let first = bed.placard(&["apply"]);
+    assert_eq!(first.status.code(), Some(0), "{}{}", stdout(&first), stderr(&first));
+    assert!(bed.ssh("cat /etc/os-release").contains("VERSION_CODENAME=trixie"));
+    assert_eq!(bed.ssh("sshd -T | grep '^passwordauthentication '").trim(), "passwordauthentication no");
+    let second = bed.placard(&["apply"]);
+    assert_eq!(summary(&second), "1 host: 1 unchanged, 0 changed, 0 failed");
+}
