@@ -41,12 +41,17 @@ impl DpkgStatus {
 
     /// The installed packages and their versions.
     pub fn installed(&self) -> BTreeMap<String, String> {
-        self.packages.iter().filter(|(_, p)| p.state == "installed").map(|(n, p)| (n.clone(), p.version.clone())).collect()
+        self.packages
+            .iter()
+            .filter(|(_, p)| p.state == "installed")
+            .map(|(n, p)| (n.clone(), p.version.clone()))
+            .collect()
     }
 }
 
 pub fn read_status() -> Result<DpkgStatus> {
-    let text = std::fs::read_to_string(STATUS_FILE).with_context(|| format!("cannot read {STATUS_FILE}; is this a Debian host?"))?;
+    let text = std::fs::read_to_string(STATUS_FILE)
+        .with_context(|| format!("cannot read {STATUS_FILE}; is this a Debian host?"))?;
     Ok(parse_status(&text))
 }
 
@@ -101,10 +106,16 @@ Version: 3.7.10-0+deb12u1
     fn reads_installed_held_and_removed_packages() {
         let status = parse_status(RECORDED);
         assert!(status.is_installed("openssh-server"));
-        assert_eq!(status.get("openssh-server").map(|p| p.version.as_str()), Some("1:9.2p1-2+deb12u3"));
+        assert_eq!(
+            status.get("openssh-server").map(|p| p.version.as_str()),
+            Some("1:9.2p1-2+deb12u3")
+        );
         assert!(status.is_held("linux-image-6.1.0-18-amd64"));
         assert!(!status.is_held("openssh-server"));
-        assert!(!status.is_installed("postfix"), "config-files only is not installed");
+        assert!(
+            !status.is_installed("postfix"),
+            "config-files only is not installed"
+        );
         assert!(status.is_installed("openssh-server:amd64"));
         assert_eq!(status.installed().len(), 2);
     }

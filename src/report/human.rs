@@ -5,7 +5,7 @@
 //! when NO_COLOR is set.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -13,6 +13,7 @@ use super::{HostReport, Reporter};
 use crate::plan::{Event, TaskStatus};
 
 pub struct HumanReporter {
+    out: Box<dyn Write + Send>,
     progress: Option<(MultiProgress, BTreeMap<String, ProgressBar>)>,
     color: bool,
     /// Whether unchanged tasks are listed too (`-v`).
@@ -24,8 +25,30 @@ pub struct HumanReporter {
 impl HumanReporter {
     pub fn new(verbose: bool) -> HumanReporter {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let progress = std::io::stderr().is_terminal().then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), BTreeMap::new()));
-        HumanReporter { progress, color: std::io::stdout().is_terminal() && !no_color, verbose, checks_only: false }
+        let progress = std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                BTreeMap::new(),
+            )
+        });
+        HumanReporter {
+            out: Box::new(std::io::stdout()),
+            progress,
+            color: std::io::stdout().is_terminal() && !no_color,
+            verbose,
+            checks_only: false,
+        }
+    }
+
+    /// A reporter writing the end report, without colour or progress, to `out`.
+    pub fn to_writer(out: Box<dyn Write + Send>, verbose: bool) -> HumanReporter {
+        HumanReporter {
+            out,
+            progress: None,
+            color: false,
+            verbose,
+            checks_only: false,
+        }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -40,7 +63,10 @@ impl HumanReporter {
         let (multi, bars) = self.progress.as_mut()?;
         Some(bars.entry(host.to_string()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.set_prefix(host.to_string());
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
@@ -53,7 +79,15 @@ impl Reporter for HumanReporter {
         let line = match event {
             Event::Started { .. } => Some("connected, running".to_string()),
             Event::Task { task, .. } => Some(task.clone()),
-            Event::Done { ok, changed, failed, elapsed_ms, .. } => Some(format!("done: {ok} ok, {changed} changed, {failed} failed ({elapsed_ms} ms on the host)")),
+            Event::Done {
+                ok,
+                changed,
+                failed,
+                elapsed_ms,
+                ..
+            } => Some(format!(
+                "done: {ok} ok, {changed} changed, {failed} failed ({elapsed_ms} ms on the host)"
+            )),
             Event::Error { message } => Some(format!("error: {message}")),
             _ => None,
         };
@@ -78,13 +112,20 @@ impl Reporter for HumanReporter {
         }
         let mut totals = (0, 0, 0);
         for report in reports {
-            println!("{}", self.paint("1", &format!("── {}", report.host)));
-            self.checks_only = report.events.iter().any(|e| matches!(e, Event::Check { .. }));
+            let _ = writeln!(
+                self.out,
+                "{}",
+                self.paint("1", &format!("── {}", report.host))
+            );
+            self.checks_only = report
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Check { .. }));
             for event in &report.events {
                 self.print_event(event);
             }
             if let Some(error) = &report.error {
-                println!("  {} {error}", self.paint("31", "failed"));
+                let _ = writeln!(self.out, "  {} {error}", self.paint("31", "failed"));
             }
             if report.failed() {
                 totals.2 += 1;
@@ -96,17 +137,26 @@ impl Reporter for HumanReporter {
         }
         let (unchanged, changed, failed) = totals;
         let hosts = reports.len();
-        println!(
+        let _ = writeln!(
+            self.out,
             "{hosts} host{}: {unchanged} unchanged, {changed} changed, {failed} failed",
             if hosts == 1 { "" } else { "s" }
         );
+        let _ = self.out.flush();
     }
 }
 
 impl HumanReporter {
-    fn print_event(&self, event: &Event) {
+    fn print_event(&mut self, event: &Event) {
         match event {
-            Event::Task { role, task, handler, status, reason, diff } => {
+            Event::Task {
+                role,
+                task,
+                handler,
+                status,
+                reason,
+                diff,
+            } => {
                 let label = match status {
                     TaskStatus::Ok if !self.verbose => return,
                     TaskStatus::Ok => self.paint("32", "ok     "),
@@ -116,8 +166,8 @@ impl HumanReporter {
                     TaskStatus::Skipped => self.paint("2", "skipped"),
                 };
                 let kind = if *handler { "handler " } else { "" };
-                println!("  {label} {role}: {kind}{task}");
-                println!("          {reason}");
+                let _ = writeln!(self.out, "  {label} {role}: {kind}{task}");
+                let _ = writeln!(self.out, "          {reason}");
                 if let Some(diff) = diff {
                     for line in diff.lines() {
                         let painted = match line.chars().next() {
@@ -125,47 +175,150 @@ impl HumanReporter {
                             Some('-') if !line.starts_with("---") => self.paint("31", line),
                             _ => line.to_string(),
                         };
-                        println!("          {painted}");
+                        let _ = writeln!(self.out, "          {painted}");
                     }
                 }
             }
-            Event::Commit { id, summary } => println!("  {} /etc {} {summary}", self.paint("36", "commit "), &id[..id.len().min(12)]),
-            Event::Notice { message } => println!("  note    {message}"),
-            Event::Check { role, name, ok, detail } => {
-                let label = if *ok { self.paint("32", "pass   ") } else { self.paint("31", "FAIL   ") };
-                println!("  {label} {role}: {name} — {detail}");
+            Event::Commit { id, summary } => {
+                let _ = writeln!(
+                    self.out,
+                    "  {} /etc {} {summary}",
+                    self.paint("36", "commit "),
+                    &id[..id.len().min(12)]
+                );
             }
-            Event::Output { data } => print_output(data),
-            Event::Error { message } => println!("  {} {message}", self.paint("31", "failed ")),
+            Event::Notice { message } => {
+                let _ = writeln!(self.out, "  note    {message}");
+            }
+            Event::Check {
+                role,
+                name,
+                ok,
+                detail,
+            } => {
+                let label = if *ok {
+                    self.paint("32", "pass   ")
+                } else {
+                    self.paint("31", "FAIL   ")
+                };
+                let _ = writeln!(self.out, "  {label} {role}: {name} — {detail}");
+            }
+            Event::Output { data } => print_output(&mut self.out, data),
+            Event::Error { message } => {
+                let _ = writeln!(self.out, "  {} {message}", self.paint("31", "failed "));
+            }
             // Verify runs no tasks: its checks are already listed, with their own verdicts.
-            Event::Done { ok: 0, changed: 0, failed, .. } if self.checks_only => {
-                println!("  {}", if *failed == 0 { "all checks pass".to_string() } else { format!("{failed} check(s) failed") })
+            Event::Done {
+                ok: 0,
+                changed: 0,
+                failed,
+                ..
+            } if self.checks_only => {
+                let _ = writeln!(
+                    self.out,
+                    "  {}",
+                    if *failed == 0 {
+                        "all checks pass".to_string()
+                    } else {
+                        format!("{failed} check(s) failed")
+                    }
+                );
             }
-            Event::Done { ok, changed, failed, .. } => println!("  {ok} ok, {changed} changed, {failed} failed"),
+            Event::Done {
+                ok,
+                changed,
+                failed,
+                ..
+            } => {
+                let _ = writeln!(self.out, "  {ok} ok, {changed} changed, {failed} failed");
+            }
             Event::Started { .. } => {}
         }
     }
 }
 
 /// Facts and `etc` answers, readably.
-fn print_output(data: &serde_json::Value) {
+fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
     if let Some(diff) = data.get("diff").and_then(|d| d.as_str()) {
-        print!("{diff}");
+        let _ = write!(out, "{diff}");
         if diff.is_empty() {
-            println!("  no uncommitted changes in /etc");
+            let _ = writeln!(out, "  no uncommitted changes in /etc");
         }
     } else if let Some(changes) = data.get("changes").and_then(|c| c.as_array()) {
         if changes.is_empty() {
-            println!("  /etc is clean: everything is committed");
+            let _ = writeln!(out, "  /etc is clean: everything is committed");
         }
         for change in changes {
-            println!("  changed {}", change.as_str().unwrap_or_default());
+            let _ = writeln!(out, "  changed {}", change.as_str().unwrap_or_default());
         }
     } else if let Some(commits) = data.get("commits").and_then(|c| c.as_array()) {
         for commit in commits {
-            println!("  {} {}", commit["id"].as_str().unwrap_or_default(), commit["summary"].as_str().unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                commit["id"].as_str().unwrap_or_default(),
+                commit["summary"].as_str().unwrap_or_default()
+            );
         }
     } else {
-        println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(data).unwrap_or_default()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn task(task: &str, status: TaskStatus, reason: &str, diff: Option<&str>) -> Event {
+        Event::Task { role: "base".into(), task: task.into(), handler: false, status, reason: reason.into(), diff: diff.map(str::to_string) }
+    }
+
+    #[test]
+    fn the_end_report_lists_changes_diffs_failures_and_a_summary() {
+        let mut cupboard = HostReport::new("cupboard");
+        cupboard.events = vec![
+            Event::Started { version: "0.1.0".into() },
+            Event::Commit { id: "0123456789abcdef".into(), summary: "changes found before placard run (1 file)".into() },
+            task("Name the host cupboard.", TaskStatus::Ok, "/etc/hostname is up to date", None),
+            task(
+                "Harden the SSH server.",
+                TaskStatus::Changed,
+                "/etc/ssh/sshd_config.d/50-placard.conf: update content",
+                Some("--- /etc/ssh/sshd_config.d/50-placard.conf\n+++ /etc/ssh/sshd_config.d/50-placard.conf\n@@ -1 +1 @@\n-MaxAuthTries 6\n+MaxAuthTries 3\n"),
+            ),
+            Event::Task { role: "base".into(), task: "reload ssh".into(), handler: true, status: TaskStatus::Changed, reason: "reload ssh".into(), diff: None },
+            Event::Commit { id: "fedcba9876543210".into(), summary: "placard: base (1 file)".into() },
+            Event::Done { ok: 1, changed: 1, failed: 0, peak_memory_kib: 9000, elapsed_ms: 40 },
+        ];
+        let mut relay = HostReport::new("relay");
+        relay.error = Some("relay (root@192.0.2.7:22): cannot connect: Connection refused".into());
+        let mut quiet = HostReport::new("quiet");
+        quiet.events = vec![task("Name the host quiet.", TaskStatus::Ok, "/etc/hostname is up to date", None), Event::Done { ok: 1, changed: 0, failed: 0, peak_memory_kib: 9000, elapsed_ms: 30 }];
+
+        let captured = Captured::default();
+        let mut reporter = HumanReporter::to_writer(Box::new(captured.clone()), false);
+        reporter.finish(&[cupboard, relay, quiet]);
+        let text = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
+        insta::assert_snapshot!(text);
     }
 }
