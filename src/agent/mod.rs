@@ -82,10 +82,15 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
     match &bundle.job {
         Job::Facts => emit(Event::Output { data: serde_json::to_value(Facts::gather())? }),
         Job::Verify => {
+            let data = template_data(&bundle.vars, &Facts::gather(), &bundle.host);
+            let renderer = Renderer::new(&std::collections::BTreeMap::new(), SecretSource::Host).map_err(|f| anyhow::anyhow!(f.message))?;
             let mut failed = 0;
             for role in &bundle.roles {
                 for check in &role.checks {
-                    let (ok, detail) = verify::run(check);
+                    let (ok, detail) = match check.render(|text| renderer.render_string(text, &data)) {
+                        Ok(check) => verify::run(&check),
+                        Err(message) => (false, message),
+                    };
                     failed += usize::from(!ok);
                     emit(Event::Check { role: role.name.clone(), name: check.name.clone(), ok, detail });
                 }

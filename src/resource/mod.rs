@@ -15,6 +15,7 @@ pub mod command;
 pub mod directory;
 pub mod file;
 pub mod group;
+pub mod grub_pin;
 pub mod line;
 pub mod package;
 pub mod secret;
@@ -42,11 +43,12 @@ pub enum Spec {
     Group(group::GroupSpec),
     Command(command::CommandSpec),
     Secret(secret::SecretSpec),
+    GrubPin(grub_pin::GrubPinSpec),
 }
 
 /// The resource keys a task may use, for error messages.
 pub const KINDS: &[&str] =
-    &["package", "file", "directory", "symlink", "line", "setting", "service", "user", "group", "command", "secret"];
+    &["package", "file", "directory", "symlink", "line", "setting", "service", "user", "group", "command", "secret", "grub_pin"];
 
 /// A problem with one field of a rendered spec, e.g. a mode that is not octal.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,7 @@ impl Spec {
             Spec::Group(_) => "group",
             Spec::Command(_) => "command",
             Spec::Secret(_) => "secret",
+            Spec::GrubPin(_) => "grub_pin",
         }
     }
 
@@ -95,6 +98,7 @@ impl Spec {
             Spec::Group(spec) => spec.validate(),
             Spec::Command(spec) => spec.validate(),
             Spec::Secret(spec) => spec.validate(),
+            Spec::GrubPin(spec) => spec.validate(),
         }
     }
 
@@ -112,6 +116,7 @@ impl Spec {
             Spec::Group(spec) => spec.run(context),
             Spec::Command(spec) => spec.run(context),
             Spec::Secret(spec) => spec.run(context),
+            Spec::GrubPin(spec) => spec.run(context),
         }
     }
 }

@@ -113,8 +113,8 @@ impl Role {
             if let Err(message) = variable::check_name(name) {
                 problems.push(Diagnostic::at_key(source, &format!("variables.{name}"), message));
             }
-            if let (Some(default), Some(kind)) = (&variable.default, variable.kind) {
-                if let Err(message) = kind.check(default, variable.unique) {
+            if let Some(default) = &variable.default {
+                if let Err(message) = variable.check(default) {
                     problems.push(Diagnostic::at(source, &format!("variables.{name}.default"), format!("default of `{name}`: {message}")));
                 }
             }
