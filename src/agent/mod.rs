@@ -192,7 +192,15 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
 
     for (role_index, role) in bundle.roles.iter().enumerate() {
         for handler in role.handlers.iter().filter(|h| notified.contains(&(role_index, h.name.clone()))) {
-            let (status, reason) = if check {
+            // A handler may have a `when` too: restarting a daemon the host has no
+            // hardware for would only fail.
+            let condition = crate::role::task::condition_holds(handler, |text| renderer.render_string(text, &data));
+            let (status, reason) = if let Err(message) = condition {
+                failed += 1;
+                (TaskStatus::Failed, message)
+            } else if condition == Ok(false) {
+                (TaskStatus::Skipped, format!("skipped: `when: {}` is false", handler.when.as_deref().unwrap_or_default()))
+            } else if check {
                 (TaskStatus::Changed, "would run: notified".to_string())
             } else {
                 match run_task(&renderer, &handler.spec, &data, &mut context) {
