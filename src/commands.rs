@@ -212,7 +212,20 @@ fn roles(command: RolesCommand, site: &Site) -> Result<Exit> {
                         .kind
                         .map(|k| format!(", {}", k.name()))
                         .unwrap_or_default();
-                    println!("  {name} ({default}{kind})");
+                    let choices = if variable.choices.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", one of {}",
+                            variable
+                                .choices
+                                .iter()
+                                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    println!("  {name} ({default}{kind}{choices})");
                     for line in variable.description.trim().lines() {
                         println!("      {line}");
                     }

@@ -154,9 +154,17 @@ mod tests {
 
     #[test]
     fn a_diagnostic_shows_the_line_and_a_caret() {
-        let source = SourceFile::new(Path::new("inventory/club.yml"), "hosts:\n  cupboard:\n    port: 22\n    vars: {mail_domain: not a domain}\n".to_string());
-        let diagnostic = Diagnostic::at(&source, "hosts.cupboard.vars.mail_domain", "variable `mail_domain` (role mail): \"not a domain\" is not a domain name")
-            .help("`mail_domain`: the domain the club's addresses end in");
+        let source = SourceFile::new(
+            Path::new("inventory/club.yml"),
+            "hosts:\n  cupboard:\n    port: 22\n    vars: {mail_domain: not a domain}\n"
+                .to_string(),
+        );
+        let diagnostic = Diagnostic::at(
+            &source,
+            "hosts.cupboard.vars.mail_domain",
+            "variable `mail_domain` (role mail): \"not a domain\" is not a domain name",
+        )
+        .help("`mail_domain`: the domain the club's addresses end in");
         let invalid = InvalidInput::from(diagnostic);
         insta::assert_snapshot!(invalid.to_string());
     }

@@ -379,7 +379,8 @@ fn a_host_behind_a_jump_host_is_reached_through_it() {
     let bed = Testbed::up("e2e-jump", "bookworm");
     // The inner host has a name only the jump host can resolve, as behind a NAT.
     let port = placard::sandbox::free_port().expect("a free port");
-    let inner = placard::sandbox::up(&bed.paths, "e2e-inner", "bookworm", port).expect("boot the inner host");
+    let inner = placard::sandbox::up(&bed.paths, "e2e-inner", "bookworm", port)
+        .expect("boot the inner host");
     struct Down<'a>(&'a placard::sandbox::SandboxPaths);
     impl Drop for Down<'_> {
         fn drop(&mut self) {
@@ -389,15 +390,30 @@ fn a_host_behind_a_jump_host_is_reached_through_it() {
     let _down = Down(&bed.paths);
     bed.ssh("echo '127.0.0.1 inner.behind-nat.test' >> /etc/hosts");
     let known_hosts = fs::read_to_string(bed.paths.known_hosts()).expect("known_hosts");
-    let inner_key = known_hosts.lines().find(|l| l.starts_with(&format!("[127.0.0.1]:{port} "))).expect("the inner host's key");
+    let inner_key = known_hosts
+        .lines()
+        .find(|l| l.starts_with(&format!("[127.0.0.1]:{port} ")))
+        .expect("the inner host's key");
     let alias = inner_key.replacen("[127.0.0.1]", "[inner.behind-nat.test]", 1);
-    fs::write(bed.paths.known_hosts(), format!("{known_hosts}{alias}\n")).expect("record the alias");
+    fs::write(bed.paths.known_hosts(), format!("{known_hosts}{alias}\n"))
+        .expect("record the alias");
 
     bed.write_inventory(&format!(
         "roles: []\n  inner:\n    address: inner.behind-nat.test\n    port: {port}\n    via: {}\n    roles: [base]\n    vars: {{hostname: inner}}\n",
         bed.host.name
     ));
     let output = bed.placard(&["apply", "inner"]);
-    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
-    assert_eq!(fs::read_to_string(inner.root.join("etc/hostname")).ok().as_deref(), Some("inner\n"));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert_eq!(
+        fs::read_to_string(inner.root.join("etc/hostname"))
+            .ok()
+            .as_deref(),
+        Some("inner\n")
+    );
 }

@@ -15,7 +15,12 @@ struct Case {
     name: String,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default)]
     files: BTreeMap<String, String>,
+    /// Roles shipped in this repository, copied into the site with their templates,
+    /// so that the cases check the real roles' variables too.
+    #[serde(default)]
+    shipped_roles: Vec<String>,
     error: String,
 }
 
@@ -76,6 +81,27 @@ fn write_site(dir: &Path, port: u16, overlay: &BTreeMap<String, String>) {
     }
 }
 
+/// A role of this repository and its templates, as site files.
+fn shipped_role(role: &str) -> BTreeMap<String, String> {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = BTreeMap::new();
+    let name = format!("roles/{role}.yml");
+    files.insert(
+        name.clone(),
+        fs::read_to_string(repository.join(&name)).expect("a shipped role"),
+    );
+    if let Ok(entries) = fs::read_dir(repository.join("templates").join(role)) {
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = format!("templates/{role}/{}", entry.file_name().to_string_lossy());
+            files.insert(
+                name.clone(),
+                fs::read_to_string(repository.join(&name)).expect("a template"),
+            );
+        }
+    }
+    files
+}
+
 fn plan(dir: &Path, args: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_placard"))
         .current_dir(dir)
@@ -111,7 +137,11 @@ fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
     for case in &cases {
         let host = Host::new();
         let dir = tempfile::tempdir().expect("a temporary folder");
-        write_site(dir.path(), host.port(), &case.files);
+        let mut files = case.files.clone();
+        for role in &case.shipped_roles {
+            files.extend(shipped_role(role));
+        }
+        write_site(dir.path(), host.port(), &files);
         let output = plan(dir.path(), &case.args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let mut problems = Vec::new();

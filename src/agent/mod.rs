@@ -98,10 +98,17 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
             data: serde_json::to_value(Facts::gather())?,
         }),
         Job::Verify => {
+            let data = template_data(&bundle.vars, &Facts::gather(), &bundle.host);
+            let renderer = Renderer::new(&std::collections::BTreeMap::new(), SecretSource::Host)
+                .map_err(|f| anyhow::anyhow!(f.message))?;
             let mut failed = 0;
             for role in &bundle.roles {
                 for check in &role.checks {
-                    let (ok, detail) = verify::run(check);
+                    let (ok, detail) =
+                        match check.render(|text| renderer.render_string(text, &data)) {
+                            Ok(check) => verify::run(&check),
+                            Err(message) => (false, message),
+                        };
                     failed += usize::from(!ok);
                     emit(Event::Check {
                         role: role.name.clone(),
@@ -170,7 +177,10 @@ fn apply(
         )? {
             emit(Event::Commit {
                 id,
-                summary: format!("changes found before placard run ({} files)", stray.len()),
+                summary: format!(
+                    "changes found before placard run ({})",
+                    count_files(stray.len())
+                ),
             });
         }
         Some(repo)
@@ -275,7 +285,23 @@ fn apply(
             .iter()
             .filter(|h| notified.contains(&(role_index, h.name.clone())))
         {
-            let (status, reason) = if check {
+            // A handler may have a `when` too: restarting a daemon the host has no
+            // hardware for would only fail.
+            let condition = crate::role::task::condition_holds(handler, |text| {
+                renderer.render_string(text, &data)
+            });
+            let (status, reason) = if let Err(message) = condition {
+                failed += 1;
+                (TaskStatus::Failed, message)
+            } else if condition == Ok(false) {
+                (
+                    TaskStatus::Skipped,
+                    format!(
+                        "skipped: `when: {}` is false",
+                        handler.when.as_deref().unwrap_or_default()
+                    ),
+                )
+            } else if check {
                 (TaskStatus::Changed, "would run: notified".to_string())
             } else {
                 match run_task(&renderer, &handler.spec, &data, &mut context) {
@@ -309,7 +335,7 @@ fn apply(
         if let Some(id) = repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))? {
             emit(Event::Commit {
                 id,
-                summary: format!("{summary} ({} files)", files.len()),
+                summary: format!("{summary} ({})", count_files(files.len())),
             });
         }
     }
@@ -332,7 +358,11 @@ fn run_task(
 }
 
 fn count_files(count: usize) -> String {
-    if count == 1 { "1 file".to_string() } else { format!("{count} files") }
+    if count == 1 {
+        "1 file".to_string()
+    } else {
+        format!("{count} files")
+    }
 }
 
 fn file_list<'a>(files: impl Iterator<Item = &'a str>) -> String {

@@ -6,6 +6,7 @@
 //! [`Facts::placeholder`], used to check templates before a host is contacted.
 
 pub mod dpkg;
+pub mod grub;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,13 @@ pub struct Facts {
     /// `none`, or what we run in: `container` (systemd-nspawn, docker…) — a container
     /// has no BMC and no bootloader of its own.
     pub virtualization: String,
+    /// Whether the host has a BMC (IPMI) that a watchdog can use. A container or a VM
+    /// has none, whatever the machine under it has.
+    #[serde(default)]
+    pub bmc: bool,
+    /// GRUB's boot menu, read from /boot/grub/grub.cfg; absent without GRUB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grub: Option<grub::Menu>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -62,6 +70,8 @@ impl Facts {
             } else {
                 "none".into()
             },
+            bmc: !container && has_bmc(),
+            grub: grub::read(),
         }
     }
 
@@ -81,8 +91,26 @@ impl Facts {
             cpus: 2,
             memory_mib: 2048,
             virtualization: "none".into(),
+            bmc: false,
+            grub: None,
         }
     }
+}
+
+/// A BMC shows as an IPMI device node once the kernel's driver is loaded, and in the
+/// firmware's SMBIOS table (type 38, "IPMI device information") even before.
+fn has_bmc() -> bool {
+    let device = ["/dev/ipmi0", "/dev/ipmi/0", "/dev/ipmidev/0"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    let smbios = std::fs::read_dir("/sys/firmware/dmi/entries")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("38-"))
+        })
+        .unwrap_or(false);
+    device || smbios
 }
 
 /// `KEY=value` lines, values optionally quoted.

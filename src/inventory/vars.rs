@@ -75,21 +75,19 @@ pub fn resolve(
                     )),
                 ),
                 Some(value) => {
-                    if let Some(kind) = variable.kind {
-                        if let Err(message) = kind.check(value, variable.unique) {
-                            let (source, path): (&SourceFile, String) = match &origins[name] {
-                                Origin::Role(r) => (&r.source, format!("variables.{name}.default")),
-                                Origin::Inventory(path) => (&inventory.source, path.clone()),
-                            };
-                            problems.push(
-                                Diagnostic::at(
-                                    source,
-                                    &path,
-                                    format!("variable `{name}` (role {}): {message}", role.name),
-                                )
-                                .help(format!("`{name}`: {}", variable.description.trim())),
-                            );
-                        }
+                    if let Err(message) = variable.check(value) {
+                        let (source, path): (&SourceFile, String) = match &origins[name] {
+                            Origin::Role(r) => (&r.source, format!("variables.{name}.default")),
+                            Origin::Inventory(path) => (&inventory.source, path.clone()),
+                        };
+                        problems.push(
+                            Diagnostic::at(
+                                source,
+                                &path,
+                                format!("variable `{name}` (role {}): {message}", role.name),
+                            )
+                            .help(format!("`{name}`: {}", variable.description.trim())),
+                        );
                     }
                 }
             }

@@ -145,6 +145,17 @@ pub fn prepare(
                 }
             }
         }
+        for role in &host_roles {
+            for (index, check) in role.file.checks.iter().enumerate() {
+                if let Err(message) = check.render(|text| renderer.render_string(text, &data)) {
+                    problems.push(Diagnostic::at(
+                        &role.source,
+                        &format!("checks[{index}]"),
+                        format!("{message} (host {})", host.name),
+                    ));
+                }
+            }
+        }
         bundles.push(Bundle {
             format: bundle::FORMAT,
             host: host.name.clone(),
@@ -193,14 +204,17 @@ pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
 }
 
 fn render_task(renderer: &Renderer, task: &Task, data: &Value) -> Result<(), RenderFailure> {
-    crate::role::task::condition_holds(task, |text| renderer.render_string(text, data)).map_err(
-        |message| RenderFailure {
+    let runs = crate::role::task::condition_holds(task, |text| renderer.render_string(text, data))
+        .map_err(|message| RenderFailure {
             field: "when".into(),
             message,
             template: None,
-        },
-    )?;
-    renderer.render_spec(&task.spec, data)?;
+        })?;
+    // A task whose `when` is false is skipped on the host: its spec need not be valid
+    // (an unpin task names no kernel while a pin is asked for, and the other way round).
+    if runs {
+        renderer.render_spec(&task.spec, data)?;
+    }
     renderer
         .render_string(&task.name, data)
         .map_err(|message| RenderFailure {

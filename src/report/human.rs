@@ -281,7 +281,10 @@ mod tests {
 
     impl Write for Captured {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .extend_from_slice(bytes);
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -290,7 +293,14 @@ mod tests {
     }
 
     fn task(task: &str, status: TaskStatus, reason: &str, diff: Option<&str>) -> Event {
-        Event::Task { role: "base".into(), task: task.into(), handler: false, status, reason: reason.into(), diff: diff.map(str::to_string) }
+        Event::Task {
+            role: "base".into(),
+            task: task.into(),
+            handler: false,
+            status,
+            reason: reason.into(),
+            diff: diff.map(str::to_string),
+        }
     }
 
     #[test]
@@ -313,12 +323,27 @@ mod tests {
         let mut relay = HostReport::new("relay");
         relay.error = Some("relay (root@192.0.2.7:22): cannot connect: Connection refused".into());
         let mut quiet = HostReport::new("quiet");
-        quiet.events = vec![task("Name the host quiet.", TaskStatus::Ok, "/etc/hostname is up to date", None), Event::Done { ok: 1, changed: 0, failed: 0, peak_memory_kib: 9000, elapsed_ms: 30 }];
+        quiet.events = vec![
+            task(
+                "Name the host quiet.",
+                TaskStatus::Ok,
+                "/etc/hostname is up to date",
+                None,
+            ),
+            Event::Done {
+                ok: 1,
+                changed: 0,
+                failed: 0,
+                peak_memory_kib: 9000,
+                elapsed_ms: 30,
+            },
+        ];
 
         let captured = Captured::default();
         let mut reporter = HumanReporter::to_writer(Box::new(captured.clone()), false);
         reporter.finish(&[cupboard, relay, quiet]);
-        let text = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
+        let text =
+            String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
         insta::assert_snapshot!(text);
     }
 }

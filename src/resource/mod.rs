@@ -15,6 +15,7 @@ pub mod command;
 pub mod directory;
 pub mod file;
 pub mod group;
+pub mod grub_pin;
 pub mod line;
 pub mod package;
 pub mod secret;
@@ -42,6 +43,7 @@ pub enum Spec {
     Group(group::GroupSpec),
     Command(command::CommandSpec),
     Secret(secret::SecretSpec),
+    GrubPin(grub_pin::GrubPinSpec),
 }
 
 /// The resource keys a task may use, for error messages.
@@ -57,6 +59,7 @@ pub const KINDS: &[&str] = &[
     "group",
     "command",
     "secret",
+    "grub_pin",
 ];
 
 /// A problem with one field of a rendered spec, e.g. a mode that is not octal.
@@ -90,6 +93,7 @@ impl Spec {
             Spec::Group(_) => "group",
             Spec::Command(_) => "command",
             Spec::Secret(_) => "secret",
+            Spec::GrubPin(_) => "grub_pin",
         }
     }
 
@@ -109,6 +113,7 @@ impl Spec {
             Spec::Group(spec) => spec.validate(),
             Spec::Command(spec) => spec.validate(),
             Spec::Secret(spec) => spec.validate(),
+            Spec::GrubPin(spec) => spec.validate(),
         }
     }
 
@@ -126,6 +131,7 @@ impl Spec {
             Spec::Group(spec) => spec.run(context),
             Spec::Command(spec) => spec.run(context),
             Spec::Secret(spec) => spec.run(context),
+            Spec::GrubPin(spec) => spec.run(context),
         }
     }
 }

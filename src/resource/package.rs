@@ -39,6 +39,9 @@ pub enum PackageState {
     #[default]
     Present,
     Absent,
+    /// Removed with its configuration files, as `apt-get purge` does: nothing of it is
+    /// left in /etc.
+    Purged,
 }
 
 /// One debconf answer, as `debconf-set-selections` takes it.
@@ -80,7 +83,7 @@ impl PackageSpec {
                 check::plain_name(&format!("{field}.package"), package)?;
             }
         }
-        if self.state == PackageState::Absent && self.hold == Some(true) {
+        if self.state != PackageState::Present && self.hold == Some(true) {
             return Err(FieldError::new("hold", "an absent package cannot be held"));
         }
         Ok(())
@@ -150,6 +153,26 @@ impl PackageSpec {
                     process::run_ok(&argv)?;
                 }
                 Ok(Outcome::changed(format!("remove {}", present.join(", "))))
+            }
+            PackageState::Purged => {
+                // dpkg keeps a removed package's conffiles until it is purged.
+                let present: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|n| status.get(n).is_some_and(|p| p.state != "not-installed"))
+                    .collect();
+                if present.is_empty() {
+                    return Ok(Outcome::unchanged(format!(
+                        "{} not installed, nor its configuration",
+                        describe(&names)
+                    )));
+                }
+                if !context.check {
+                    let mut argv = vec!["apt-get", "purge", "-y", "-q", "--"];
+                    argv.extend(&present);
+                    process::run_ok(&argv)?;
+                }
+                Ok(Outcome::changed(format!("purge {}", present.join(", "))))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Health checks a role declares for `placard verify`: is the service active, does the
 //! port answer with the right banner, does a command succeed. They run on the host, in
-//! the agent (see [`crate::agent::verify`]).
+//! the agent (see [`crate::agent::verify`]). Their strings are templates like a task's,
+//! so that a check can name what the variables chose (`upsc {{ups_name}}@localhost`).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,32 @@ fn loopback() -> String {
 }
 
 impl CheckSpec {
+    /// The check with every string rendered by `render`.
+    pub fn render(
+        &self,
+        render: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<CheckSpec, String> {
+        let render_all = |values: &[String]| {
+            values
+                .iter()
+                .map(|v| render(v))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(CheckSpec {
+            name: render(&self.name)?,
+            service: self.service.as_deref().map(&render).transpose()?,
+            port: match &self.port {
+                Some(port) => Some(PortCheck {
+                    port: port.port,
+                    host: render(&port.host)?,
+                    expect: port.expect.as_deref().map(&render).transpose()?,
+                }),
+                None => None,
+            },
+            command: self.command.as_deref().map(render_all).transpose()?,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let kinds = [
             self.service.is_some(),

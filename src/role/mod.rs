@@ -142,8 +142,8 @@ impl Role {
                     message,
                 ));
             }
-            if let (Some(default), Some(kind)) = (&variable.default, variable.kind) {
-                if let Err(message) = kind.check(default, variable.unique) {
+            if let Some(default) = &variable.default {
+                if let Err(message) = variable.check(default) {
                     problems.push(Diagnostic::at(
                         source,
                         &format!("variables.{name}.default"),

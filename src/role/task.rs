@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Diagnostic, InvalidInput};
 use crate::resource::{
-    self, command, directory, file, group, line, package, secret, service, symlink, user, Spec,
+    self, command, directory, file, group, grub_pin, line, package, secret, service, symlink, user,
+    Spec,
 };
 use crate::source::SourceFile;
 
@@ -61,6 +62,8 @@ struct TaskFields {
     command: Option<command::CommandSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secret: Option<secret::SecretSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grub_pin: Option<grub_pin::GrubPinSpec>,
 }
 
 impl TryFrom<TaskFields> for Task {
@@ -79,6 +82,7 @@ impl TryFrom<TaskFields> for Task {
             fields.group.map(Spec::Group),
             fields.command.map(Spec::Command),
             fields.secret.map(Spec::Secret),
+            fields.grub_pin.map(Spec::GrubPin),
         ]
         .into_iter()
         .flatten()
@@ -129,6 +133,7 @@ impl From<Task> for TaskFields {
             Spec::Group(s) => fields.group = Some(s),
             Spec::Command(s) => fields.command = Some(s),
             Spec::Secret(s) => fields.secret = Some(s),
+            Spec::GrubPin(s) => fields.grub_pin = Some(s),
         }
         fields
     }

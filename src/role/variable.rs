@@ -19,6 +19,28 @@ pub struct Variable {
     /// For lists: the items must be distinct.
     #[serde(default)]
     pub unique: bool,
+    /// The only values allowed, e.g. a mode: `choices: [bmc, systemd, none]`.
+    #[serde(default)]
+    pub choices: Vec<Value>,
+}
+
+impl Variable {
+    /// Whether `value` fits the variable's type and choices; the message says what was
+    /// expected.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        if let Some(kind) = self.kind {
+            kind.check(value, self.unique)?;
+        }
+        if !self.choices.is_empty() && !self.choices.contains(value) {
+            let choices: Vec<String> = self.choices.iter().map(show).collect();
+            return Err(format!(
+                "{} is not one of {}",
+                show(value),
+                choices.join(", ")
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
@@ -165,6 +187,23 @@ mod tests {
             .check(&json!(["alice", "bob", "alice"]), true)
             .unwrap_err();
         assert!(duplicate.contains("\"alice\" appears twice"), "{duplicate}");
+    }
+
+    #[test]
+    fn choices_limit_the_values() {
+        let mode: Variable = serde_yaml::from_str(
+            "description: d\ndefault: none\ntype: string\nchoices: [bmc, systemd, none]\n",
+        )
+        .expect("a variable");
+        assert!(mode.check(&json!("bmc")).is_ok());
+        assert_eq!(
+            mode.check(&json!("hardware")),
+            Err("\"hardware\" is not one of \"bmc\", \"systemd\", \"none\"".to_string())
+        );
+        assert!(mode
+            .check(&json!(3))
+            .unwrap_err()
+            .contains("is not a string"));
     }
 
     #[test]
