@@ -23,6 +23,7 @@ pub mod controller;
 pub mod error;
 pub mod facts;
 pub mod inventory;
+pub mod merge;
 pub mod plan;
 pub mod report;
 pub mod resource;
