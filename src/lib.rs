@@ -20,6 +20,7 @@ pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod controller;
+pub mod distro;
 pub mod error;
 pub mod facts;
 pub mod inventory;
