@@ -125,6 +125,10 @@ pub const GENERATED: &[(&str, &str)] = &[
         "dovecot-core's postinst (a self-signed certificate and its key)",
     ),
     (
+        "xdg/systemd/user",
+        "systemd's postinst (a link to /etc/systemd/user)",
+    ),
+    (
         "nginx/sites-enabled/default",
         "nginx's postinst (the default site's link)",
     ),
