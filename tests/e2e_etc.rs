@@ -10,7 +10,9 @@ use testbed::{stderr, stdout, Testbed};
 
 /// The `drift` object of `placard etc drift HOST --format json`.
 fn drift(bed: &Testbed) -> serde_json::Value {
+    let started = std::time::Instant::now();
     let output = bed.placard(&["etc", "drift", &bed.host.name, "--format", "json"]);
+    eprintln!("etc drift took {} ms", started.elapsed().as_millis());
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     let line = text
@@ -97,7 +99,7 @@ fn issue_5_drift_reports_exactly_the_sites_changes_on_a_debian_12_host() {
     let refused = bed.placard(&["etc", "drift", &host]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        stdout(&refused).contains(&format!("Run `placard etc init HOST`")),
+        stdout(&refused).contains("Run `placard etc init HOST`"),
         "{}",
         stdout(&refused)
     );
