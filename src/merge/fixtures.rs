@@ -276,3 +276,101 @@ fn an_unchanged_file_takes_the_new_release_and_other_files_merge_by_line() {
         (Method::Lines, "a\nB\nc\nD\n", true)
     );
 }
+
+/// The measurement behind issue 5's claim, printed with
+/// `cargo test --lib merge::fixtures::measured -- --nocapture`: for each site edit, the
+/// conflicts a line merge leaves onto Debian 13's file, and what the merge by setting
+/// leaves (issues to decide, each named).
+#[test]
+fn measured_line_merge_against_merge_by_setting_on_debian_13_files() {
+    let cases: Vec<(&str, &str, &str, String)> = vec![
+        (
+            "ssh/sshd_config",
+            fixture!("bookworm", "ssh/sshd_config"),
+            fixture!("trixie", "ssh/sshd_config"),
+            edit(
+                fixture!("bookworm", "ssh/sshd_config"),
+                "#PasswordAuthentication yes",
+                "PasswordAuthentication no",
+            ),
+        ),
+        (
+            "postfix/main.cf",
+            fixture!("bookworm", "postfix/main.cf"),
+            fixture!("trixie", "postfix/main.cf"),
+            edit(
+                fixture!("bookworm", "postfix/main.cf"),
+                "myhostname = mail",
+                "myhostname = mx.club.example",
+            ),
+        ),
+        (
+            "dovecot/conf.d/10-auth.conf",
+            fixture!("bookworm", "dovecot/conf.d/10-auth.conf"),
+            fixture!("trixie", "dovecot/conf.d/10-auth.conf"),
+            edit(
+                fixture!("bookworm", "dovecot/conf.d/10-auth.conf"),
+                "#disable_plaintext_auth = yes",
+                "disable_plaintext_auth = no",
+            ),
+        ),
+        (
+            "dovecot/conf.d/10-mail.conf",
+            fixture!("bookworm", "dovecot/conf.d/10-mail.conf"),
+            fixture!("trixie", "dovecot/conf.d/10-mail.conf"),
+            edit(
+                fixture!("bookworm", "dovecot/conf.d/10-mail.conf"),
+                "mail_location = mbox:~/mail:INBOX=/var/mail/%u",
+                "mail_location = maildir:~/Maildir",
+            ),
+        ),
+    ];
+    eprintln!(
+        "{:<30} {:>15} {:>22}",
+        "file (site edit)", "line conflicts", "by-setting issues"
+    );
+    let mut totals = (0, 0);
+    for (path, base, new, live) in &cases {
+        let by_line = line::merge(base, live, new);
+        let by_setting = merge(path, base, live, Some(new));
+        let named: Vec<String> = by_setting
+            .issues
+            .iter()
+            .map(|i| match i {
+                Issue::Renamed { key, new_names, .. } => {
+                    format!("renamed {key} → {}", new_names.join("/"))
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        eprintln!(
+            "{path:<30} {:>15} {:>22}  {}",
+            by_line.conflicts,
+            by_setting.issues.len(),
+            named.join("; ")
+        );
+        totals.0 += by_line.conflicts;
+        totals.1 += usize::from(
+            !by_setting.is_clean()
+                && by_setting
+                    .issues
+                    .iter()
+                    .any(|i| !matches!(i, Issue::Renamed { .. })),
+        );
+        // A clean line merge here would be worse than a conflict: it would keep a
+        // setting Dovecot 2.4 refuses.
+        if path.starts_with("dovecot") && by_line.conflicts == 0 {
+            assert!(
+                by_line.text.contains("disable_plaintext_auth = no")
+                    || by_line.text.contains("mail_location = maildir"),
+                "the old name survives a line merge"
+            );
+        }
+    }
+    eprintln!(
+        "line conflicts: {}; files left in conflict by setting (renames aside): {}",
+        totals.0, totals.1
+    );
+    assert_eq!(totals.1, 0);
+    assert!(totals.0 >= 2, "sshd_config and main.cf conflict by line");
+}
