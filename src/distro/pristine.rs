@@ -315,6 +315,69 @@ pub fn from_templates(known: &Known, roots: &Roots) -> BTreeMap<String, Pristine
 mod tests {
     use super::*;
 
+    /// A real .deb, built with dpkg-deb: its /etc files come out with their git modes,
+    /// and nothing outside /etc does.
+    #[test]
+    fn extracts_the_etc_files_of_a_deb() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let tree = dir.path().join("club-tools");
+        std::fs::create_dir_all(tree.join("DEBIAN")).expect("folders");
+        std::fs::create_dir_all(tree.join("etc/club/cron.daily")).expect("folders");
+        std::fs::create_dir_all(tree.join("usr/share/club")).expect("folders");
+        std::fs::write(tree.join("DEBIAN/control"), "Package: club-tools\nVersion: 1.0\nArchitecture: all\nMaintainer: club <admin@club.example>\nDescription: tools\n").expect("write");
+        std::fs::write(tree.join("etc/club/tools.conf"), "level = 1\n").expect("write");
+        std::fs::write(tree.join("etc/club/cron.daily/backup"), "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(
+            tree.join("etc/club/cron.daily/backup"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("tools.conf", tree.join("etc/club/default.conf")).expect("link");
+        std::fs::write(tree.join("usr/share/club/README"), "not config\n").expect("write");
+        let deb = dir.path().join("club-tools.deb");
+        let built = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-b"])
+            .arg(&tree)
+            .arg(&deb)
+            .output()
+            .expect("dpkg-deb");
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+
+        let mut files = extract_etc(&deb).expect("the files");
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                (
+                    "club/cron.daily/backup".to_string(),
+                    b"#!/bin/sh\n".to_vec(),
+                    MODE_EXECUTABLE
+                ),
+                (
+                    "club/default.conf".to_string(),
+                    b"tools.conf".to_vec(),
+                    MODE_LINK
+                ),
+                (
+                    "club/tools.conf".to_string(),
+                    b"level = 1\n".to_vec(),
+                    MODE_FILE
+                ),
+            ]
+        );
+        let broken = dir.path().join("broken.deb");
+        std::fs::write(&broken, "not a deb").expect("write");
+        let error = extract_etc(&broken).expect_err("not a .deb");
+        assert!(
+            format!("{error:#}").contains("dpkg-deb --fsys-tarfile"),
+            "{error:#}"
+        );
+    }
+
     #[test]
     fn apt_names_and_specs() {
         let package = PackageVersion {
