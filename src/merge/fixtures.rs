@@ -374,3 +374,23 @@ fn measured_line_merge_against_merge_by_setting_on_debian_13_files() {
     assert_eq!(totals.1, 0);
     assert!(totals.0 >= 2, "sshd_config and main.cf conflict by line");
 }
+
+#[test]
+fn dovecot_postfix_auth_listener_lands_inside_service_auth_after_its_example() {
+    // The edit every Postfix + Dovecot SASL guide makes in 10-master.conf.
+    let base = fixture!("bookworm", "dovecot/conf.d/10-master.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-master.conf");
+    let example = "  #unix_listener /var/spool/postfix/private/auth {\n  #  mode = 0666\n  #}\n";
+    let listener = "  unix_listener /var/spool/postfix/private/auth {\n    mode = 0660\n    user = postfix\n    group = postfix\n  }\n";
+    assert_eq!(base.matches(example).count(), 1);
+    assert_eq!(new.matches(example).count(), 1);
+    let live = base.replacen(example, listener, 1);
+    let merged = merge("dovecot/conf.d/10-master.conf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert_eq!(
+        merged.text,
+        new.replacen(example, &format!("{example}{listener}"), 1)
+    );
+    // Debian 13 left this block alone, so a line merge is clean here too.
+    assert_eq!(line::merge(base, &live, new).conflicts, 0);
+}

@@ -365,8 +365,17 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             }
         }
     }
+    // Sections the site added come whole; a nested one comes with its parent.
+    for section in &added_sections {
+        let nested = added_sections
+            .iter()
+            .any(|other| section.starts_with(&format!("{other} / ")));
+        if !nested {
+            plan.place_section(section, section_text(&ours_parsed, section), syntax);
+        }
+    }
     SettingsMerge {
-        text: plan.render(&ours_parsed, &added_sections),
+        text: plan.render(),
         replayed,
         issues,
     }
@@ -537,7 +546,7 @@ impl Output {
         }
     }
 
-    fn render(&self, ours: &Parsed, added_sections: &[String]) -> String {
+    fn render(&self) -> String {
         let mut text = String::new();
         for slot in &self.items {
             text.push_str(&slot.before);
@@ -545,41 +554,82 @@ impl Output {
             text.push_str(&slot.after);
         }
         text.push_str(&self.tail);
-        for section in added_sections {
-            // The section as the site wrote it, from its opening line to its end.
-            let Some(start) = ours
-                .items
-                .iter()
-                .position(|i| i.kind == Kind::Open(section.clone()))
-            else {
-                continue;
-            };
-            if !text.ends_with('\n') && !text.is_empty() {
-                text.push('\n');
-            }
-            let mut depth = 0usize;
-            for item in &ours.items[start..] {
-                if matches!(item.kind, Kind::Open(_))
-                    && item.section != *section
-                    && !item.section.starts_with(&format!("{section} / "))
-                {
-                    break; // the next sshd Match or ini header
-                }
-                text.push_str(&item.text);
-                match item.kind {
-                    Kind::Open(_) => depth += 1,
-                    Kind::Close => {
-                        depth = depth.saturating_sub(1);
-                        if depth == 0 {
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
         text
     }
+
+    /// Puts a section the site added after the new release's commented example of it
+    /// (Dovecot's `#unix_listener /var/spool/postfix/private/auth {` … `#}`), else at
+    /// the end of its parent section, else at the end of the file.
+    fn place_section(&mut self, section: &str, text: String, syntax: Syntax) {
+        let (parent, header) = section.rsplit_once(" / ").unwrap_or(("", section));
+        let uncomment = |text: &str| {
+            text.trim()
+                .trim_start_matches(syntax.comment_starts())
+                .trim()
+                .to_string()
+        };
+        let example = self.items.iter().position(|slot| {
+            slot.item.section == parent
+                && slot.item.kind == Kind::Comment
+                && normalize(uncomment(&slot.item.text).trim_end_matches('{')) == header
+        });
+        if let Some(start) = example {
+            // The example's closing `#}`, within the run of comment lines that follows.
+            let closing = self.items[start + 1..]
+                .iter()
+                .take_while(|slot| slot.item.kind == Kind::Comment)
+                .position(|slot| uncomment(&slot.item.text) == "}")
+                .map_or(start, |offset| start + 1 + offset);
+            ensure_newline(&mut self.items[closing].text);
+            self.items[closing].after.push_str(&text);
+            return;
+        }
+        if !parent.is_empty() {
+            if let Some(End::Before(index)) =
+                self.section_end(parent, syntax, &Parsed { items: Vec::new() })
+            {
+                self.items[index].before.push_str(&text);
+                return;
+            }
+        }
+        ensure_newline_string(&mut self.tail, &self.items);
+        self.tail.push_str(&text);
+    }
+}
+
+/// A section as the site wrote it, from its opening line to its end (the matching `}`,
+/// or the next sshd `Match` or ini header).
+fn section_text(ours: &Parsed, section: &str) -> String {
+    let mut text = String::new();
+    let Some(start) = ours
+        .items
+        .iter()
+        .position(|i| i.kind == Kind::Open(section.to_string()))
+    else {
+        return text;
+    };
+    let mut depth = 0usize;
+    for item in &ours.items[start..] {
+        if matches!(item.kind, Kind::Open(_))
+            && item.section != section
+            && !item.section.starts_with(&format!("{section} / "))
+        {
+            break;
+        }
+        text.push_str(&item.text);
+        match item.kind {
+            Kind::Open(_) => depth += 1,
+            Kind::Close => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    ensure_newline(&mut text);
+    text
 }
 
 enum End {
@@ -676,6 +726,19 @@ mod tests {
         assert_eq!(
             merged.text,
             "Port 22\nMaxAuthTries 3\nMatch User backup\n  ForceCommand internal-sftp\n"
+        );
+    }
+
+    #[test]
+    fn a_match_block_the_site_added_stays_at_the_end() {
+        let base = "Port 22\n#Match User anoncvs\n#\tX11Forwarding no\n";
+        let ours = format!("{base}Match User backup\n  ForceCommand internal-sftp\n");
+        let theirs = "# reworded\nPort 22\n#Match User anoncvs\n#\tX11Forwarding no\n";
+        let merged = merge(Syntax::Sshd, base, &ours, theirs);
+        assert!(merged.issues.is_empty(), "{:?}", merged.issues);
+        assert_eq!(
+            merged.text,
+            format!("{theirs}Match User backup\n  ForceCommand internal-sftp\n")
         );
     }
 
