@@ -394,3 +394,30 @@ fn dovecot_postfix_auth_listener_lands_inside_service_auth_after_its_example() {
     // Debian 13 left this block alone, so a line merge is clean here too.
     assert_eq!(line::merge(base, &live, new).conflicts, 0);
 }
+
+#[test]
+fn dovecot_switching_the_password_database_by_include_lines() {
+    let base = fixture!("bookworm", "dovecot/conf.d/10-auth.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-auth.conf");
+    let live = edit(
+        &edit(
+            base,
+            "!include auth-system.conf.ext",
+            "#!include auth-system.conf.ext",
+        ),
+        "#!include auth-passwdfile.conf.ext",
+        "!include auth-passwdfile.conf.ext",
+    );
+    let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    let expected = edit(
+        &edit(
+            new,
+            "!include auth-system.conf.ext",
+            "#!include auth-system.conf.ext",
+        ),
+        "#!include auth-passwdfile.conf.ext",
+        "#!include auth-passwdfile.conf.ext\n!include auth-passwdfile.conf.ext",
+    );
+    assert_eq!(merged.text, expected);
+}

@@ -221,6 +221,11 @@ fn commented_key(text: &str, syntax: Syntax) -> Option<String> {
         .trim()
         .trim_start_matches(syntax.comment_starts())
         .trim();
+    // Dovecot's directives (`#!include auth-passwdfile.conf.ext`) are keyed by the
+    // whole line, as the parser keys them when they are not commented out.
+    if syntax == Syntax::Dovecot && inner.starts_with('!') {
+        return Some(normalize(inner));
+    }
     let (key, value) = parse_setting(inner, syntax)?;
     // Prose in sshd's comments ("# To disable tunneled clear text passwords") splits
     // like a setting too; real keywords are single words of letters.
