@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use handlebars::{
-    Context as HandlebarsContext, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+    Context as HandlebarsContext, Handlebars, Helper, HelperDef, RenderContext, RenderError,
+    RenderErrorReason, ScopedJson,
 };
 use serde_json::Value;
 
@@ -48,19 +49,38 @@ pub struct Renderer {
 impl Renderer {
     /// A renderer knowing `templates` (name → source). A template that does not parse is
     /// an error naming it and the position.
-    pub fn new(templates: &BTreeMap<String, String>, secrets: SecretSource) -> Result<Renderer, RenderFailure> {
+    pub fn new(
+        templates: &BTreeMap<String, String>,
+        secrets: SecretSource,
+    ) -> Result<Renderer, RenderFailure> {
         let mut handlebars = Handlebars::new();
         handlebars.set_strict_mode(true);
         handlebars.register_escape_fn(handlebars::no_escape);
         let used_secret = Arc::new(AtomicBool::new(false));
-        handlebars.register_helper("secret", Box::new(SecretHelper { source: secrets, used: used_secret.clone() }));
+        handlebars.register_helper(
+            "secret",
+            Box::new(SecretHelper {
+                source: secrets,
+                used: used_secret.clone(),
+            }),
+        );
         for (name, source) in templates {
-            handlebars.register_template_string(name, source).map_err(|error| {
-                let (line, column) = error.pos().unwrap_or((1, 1));
-                RenderFailure { field: String::new(), message: describe_reason(&error.reason().to_string()), template: Some((name.clone(), line, column)) }
-            })?;
+            handlebars
+                .register_template_string(name, source)
+                .map_err(|error| {
+                    let (line, column) = error.pos().unwrap_or((1, 1));
+                    RenderFailure {
+                        field: String::new(),
+                        message: describe_reason(&error.reason().to_string()),
+                        template: Some((name.clone(), line, column)),
+                    }
+                })?;
         }
-        Ok(Renderer { handlebars, templates: templates.clone(), used_secret })
+        Ok(Renderer {
+            handlebars,
+            templates: templates.clone(),
+            used_secret,
+        })
     }
 
     /// Whether a secret was read since the last call: the rendered text must be hidden.
@@ -77,20 +97,27 @@ impl Renderer {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
-        self.handlebars.render_template(text, data).map_err(|e| describe(&e))
+        self.handlebars
+            .render_template(text, data)
+            .map_err(|e| describe(&e))
     }
 
     /// Renders a template file; errors carry the template's name and position.
     pub fn render_template(&self, name: &str, data: &Value) -> Result<String, RenderFailure> {
-        self.handlebars.render(name, data).map_err(|error| RenderFailure {
-            field: String::new(),
-            message: describe(&error),
-            template: Some((
-                error.template_name.clone().unwrap_or_else(|| name.to_string()),
-                error.line_no.unwrap_or(1),
-                error.column_no.unwrap_or(1),
-            )),
-        })
+        self.handlebars
+            .render(name, data)
+            .map_err(|error| RenderFailure {
+                field: String::new(),
+                message: describe(&error),
+                template: Some((
+                    error
+                        .template_name
+                        .clone()
+                        .unwrap_or_else(|| name.to_string()),
+                    error.line_no.unwrap_or(1),
+                    error.column_no.unwrap_or(1),
+                )),
+            })
     }
 
     /// A task's spec with every string rendered, file templates turned into content,
@@ -98,26 +125,40 @@ impl Renderer {
     pub fn render_spec(&self, spec: &Spec, data: &Value) -> Result<Spec, RenderFailure> {
         let kind = spec.kind();
         let mut value = serde_json::to_value(spec).map_err(|e| failure(kind, e.to_string()))?;
-        let inner = value.get_mut(kind).ok_or_else(|| failure(kind, "internal: spec is not tagged".into()))?;
+        let inner = value
+            .get_mut(kind)
+            .ok_or_else(|| failure(kind, "internal: spec is not tagged".into()))?;
         // Scripts are never templated, so that no value is spliced into shell code.
         let verbatim: &[&str] = if kind == "command" { &["shell"] } else { &[] };
         self.render_value(inner, data, kind, verbatim)?;
 
         if let Some(fields) = inner.as_object_mut() {
             if kind == "file" {
-                if let Some(name) = fields.get("template").and_then(Value::as_str).map(str::to_string) {
+                if let Some(name) = fields
+                    .get("template")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                {
                     let content = self.render_template(&name, data).map_err(|mut f| {
                         f.field = format!("{kind}.template");
                         f
                     })?;
                     fields.insert("content".into(), Value::String(content));
                     fields.remove("template");
-                } else if let Some(name) = fields.get("copy").and_then(Value::as_str).map(str::to_string) {
-                    let content = self.templates.get(&name).cloned().ok_or_else(|| RenderFailure {
-                        field: format!("{kind}.copy"),
-                        message: format!("no file `templates/{name}`"),
-                        template: None,
-                    })?;
+                } else if let Some(name) = fields
+                    .get("copy")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                {
+                    let content =
+                        self.templates
+                            .get(&name)
+                            .cloned()
+                            .ok_or_else(|| RenderFailure {
+                                field: format!("{kind}.copy"),
+                                message: format!("no file `templates/{name}`"),
+                                template: None,
+                            })?;
                     fields.insert("content".into(), Value::String(content));
                     fields.remove("copy");
                 }
@@ -125,16 +166,34 @@ impl Renderer {
         }
         let rendered: Spec = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            RenderFailure { field: path, message: e.into_inner().to_string(), template: None }
+            RenderFailure {
+                field: path,
+                message: e.into_inner().to_string(),
+                template: None,
+            }
         })?;
-        rendered.validate().map_err(|FieldError { field, message }| RenderFailure { field: format!("{kind}.{field}"), message, template: None })?;
+        rendered
+            .validate()
+            .map_err(|FieldError { field, message }| RenderFailure {
+                field: format!("{kind}.{field}"),
+                message,
+                template: None,
+            })?;
         Ok(rendered)
     }
 
-    fn render_value(&self, value: &mut Value, data: &Value, path: &str, verbatim: &[&str]) -> Result<(), RenderFailure> {
+    fn render_value(
+        &self,
+        value: &mut Value,
+        data: &Value,
+        path: &str,
+        verbatim: &[&str],
+    ) -> Result<(), RenderFailure> {
         match value {
             Value::String(text) => {
-                *text = self.render_string(text, data).map_err(|message| failure(path, message))?;
+                *text = self
+                    .render_string(text, data)
+                    .map_err(|message| failure(path, message))?;
             }
             Value::Array(items) => {
                 for (index, item) in items.iter_mut().enumerate() {
@@ -155,7 +214,11 @@ impl Renderer {
 }
 
 fn failure(field: &str, message: String) -> RenderFailure {
-    RenderFailure { field: field.to_string(), message, template: None }
+    RenderFailure {
+        field: field.to_string(),
+        message,
+        template: None,
+    }
 }
 
 /// A sysadmin's words for handlebars' errors.
@@ -192,7 +255,11 @@ impl HelperDef for SecretHelper {
         let name = helper
             .param(0)
             .and_then(|p| p.value().as_str())
-            .ok_or_else(|| RenderErrorReason::Other("secret takes the secret's name: {{secret \"name\"}}".into()))?;
+            .ok_or_else(|| {
+                RenderErrorReason::Other(
+                    "secret takes the secret's name: {{secret \"name\"}}".into(),
+                )
+            })?;
         crate::resource::secret::valid_name(name).map_err(RenderErrorReason::Other)?;
         self.used.store(true, Ordering::SeqCst);
         let value = match self.source {
@@ -214,19 +281,26 @@ mod tests {
     use serde_json::json;
 
     fn renderer(templates: &[(&str, &str)]) -> Renderer {
-        let templates = templates.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+        let templates = templates
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
         Renderer::new(&templates, SecretSource::Placeholder).expect("templates parse")
     }
 
     #[test]
     fn strict_mode_names_the_missing_variable() {
-        let error = renderer(&[]).render_string("Port {{ssh_port}}", &json!({})).unwrap_err();
+        let error = renderer(&[])
+            .render_string("Port {{ssh_port}}", &json!({}))
+            .unwrap_err();
         assert!(error.contains("`ssh_port` is not defined"), "{error}");
     }
 
     #[test]
     fn no_html_escaping_in_config_files() {
-        let text = renderer(&[]).render_string("{{v}}", &json!({"v": "a<b & \"c\""})).unwrap();
+        let text = renderer(&[])
+            .render_string("{{v}}", &json!({"v": "a<b & \"c\""}))
+            .unwrap();
         assert_eq!(text, "a<b & \"c\"");
     }
 
@@ -239,31 +313,53 @@ mod tests {
 
     #[test]
     fn a_broken_template_is_refused_when_loaded() {
-        let templates = [("base/bad.hbs".to_string(), "{{#if x}}unclosed".to_string())].into_iter().collect();
-        let failure = Renderer::new(&templates, SecretSource::Placeholder).err().expect("parse error");
-        assert_eq!(failure.template.as_ref().map(|t| t.0.as_str()), Some("base/bad.hbs"));
+        let templates = [("base/bad.hbs".to_string(), "{{#if x}}unclosed".to_string())]
+            .into_iter()
+            .collect();
+        let failure = Renderer::new(&templates, SecretSource::Placeholder)
+            .err()
+            .expect("parse error");
+        assert_eq!(
+            failure.template.as_ref().map(|t| t.0.as_str()),
+            Some("base/bad.hbs")
+        );
     }
 
     #[test]
     fn specs_render_then_validate() {
-        let spec: Spec = serde_json::from_value(json!({"file": {"path": "/etc/{{name}}", "content": "x", "mode": "{{mode}}"}})).unwrap();
+        let spec: Spec = serde_json::from_value(
+            json!({"file": {"path": "/etc/{{name}}", "content": "x", "mode": "{{mode}}"}}),
+        )
+        .unwrap();
         let r = renderer(&[]);
-        let rendered = r.render_spec(&spec, &json!({"name": "motd", "mode": "0644"})).unwrap();
-        let Spec::File(file) = rendered else { panic!("a file spec") };
+        let rendered = r
+            .render_spec(&spec, &json!({"name": "motd", "mode": "0644"}))
+            .unwrap();
+        let Spec::File(file) = rendered else {
+            panic!("a file spec")
+        };
         assert_eq!(file.path, "/etc/motd");
-        let failure = r.render_spec(&spec, &json!({"name": "motd", "mode": "rwx"})).unwrap_err();
+        let failure = r
+            .render_spec(&spec, &json!({"name": "motd", "mode": "rwx"}))
+            .unwrap_err();
         assert_eq!(failure.field, "file.mode");
     }
 
     #[test]
     fn secrets_mark_the_render_and_scripts_stay_verbatim() {
         let r = renderer(&[]);
-        let text = r.render_string("password = {{secret \"ups\"}}", &json!({})).unwrap();
+        let text = r
+            .render_string("password = {{secret \"ups\"}}", &json!({}))
+            .unwrap();
         assert_eq!(text, "password = (secret ups)");
         assert!(r.take_used_secret());
         assert!(!r.take_used_secret());
-        let spec: Spec = serde_json::from_value(json!({"command": {"shell": "echo {{x}}", "creates": "/x"}})).unwrap();
-        let Spec::Command(command) = r.render_spec(&spec, &json!({})).unwrap() else { panic!() };
+        let spec: Spec =
+            serde_json::from_value(json!({"command": {"shell": "echo {{x}}", "creates": "/x"}}))
+                .unwrap();
+        let Spec::Command(command) = r.render_spec(&spec, &json!({})).unwrap() else {
+            panic!()
+        };
         assert_eq!(command.shell.as_deref(), Some("echo {{x}}"));
     }
 }

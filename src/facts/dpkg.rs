@@ -60,12 +60,17 @@ impl DpkgStatus {
 
     /// The installed packages and their versions.
     pub fn installed(&self) -> BTreeMap<String, String> {
-        self.packages.iter().filter(|(_, p)| p.state == "installed").map(|(n, p)| (n.clone(), p.version.clone())).collect()
+        self.packages
+            .iter()
+            .filter(|(_, p)| p.state == "installed")
+            .map(|(n, p)| (n.clone(), p.version.clone()))
+            .collect()
     }
 }
 
 pub fn read_status() -> Result<DpkgStatus> {
-    let text = std::fs::read_to_string(STATUS_FILE).with_context(|| format!("cannot read {STATUS_FILE}; is this a Debian host?"))?;
+    let text = std::fs::read_to_string(STATUS_FILE)
+        .with_context(|| format!("cannot read {STATUS_FILE}; is this a Debian host?"))?;
     Ok(parse_status(&text))
 }
 
@@ -110,7 +115,10 @@ pub fn parse_status(text: &str) -> DpkgStatus {
 fn parse_conffile(line: &str) -> Option<Conffile> {
     let mut words: Vec<&str> = line.split_whitespace().collect();
     let mut conffile = Conffile::default();
-    while let Some(flag) = words.last().filter(|w| matches!(**w, "obsolete" | "remove-on-upgrade")) {
+    while let Some(flag) = words
+        .last()
+        .filter(|w| matches!(**w, "obsolete" | "remove-on-upgrade"))
+    {
         conffile.obsolete |= *flag == "obsolete";
         conffile.remove_on_upgrade |= *flag == "remove-on-upgrade";
         words.pop();
@@ -151,10 +159,16 @@ Version: 3.7.10-0+deb12u1
     fn reads_installed_held_and_removed_packages() {
         let status = parse_status(RECORDED);
         assert!(status.is_installed("openssh-server"));
-        assert_eq!(status.get("openssh-server").map(|p| p.version.as_str()), Some("1:9.2p1-2+deb12u3"));
+        assert_eq!(
+            status.get("openssh-server").map(|p| p.version.as_str()),
+            Some("1:9.2p1-2+deb12u3")
+        );
         assert!(status.is_held("linux-image-6.1.0-18-amd64"));
         assert!(!status.is_held("openssh-server"));
-        assert!(!status.is_installed("postfix"), "config-files only is not installed");
+        assert!(
+            !status.is_installed("postfix"),
+            "config-files only is not installed"
+        );
         assert!(status.is_installed("openssh-server:amd64"));
         assert_eq!(status.installed().len(), 2);
     }
@@ -165,10 +179,20 @@ Version: 3.7.10-0+deb12u1
         let ssh = status.get("openssh-server").expect("openssh-server");
         assert_eq!(ssh.architecture, "amd64");
         let paths: Vec<&str> = ssh.conffiles.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(paths, ["/etc/default/ssh", "/etc/ssh/moduli", "/etc/init.d/ssh", "/etc/sysctl.conf"]);
+        assert_eq!(
+            paths,
+            [
+                "/etc/default/ssh",
+                "/etc/ssh/moduli",
+                "/etc/init.d/ssh",
+                "/etc/sysctl.conf"
+            ]
+        );
         assert_eq!(ssh.conffiles[0].md5, "500e3cf069fe9a7b9936108eb9d9c035");
         assert!(!ssh.conffiles[0].obsolete && ssh.conffiles[2].obsolete);
         assert!(ssh.conffiles[3].remove_on_upgrade && !ssh.conffiles[3].obsolete);
-        assert!(status.get("postfix").is_some_and(|p| p.conffiles.is_empty()));
+        assert!(status
+            .get("postfix")
+            .is_some_and(|p| p.conffiles.is_empty()));
     }
 }

@@ -24,8 +24,18 @@ pub struct HumanReporter {
 impl HumanReporter {
     pub fn new(verbose: bool) -> HumanReporter {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let progress = std::io::stderr().is_terminal().then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), BTreeMap::new()));
-        HumanReporter { progress, color: std::io::stdout().is_terminal() && !no_color, verbose, checks_only: false }
+        let progress = std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                BTreeMap::new(),
+            )
+        });
+        HumanReporter {
+            progress,
+            color: std::io::stdout().is_terminal() && !no_color,
+            verbose,
+            checks_only: false,
+        }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -40,7 +50,10 @@ impl HumanReporter {
         let (multi, bars) = self.progress.as_mut()?;
         Some(bars.entry(host.to_string()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.set_prefix(host.to_string());
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
@@ -53,7 +66,15 @@ impl Reporter for HumanReporter {
         let line = match event {
             Event::Started { .. } => Some("connected, running".to_string()),
             Event::Task { task, .. } => Some(task.clone()),
-            Event::Done { ok, changed, failed, elapsed_ms, .. } => Some(format!("done: {ok} ok, {changed} changed, {failed} failed ({elapsed_ms} ms on the host)")),
+            Event::Done {
+                ok,
+                changed,
+                failed,
+                elapsed_ms,
+                ..
+            } => Some(format!(
+                "done: {ok} ok, {changed} changed, {failed} failed ({elapsed_ms} ms on the host)"
+            )),
             Event::Error { message } => Some(format!("error: {message}")),
             _ => None,
         };
@@ -79,7 +100,10 @@ impl Reporter for HumanReporter {
         let mut totals = (0, 0, 0);
         for report in reports {
             println!("{}", self.paint("1", &format!("── {}", report.host)));
-            self.checks_only = report.events.iter().any(|e| matches!(e, Event::Check { .. }));
+            self.checks_only = report
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Check { .. }));
             for event in &report.events {
                 self.print_event(event);
             }
@@ -106,7 +130,14 @@ impl Reporter for HumanReporter {
 impl HumanReporter {
     fn print_event(&self, event: &Event) {
         match event {
-            Event::Task { role, task, handler, status, reason, diff } => {
+            Event::Task {
+                role,
+                task,
+                handler,
+                status,
+                reason,
+                diff,
+            } => {
                 let label = match status {
                     TaskStatus::Ok if !self.verbose => return,
                     TaskStatus::Ok => self.paint("32", "ok     "),
@@ -129,19 +160,49 @@ impl HumanReporter {
                     }
                 }
             }
-            Event::Commit { id, summary } => println!("  {} /etc {} {summary}", self.paint("36", "commit "), &id[..id.len().min(12)]),
+            Event::Commit { id, summary } => println!(
+                "  {} /etc {} {summary}",
+                self.paint("36", "commit "),
+                &id[..id.len().min(12)]
+            ),
             Event::Notice { message } => println!("  note    {message}"),
-            Event::Check { role, name, ok, detail } => {
-                let label = if *ok { self.paint("32", "pass   ") } else { self.paint("31", "FAIL   ") };
+            Event::Check {
+                role,
+                name,
+                ok,
+                detail,
+            } => {
+                let label = if *ok {
+                    self.paint("32", "pass   ")
+                } else {
+                    self.paint("31", "FAIL   ")
+                };
                 println!("  {label} {role}: {name} — {detail}");
             }
             Event::Output { data } => print_output(data),
             Event::Error { message } => println!("  {} {message}", self.paint("31", "failed ")),
             // Verify runs no tasks: its checks are already listed, with their own verdicts.
-            Event::Done { ok: 0, changed: 0, failed, .. } if self.checks_only => {
-                println!("  {}", if *failed == 0 { "all checks pass".to_string() } else { format!("{failed} check(s) failed") })
+            Event::Done {
+                ok: 0,
+                changed: 0,
+                failed,
+                ..
+            } if self.checks_only => {
+                println!(
+                    "  {}",
+                    if *failed == 0 {
+                        "all checks pass".to_string()
+                    } else {
+                        format!("{failed} check(s) failed")
+                    }
+                )
             }
-            Event::Done { ok, changed, failed, .. } => println!("  {ok} ok, {changed} changed, {failed} failed"),
+            Event::Done {
+                ok,
+                changed,
+                failed,
+                ..
+            } => println!("  {ok} ok, {changed} changed, {failed} failed"),
             Event::Started { .. } => {}
         }
     }
@@ -151,7 +212,11 @@ impl HumanReporter {
 fn print_output(data: &serde_json::Value) {
     if let Some(drift) = data.get("drift") {
         print_drift(drift);
-    } else if let Some(message) = data.get("init").and_then(|i| i.get("message")).and_then(|m| m.as_str()) {
+    } else if let Some(message) = data
+        .get("init")
+        .and_then(|i| i.get("message"))
+        .and_then(|m| m.as_str())
+    {
         println!("  {message}");
     } else if let Some(diff) = data.get("diff").and_then(|d| d.as_str()) {
         print!("{diff}");
@@ -167,7 +232,11 @@ fn print_output(data: &serde_json::Value) {
         }
     } else if let Some(commits) = data.get("commits").and_then(|c| c.as_array()) {
         for commit in commits {
-            println!("  {} {}", commit["id"].as_str().unwrap_or_default(), commit["summary"].as_str().unwrap_or_default());
+            println!(
+                "  {} {}",
+                commit["id"].as_str().unwrap_or_default(),
+                commit["summary"].as_str().unwrap_or_default()
+            );
         }
     } else {
         println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
@@ -187,25 +256,41 @@ fn print_drift(drift: &serde_json::Value) {
             branch["files"],
             branch["fetched"]
         ),
-        None => println!("  distro branch: up to date ({} pristine files)", branch["files"]),
+        None => println!(
+            "  distro branch: up to date ({} pristine files)",
+            branch["files"]
+        ),
     }
     for change in branch["changes"].as_array().into_iter().flatten() {
         println!("    {}", text(change));
     }
     for missing in branch["unavailable"].as_array().into_iter().flatten() {
-        println!("  unavailable: {} {}: {}", text(&missing["package"]), text(&missing["version"]), text(&missing["message"]));
+        println!(
+            "  unavailable: {} {}: {}",
+            text(&missing["package"]),
+            text(&missing["version"]),
+            text(&missing["message"])
+        );
     }
     let files = drift["files"].as_array().cloned().unwrap_or_default();
-    let sections = [("modified", "locally modified"), ("site", "added by the site"), ("leftover", "left over from removed packages"), ("unknown", "not judged (no pristine version)")];
+    let sections = [
+        ("modified", "locally modified"),
+        ("site", "added by the site"),
+        ("leftover", "left over from removed packages"),
+        ("unknown", "not judged (no pristine version)"),
+    ];
     for (class, title) in sections {
-        let in_class: Vec<&serde_json::Value> = files.iter().filter(|f| f["class"] == class).collect();
+        let in_class: Vec<&serde_json::Value> =
+            files.iter().filter(|f| f["class"] == class).collect();
         if in_class.is_empty() {
             continue;
         }
         println!("  {title} ({}):", in_class.len());
         for file in in_class {
             let detail = match class {
-                "modified" if file["deleted"] == true => format!(" ({}, deleted)", text(&file["package"])),
+                "modified" if file["deleted"] == true => {
+                    format!(" ({}, deleted)", text(&file["package"]))
+                }
                 "modified" => format!(" ({}, {})", text(&file["package"]), text(&file["source"])),
                 "leftover" | "unknown" => format!(" ({})", text(&file["reason"])),
                 _ => String::new(),
@@ -219,5 +304,9 @@ fn print_drift(drift: &serde_json::Value) {
         }
     }
     let count = |class: &str| drift["counts"][class].as_u64().unwrap_or(0);
-    println!("  {} pristine, {} generated (ignored)", count("pristine"), count("generated"));
+    println!(
+        "  {} pristine, {} generated (ignored)",
+        count("pristine"),
+        count("generated")
+    );
 }

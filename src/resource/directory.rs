@@ -44,30 +44,53 @@ impl DirectorySpec {
             // In a check run, the task that creates the account has not really run.
             Err(error) if context.check => {
                 context.record_change(Path::new(&self.path));
-                return Ok(Outcome::changed(format!("{}: would be written once the account exists ({error})", self.path)));
+                return Ok(Outcome::changed(format!(
+                    "{}: would be written once the account exists ({error})",
+                    self.path
+                )));
             }
             Err(error) => return Err(error),
         };
-        let mode = self.mode.as_deref().map(|m| check::mode("mode", m)).transpose().map_err(|e| anyhow::anyhow!(e.message))?;
+        let mode = self
+            .mode
+            .as_deref()
+            .map(|m| check::mode("mode", m))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         let metadata = fs::symlink_metadata(path).ok();
         match &metadata {
             Some(m) if !m.is_dir() => bail!("{} exists and is not a directory", self.path),
             Some(m) => {
                 let changes = attribute_changes(Some(m), owner, mode);
                 if changes.is_empty() {
-                    return Ok(Outcome::unchanged(format!("directory {} is in place", self.path)));
+                    return Ok(Outcome::unchanged(format!(
+                        "directory {} is in place",
+                        self.path
+                    )));
                 }
                 context.record_change(path);
                 if !context.check {
-                    set_attributes(path, mode.unwrap_or(m.mode() & 0o7777), owner.unwrap_or((None, None)))?;
+                    set_attributes(
+                        path,
+                        mode.unwrap_or(m.mode() & 0o7777),
+                        owner.unwrap_or((None, None)),
+                    )?;
                 }
-                Ok(Outcome::changed(format!("{}: {}", self.path, changes.join(", "))))
+                Ok(Outcome::changed(format!(
+                    "{}: {}",
+                    self.path,
+                    changes.join(", ")
+                )))
             }
             None => {
                 context.record_change(path);
                 if !context.check {
                     let mode = mode.unwrap_or(0o755);
-                    fs::DirBuilder::new().recursive(true).mode(mode).create(path).with_context(|| format!("cannot create {}", self.path))?;
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(mode)
+                        .create(path)
+                        .with_context(|| format!("cannot create {}", self.path))?;
                     set_attributes(path, mode, owner.unwrap_or((None, None)))?;
                 }
                 Ok(Outcome::changed(format!("create directory {}", self.path)))

@@ -177,7 +177,6 @@ struct Record {
     complete: bool,
 }
 
-
 mod boot;
 mod host;
 mod image;
@@ -188,7 +187,6 @@ pub use boot::{init_pid, nspawn_processes};
 use host::*;
 use image::*;
 pub use util::*;
-
 
 /// Build (once, cached by suite) the base tree and return its path.
 ///

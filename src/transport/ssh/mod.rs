@@ -40,7 +40,6 @@ const STDOUT_BUFFER: usize = 256 * 1024;
 const STDERR_LIMIT: usize = 1024 * 1024;
 const INCLUDE_DEPTH: usize = 16;
 
-
 mod auth;
 mod config;
 mod known_hosts;
@@ -50,7 +49,6 @@ use auth::*;
 pub use config::*;
 pub use known_hosts::*;
 pub use process::*;
-
 
 /// Where and how to reach a host, as resolved by the controller from the inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,7 +139,6 @@ impl ResolvedTarget {
         known_hosts_host(&self.host, self.port)
     }
 }
-
 
 /// Everything that can go wrong reaching or using a host, phrased for the
 /// sysadmin running placard.
@@ -330,7 +327,6 @@ fn open_failure_reason(reason: &russh::ChannelOpenFailure) -> &'static str {
         _ => "unknown reason",
     }
 }
-
 
 /// An authenticated SSH session with one host (possibly tunnelled through
 /// jump hosts, which it keeps alive).
