@@ -27,7 +27,8 @@ pub enum Command {
     Verify(RunArgs),
     /// Show what placard knows of a host.
     Facts(HostArgs),
-    /// /etc in git on a host: status, log, diff.
+    /// /etc in git on a host: status, log, diff; drift (against the packages' pristine
+    /// files); init (create the repository).
     Etc {
         #[arg(value_enum)]
         command: EtcArg,
@@ -57,6 +58,8 @@ pub enum EtcArg {
     Status,
     Log,
     Diff,
+    Drift,
+    Init,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 EtcArg::Status => EtcCommand::Status,
                 EtcArg::Log => EtcCommand::Log,
                 EtcArg::Diff => EtcCommand::Diff,
+                EtcArg::Drift => EtcCommand::Drift,
+                EtcArg::Init => EtcCommand::Init,
             };
             run_one(&host.common, &host.host, Job::Etc { command })
         }

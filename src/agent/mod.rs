@@ -17,7 +17,6 @@ pub mod verify;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -121,27 +120,62 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
             emit(done(0, 0, failed, started));
         }
         Job::Etc { command } => emit(Event::Output {
-            data: etc_command(&paths.etc, *command)?,
+            data: etc_command(bundle, paths, *command)?,
         }),
         Job::Apply { check, diff } => apply(bundle, paths, *check, *diff, emit, started)?,
     }
     Ok(())
 }
 
-fn etc_command(etc: &Path, command: EtcCommand) -> Result<serde_json::Value> {
-    let Some(repo) = etc_git::EtcRepo::open(etc)? else {
-        bail!(
-            "{} is not a git repository yet; `placard apply` creates it (nothing was written now)",
-            etc.display()
-        );
+fn etc_command(bundle: &Bundle, paths: &Paths, command: EtcCommand) -> Result<serde_json::Value> {
+    let etc = paths.etc.as_path();
+    let open = || -> Result<etc_git::EtcRepo> {
+        etc_git::EtcRepo::open(etc)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is not a git repository yet, so there is no history to compare with and nowhere to keep the distro branch; nothing was written. \
+                 Run `placard etc init HOST` to create it (`placard apply` creates it too)",
+                etc.display()
+            )
+        })
     };
     Ok(match command {
-        EtcCommand::Status => json!({ "changes": repo.changes()? }),
+        EtcCommand::Init => etc_init(bundle, paths)?,
+        EtcCommand::Status => json!({ "changes": open()?.changes()? }),
         EtcCommand::Log => {
-            json!({ "commits": repo.log(20)?.into_iter().map(|(id, time, summary)| json!({"id": id, "time": time, "summary": summary})).collect::<Vec<_>>() })
+            json!({ "commits": open()?.log(20)?.into_iter().map(|(id, time, summary)| json!({"id": id, "time": time, "summary": summary})).collect::<Vec<_>>() })
         }
-        EtcCommand::Diff => json!({ "diff": repo.diff()? }),
+        EtcCommand::Diff => json!({ "diff": open()?.diff()? }),
+        EtcCommand::Drift => {
+            open()?;
+            // Drift writes the distro branch: one run at a time.
+            let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
+            json!({ "drift": crate::distro::drift::run(&crate::distro::host::Roots::host(etc))? })
+        }
     })
+}
+
+/// `etc init`: the repository, and a first commit of /etc as found; says what it did.
+fn etc_init(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
+    let etc = paths.etc.as_path();
+    let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
+    let (repo, created) = etc_git::EtcRepo::open_or_init(etc)?;
+    if !created {
+        return Ok(
+            json!({ "init": { "created": false, "message": format!("{} is already a git repository; nothing was written", etc.display()) } }),
+        );
+    }
+    repo.update_ignores(&BTreeSet::new())?;
+    let files = repo.changes()?;
+    let commit = repo.commit_all(
+        "placard etc init: /etc as found",
+        &file_list(files.iter().map(String::as_str)),
+    )?;
+    let message = format!(
+        "created a git repository in {} and committed {} files",
+        etc.display(),
+        files.len()
+    );
+    Ok(json!({ "init": { "created": true, "commit": commit, "message": message } }))
 }
 
 fn apply(

@@ -16,6 +16,25 @@ pub struct PackageStatus {
     /// The three words of dpkg's Status field: want, flag, state.
     pub want: String,
     pub state: String,
+    /// The package's architecture (`all`, `amd64`…), for `apt-get download name:arch=version`.
+    #[serde(skip)]
+    pub architecture: String,
+    /// The conffiles dpkg tracks for the package, with the md5 of their pristine version.
+    #[serde(skip)]
+    pub conffiles: Vec<Conffile>,
+}
+
+/// One line of a package's `Conffiles:` field: ` /etc/path md5 [obsolete|remove-on-upgrade]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conffile {
+    pub path: String,
+    /// The md5 of the version the package shipped; `newconffile` while dpkg has unpacked
+    /// but not yet configured it.
+    pub md5: String,
+    /// The package no longer ships it (dpkg keeps it, and the admin's edits, on upgrade).
+    pub obsolete: bool,
+    /// dpkg deletes it at the next upgrade of the package.
+    pub remove_on_upgrade: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -61,8 +80,19 @@ pub fn parse_status(text: &str) -> DpkgStatus {
     for stanza in text.split("\n\n") {
         let mut name = None;
         let mut package = PackageStatus::default();
+        let mut in_conffiles = false;
         for line in stanza.lines() {
-            if let Some(value) = line.strip_prefix("Package: ") {
+            // Continuation lines start with a space; only Conffiles' are read.
+            if line.starts_with(' ') {
+                if in_conffiles {
+                    package.conffiles.extend(parse_conffile(line));
+                }
+                continue;
+            }
+            in_conffiles = line.starts_with("Conffiles:");
+            if let Some(value) = line.strip_prefix("Architecture: ") {
+                package.architecture = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("Package: ") {
                 name = Some(value.trim().to_string());
             } else if let Some(value) = line.strip_prefix("Version: ") {
                 package.version = value.trim().to_string();
@@ -81,6 +111,23 @@ pub fn parse_status(text: &str) -> DpkgStatus {
     status
 }
 
+/// A conffile line; the path may hold spaces, so the md5 and flags are read from the end.
+fn parse_conffile(line: &str) -> Option<Conffile> {
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    let mut conffile = Conffile::default();
+    while let Some(flag) = words
+        .last()
+        .filter(|w| matches!(**w, "obsolete" | "remove-on-upgrade"))
+    {
+        conffile.obsolete |= *flag == "obsolete";
+        conffile.remove_on_upgrade |= *flag == "remove-on-upgrade";
+        words.pop();
+    }
+    conffile.md5 = words.pop()?.to_string();
+    conffile.path = words.join(" ");
+    conffile.path.starts_with('/').then_some(conffile)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +137,12 @@ Package: openssh-server
 Status: install ok installed
 Priority: optional
 Version: 1:9.2p1-2+deb12u3
+Conffiles:
+ /etc/default/ssh 500e3cf069fe9a7b9936108eb9d9c035
+ /etc/ssh/moduli 1f68f6ab5e45958e61ff32297ea1c3ec
+ /etc/init.d/ssh 3649a6fe8c18ad1d5245fd91737de507 obsolete
+ /etc/sysctl.conf 2c0e1b1d5c3a2d6d1d1c6b0b5e1d2c3a remove-on-upgrade
+Architecture: amd64
 Description: secure shell (SSH) server
  multi-line description
 
@@ -118,5 +171,28 @@ Version: 3.7.10-0+deb12u1
         );
         assert!(status.is_installed("openssh-server:amd64"));
         assert_eq!(status.installed().len(), 2);
+    }
+
+    #[test]
+    fn reads_conffiles_with_their_md5_and_flags() {
+        let status = parse_status(RECORDED);
+        let ssh = status.get("openssh-server").expect("openssh-server");
+        assert_eq!(ssh.architecture, "amd64");
+        let paths: Vec<&str> = ssh.conffiles.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/default/ssh",
+                "/etc/ssh/moduli",
+                "/etc/init.d/ssh",
+                "/etc/sysctl.conf"
+            ]
+        );
+        assert_eq!(ssh.conffiles[0].md5, "500e3cf069fe9a7b9936108eb9d9c035");
+        assert!(!ssh.conffiles[0].obsolete && ssh.conffiles[2].obsolete);
+        assert!(ssh.conffiles[3].remove_on_upgrade && !ssh.conffiles[3].obsolete);
+        assert!(status
+            .get("postfix")
+            .is_some_and(|p| p.conffiles.is_empty()));
     }
 }

@@ -54,4 +54,8 @@ pub enum EtcCommand {
     Status,
     Log,
     Diff,
+    /// Classify every file against the packages' pristine versions (updates the distro branch).
+    Drift,
+    /// Create /etc's repository and commit /etc as found.
+    Init,
 }

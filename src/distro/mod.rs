@@ -1,0 +1,20 @@
+//! The distro side of /etc: what the installed packages shipped, kept on a `distro`
+//! branch of /etc's repository, and the classification of every live file against it.
+//!
+//! - [`host`] reads dpkg's and ucf's databases and hashes /etc;
+//! - [`pristine`] gets the pristine files: from the .debs, ucf's cache, and templates;
+//! - [`tables`] documents what dpkg cannot say: config generated from templates, and
+//!   files the system generates;
+//! - [`branch`] commits them on the `distro` branch, from blobs, never touching live /etc;
+//! - [`classify`] (pure) sorts files into pristine, modified, site, leftover, generated;
+//! - [`drift`] ties them together for `placard etc drift`.
+//!
+//! This runs on the host, in the agent. The three-way merges that `etc upgrade` will
+//! run on these files are in [`crate::merge`].
+
+pub mod branch;
+pub mod classify;
+pub mod drift;
+pub mod host;
+pub mod pristine;
+pub mod tables;

@@ -1,0 +1,423 @@
+//! The merge on real Debian files: Debian 12 and 13 pristine versions of sshd_config,
+//! Postfix's main.cf, Dovecot's conf.d files and sysctl.conf (tests/fixtures/etc/, see
+//! its README for the packages and versions), with the site edits admins make.
+
+use super::*;
+
+macro_rules! fixture {
+    ($suite:literal, $path:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/etc/",
+            $suite,
+            "/",
+            $path
+        ))
+    };
+}
+
+/// `text` with the one line `from` replaced by `to` (which may be several lines).
+fn edit(text: &str, from: &str, to: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| **l == from).count(),
+        1,
+        "the fixture has exactly one line {from:?}"
+    );
+    text.split_inclusive('\n')
+        .map(|line| {
+            if line.trim_end_matches('\n') == from {
+                format!("{to}\n")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn issue_5_sshd_password_authentication_merges_by_setting_where_lines_conflict() {
+    let base = fixture!("bookworm", "ssh/sshd_config");
+    let new = fixture!("trixie", "ssh/sshd_config");
+    let live = edit(
+        base,
+        "#PasswordAuthentication yes",
+        "PasswordAuthentication no",
+    );
+
+    // Debian 13 rewrote the comment just above the setting: a line merge conflicts.
+    let by_line = line::merge(base, &live, new);
+    assert_eq!(by_line.conflicts, 1, "{}", by_line.text);
+
+    let merged = merge("ssh/sshd_config", base, &live, Some(new));
+    assert_eq!(merged.method, Method::Settings(Syntax::Sshd));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    // Debian 13's file, comments and all, with the site's setting after its example.
+    assert_eq!(
+        merged.text,
+        edit(
+            new,
+            "#PasswordAuthentication yes",
+            "#PasswordAuthentication yes\nPasswordAuthentication no"
+        )
+    );
+    assert!(
+        merged
+            .text
+            .contains("# To disable tunneled clear text passwords, change to \"no\" here!"),
+        "the new comment"
+    );
+    assert!(
+        merged
+            .text
+            .contains("AcceptEnv LANG LC_* COLORTERM NO_COLOR"),
+        "the new release's own change"
+    );
+}
+
+#[test]
+fn issue_5_postfix_myhostname_merges_by_setting_where_lines_conflict() {
+    // The main.cf each release's postinst generated for the same debconf answers.
+    let base = fixture!("bookworm", "postfix/main.cf");
+    let new = fixture!("trixie", "postfix/main.cf");
+    let live = edit(base, "myhostname = mail", "myhostname = mx.club.example");
+
+    let by_line = line::merge(base, &live, new);
+    assert!(
+        by_line.conflicts >= 1,
+        "a line merge conflicts: {}",
+        by_line.text
+    );
+
+    let merged = merge("postfix/main.cf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert_eq!(
+        merged.text,
+        edit(new, "myhostname = mail", "myhostname = mx.club.example")
+    );
+    assert_eq!(
+        merged.replayed,
+        vec![settings::Replayed {
+            section: String::new(),
+            key: "myhostname".into(),
+            values: vec!["mx.club.example".into()]
+        }]
+    );
+}
+
+#[test]
+fn postfix_site_settings_with_continuation_lines_are_carried_whole() {
+    let base = fixture!("bookworm", "postfix/main.cf");
+    let new = fixture!("trixie", "postfix/main.cf");
+    let restrictions = "smtpd_recipient_restrictions =\n    permit_mynetworks,\n    permit_sasl_authenticated,\n    reject_unauth_destination";
+    let live = format!(
+        "{}{restrictions}\n",
+        edit(
+            base,
+            "mailbox_size_limit = 0",
+            "mailbox_size_limit = 104857600"
+        )
+    );
+    let merged = merge("postfix/main.cf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert_eq!(
+        merged.text,
+        format!(
+            "{}{restrictions}\n",
+            edit(
+                new,
+                "mailbox_size_limit = 0",
+                "mailbox_size_limit = 104857600"
+            )
+        )
+    );
+}
+
+#[test]
+fn issue_5_dovecot_settings_renamed_in_2_4_are_reported_with_their_new_names() {
+    let base = fixture!("bookworm", "dovecot/conf.d/10-auth.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-auth.conf");
+    let live = edit(
+        base,
+        "#disable_plaintext_auth = yes",
+        "disable_plaintext_auth = no",
+    );
+    let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
+    assert_eq!(merged.method, Method::Settings(Syntax::Dovecot));
+    match &merged.issues[..] {
+        [Issue::Renamed {
+            key,
+            values,
+            new_names,
+            note,
+        }] => {
+            assert_eq!(key, "disable_plaintext_auth");
+            assert_eq!(values, &["no"]);
+            assert_eq!(new_names, &["auth_allow_cleartext"]);
+            assert!(note.contains("inverted"), "{note}");
+        }
+        other => panic!("expected one rename, got {other:?}"),
+    }
+    assert_eq!(
+        merged.text, new,
+        "the renamed setting is not written under its old name"
+    );
+
+    let base = fixture!("bookworm", "dovecot/conf.d/10-mail.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-mail.conf");
+    let live = edit(
+        base,
+        "mail_location = mbox:~/mail:INBOX=/var/mail/%u",
+        "mail_location = maildir:~/Maildir",
+    );
+    let merged = merge("dovecot/conf.d/10-mail.conf", base, &live, Some(new));
+    assert!(
+        matches!(&merged.issues[..], [Issue::Renamed { key, new_names, .. }] if key == "mail_location" && new_names.starts_with(&["mail_driver".to_string(), "mail_path".to_string()])),
+        "{:?}",
+        merged.issues
+    );
+}
+
+#[test]
+fn dovecot_a_setting_both_sides_changed_is_a_named_conflict_not_markers() {
+    // Debian 12 sets auth_mechanisms = plain; Debian 13 leaves it commented out.
+    let base = fixture!("bookworm", "dovecot/conf.d/10-auth.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-auth.conf");
+    let live = edit(
+        base,
+        "auth_mechanisms = plain",
+        "auth_mechanisms = plain login",
+    );
+    let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
+    match &merged.issues[..] {
+        [Issue::Conflict {
+            key,
+            base,
+            ours,
+            theirs,
+            ..
+        }] => {
+            assert_eq!(key, "auth_mechanisms");
+            assert_eq!(
+                (base.as_deref(), ours.as_deref(), theirs.as_deref()),
+                (
+                    Some(&["plain".to_string()][..]),
+                    Some(&["plain login".to_string()][..]),
+                    None
+                )
+            );
+        }
+        other => panic!("expected one conflict, got {other:?}"),
+    }
+    assert!(!merged.text.contains("<<<<<<<"));
+}
+
+#[test]
+fn dovecot_ssl_paths_renamed_in_2_4() {
+    let base = fixture!("bookworm", "dovecot/conf.d/10-ssl.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-ssl.conf");
+    let live = edit(
+        base,
+        "ssl_cert = </etc/dovecot/private/dovecot.pem",
+        "ssl_cert = </etc/letsencrypt/live/club.example/fullchain.pem",
+    );
+    let merged = merge("dovecot/conf.d/10-ssl.conf", base, &live, Some(new));
+    assert!(
+        matches!(&merged.issues[..], [Issue::Renamed { key, new_names, .. }] if key == "ssl_cert" && new_names == &["ssl_server_cert_file"]),
+        "{:?}",
+        merged.issues
+    );
+}
+
+#[test]
+fn sysctl_site_settings_apply_and_a_file_debian_13_dropped_is_reported() {
+    let base = fixture!("bookworm", "sysctl.conf");
+    let live = edit(base, "#net.ipv4.ip_forward=1", "net.ipv4.ip_forward=1");
+    // Onto a new release that only reworded a comment, the setting merges by setting.
+    let reworded = base.replacen(
+        "# Uncomment the next line to enable packet forwarding for IPv4",
+        "# Uncomment to forward IPv4 packets",
+        1,
+    );
+    assert_ne!(reworded, base);
+    let merged = merge("sysctl.conf", base, &live, Some(&reworded));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert!(
+        merged.text.contains(
+            "# Uncomment to forward IPv4 packets\n#net.ipv4.ip_forward=1\nnet.ipv4.ip_forward=1\n"
+        ),
+        "{}",
+        merged.text
+    );
+    assert_eq!(
+        line::merge(base, &live, &reworded).conflicts,
+        1,
+        "where a line merge conflicts"
+    );
+    // Debian 13's procps no longer ships /etc/sysctl.conf (remove-on-upgrade).
+    let gone = merge("sysctl.conf", base, &live, None);
+    assert_eq!(gone.issues, vec![Issue::FileRemoved]);
+    assert_eq!(gone.text, live);
+}
+
+#[test]
+fn an_unchanged_file_takes_the_new_release_and_other_files_merge_by_line() {
+    let base = fixture!("bookworm", "ssh/sshd_config");
+    let new = fixture!("trixie", "ssh/sshd_config");
+    assert_eq!(merge("ssh/sshd_config", base, base, Some(new)).text, new);
+    let lines = merge(
+        "nginx/nginx.conf",
+        "a\nb\nc\nd\n",
+        "a\nB\nc\nd\n",
+        Some("a\nb\nc\nD\n"),
+    );
+    assert_eq!(
+        (lines.method, lines.text.as_str(), lines.is_clean()),
+        (Method::Lines, "a\nB\nc\nD\n", true)
+    );
+}
+
+/// The measurement behind issue 5's claim, printed with
+/// `cargo test --lib merge::fixtures::measured -- --nocapture`: for each site edit, the
+/// conflicts a line merge leaves onto Debian 13's file, and what the merge by setting
+/// leaves (issues to decide, each named).
+#[test]
+fn measured_line_merge_against_merge_by_setting_on_debian_13_files() {
+    let cases: Vec<(&str, &str, &str, String)> = vec![
+        (
+            "ssh/sshd_config",
+            fixture!("bookworm", "ssh/sshd_config"),
+            fixture!("trixie", "ssh/sshd_config"),
+            edit(
+                fixture!("bookworm", "ssh/sshd_config"),
+                "#PasswordAuthentication yes",
+                "PasswordAuthentication no",
+            ),
+        ),
+        (
+            "postfix/main.cf",
+            fixture!("bookworm", "postfix/main.cf"),
+            fixture!("trixie", "postfix/main.cf"),
+            edit(
+                fixture!("bookworm", "postfix/main.cf"),
+                "myhostname = mail",
+                "myhostname = mx.club.example",
+            ),
+        ),
+        (
+            "dovecot/conf.d/10-auth.conf",
+            fixture!("bookworm", "dovecot/conf.d/10-auth.conf"),
+            fixture!("trixie", "dovecot/conf.d/10-auth.conf"),
+            edit(
+                fixture!("bookworm", "dovecot/conf.d/10-auth.conf"),
+                "#disable_plaintext_auth = yes",
+                "disable_plaintext_auth = no",
+            ),
+        ),
+        (
+            "dovecot/conf.d/10-mail.conf",
+            fixture!("bookworm", "dovecot/conf.d/10-mail.conf"),
+            fixture!("trixie", "dovecot/conf.d/10-mail.conf"),
+            edit(
+                fixture!("bookworm", "dovecot/conf.d/10-mail.conf"),
+                "mail_location = mbox:~/mail:INBOX=/var/mail/%u",
+                "mail_location = maildir:~/Maildir",
+            ),
+        ),
+    ];
+    eprintln!(
+        "{:<30} {:>15} {:>22}",
+        "file (site edit)", "line conflicts", "by-setting issues"
+    );
+    let mut totals = (0, 0);
+    for (path, base, new, live) in &cases {
+        let by_line = line::merge(base, live, new);
+        let by_setting = merge(path, base, live, Some(new));
+        let named: Vec<String> = by_setting
+            .issues
+            .iter()
+            .map(|i| match i {
+                Issue::Renamed { key, new_names, .. } => {
+                    format!("renamed {key} → {}", new_names.join("/"))
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        eprintln!(
+            "{path:<30} {:>15} {:>22}  {}",
+            by_line.conflicts,
+            by_setting.issues.len(),
+            named.join("; ")
+        );
+        totals.0 += by_line.conflicts;
+        totals.1 += usize::from(
+            !by_setting.is_clean()
+                && by_setting
+                    .issues
+                    .iter()
+                    .any(|i| !matches!(i, Issue::Renamed { .. })),
+        );
+        // A clean line merge here would be worse than a conflict: it would keep a
+        // setting Dovecot 2.4 refuses.
+        if path.starts_with("dovecot") && by_line.conflicts == 0 {
+            assert!(
+                by_line.text.contains("disable_plaintext_auth = no")
+                    || by_line.text.contains("mail_location = maildir"),
+                "the old name survives a line merge"
+            );
+        }
+    }
+    eprintln!(
+        "line conflicts: {}; files left in conflict by setting (renames aside): {}",
+        totals.0, totals.1
+    );
+    assert_eq!(totals.1, 0);
+    assert!(totals.0 >= 2, "sshd_config and main.cf conflict by line");
+}
+
+#[test]
+fn dovecot_postfix_auth_listener_lands_inside_service_auth_after_its_example() {
+    // The edit every Postfix + Dovecot SASL guide makes in 10-master.conf.
+    let base = fixture!("bookworm", "dovecot/conf.d/10-master.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-master.conf");
+    let example = "  #unix_listener /var/spool/postfix/private/auth {\n  #  mode = 0666\n  #}\n";
+    let listener = "  unix_listener /var/spool/postfix/private/auth {\n    mode = 0660\n    user = postfix\n    group = postfix\n  }\n";
+    assert_eq!(base.matches(example).count(), 1);
+    assert_eq!(new.matches(example).count(), 1);
+    let live = base.replacen(example, listener, 1);
+    let merged = merge("dovecot/conf.d/10-master.conf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert_eq!(
+        merged.text,
+        new.replacen(example, &format!("{example}{listener}"), 1)
+    );
+    // Debian 13 left this block alone, so a line merge is clean here too.
+    assert_eq!(line::merge(base, &live, new).conflicts, 0);
+}
+
+#[test]
+fn dovecot_switching_the_password_database_by_include_lines() {
+    let base = fixture!("bookworm", "dovecot/conf.d/10-auth.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-auth.conf");
+    let live = edit(
+        &edit(
+            base,
+            "!include auth-system.conf.ext",
+            "#!include auth-system.conf.ext",
+        ),
+        "#!include auth-passwdfile.conf.ext",
+        "!include auth-passwdfile.conf.ext",
+    );
+    let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    let expected = edit(
+        &edit(
+            new,
+            "!include auth-system.conf.ext",
+            "#!include auth-system.conf.ext",
+        ),
+        "#!include auth-passwdfile.conf.ext",
+        "#!include auth-passwdfile.conf.ext\n!include auth-passwdfile.conf.ext",
+    );
+    assert_eq!(merged.text, expected);
+}

@@ -1,0 +1,122 @@
+//! Three-way merges of configuration files: base = the old pristine file, ours = the
+//! live file, theirs = the new pristine file. Pure logic, no I/O: `etc upgrade` and
+//! `etc migrate` fetch the three texts and decide where the result may be written.
+//!
+//! A file placard can read as a list of settings ([`settings::Syntax::for_path`]) is
+//! merged by setting: the site's changes are replayed onto the new file, whose comments
+//! and layout win, so a comment the distro rewrote next to a site setting is no
+//! conflict. Settings a release renamed or removed ([`renames`]) are reported by name.
+//! Every other file is merged by line ([`line`]).
+
+pub mod line;
+pub mod renames;
+pub mod settings;
+
+use serde::Serialize;
+
+pub use settings::Syntax;
+
+/// How a file was merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "by", content = "syntax")]
+pub enum Method {
+    Settings(Syntax),
+    Lines,
+}
+
+/// Something the admin must decide; a merge with none is clean.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Issue {
+    /// The site and the new release both changed this setting, differently. The new
+    /// release's value is in the merged text.
+    Conflict {
+        section: String,
+        key: String,
+        base: Option<Vec<String>>,
+        ours: Option<Vec<String>>,
+        theirs: Option<Vec<String>>,
+    },
+    /// The site set a setting the new release renamed (`new_names` non-empty) or
+    /// removed; it was not carried over.
+    Renamed {
+        key: String,
+        values: Vec<String>,
+        new_names: Vec<String>,
+        note: String,
+    },
+    /// Line-based conflicts; the merged text holds this many marked hunks.
+    Lines { conflicts: usize },
+    /// The new release no longer ships the file; the merged text is the site's file.
+    FileRemoved,
+}
+
+/// The outcome of merging one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Merged {
+    pub method: Method,
+    /// The merged file. With an [`Issue::Lines`] it holds conflict markers and must
+    /// never be written to live /etc.
+    pub text: String,
+    /// The site settings carried over (merges by setting only).
+    pub replayed: Vec<settings::Replayed>,
+    pub issues: Vec<Issue>,
+}
+
+impl Merged {
+    pub fn is_clean(&self) -> bool {
+        self.issues.is_empty()
+    }
+}
+
+/// Merges one file; `path` is relative to /etc and chooses the method. `theirs` is
+/// `None` when the new release no longer ships the file.
+pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged {
+    let method = Syntax::for_path(path).map_or(Method::Lines, Method::Settings);
+    let Some(theirs) = theirs else {
+        return Merged {
+            method,
+            text: ours.to_string(),
+            replayed: Vec::new(),
+            issues: vec![Issue::FileRemoved],
+        };
+    };
+    if ours == base {
+        return Merged {
+            method,
+            text: theirs.to_string(),
+            replayed: Vec::new(),
+            issues: Vec::new(),
+        };
+    }
+    match method {
+        Method::Settings(syntax) => {
+            let merged = settings::merge(syntax, base, ours, theirs);
+            Merged {
+                method,
+                text: merged.text,
+                replayed: merged.replayed,
+                issues: merged.issues,
+            }
+        }
+        Method::Lines => {
+            let merged = line::merge(base, ours, theirs);
+            let issues = if merged.conflicts > 0 {
+                vec![Issue::Lines {
+                    conflicts: merged.conflicts,
+                }]
+            } else {
+                Vec::new()
+            };
+            Merged {
+                method,
+                text: merged.text,
+                replayed: Vec::new(),
+                issues,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixtures;
