@@ -27,12 +27,23 @@ pub enum Exit {
 pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Apply(args) => {
-            let job = Job::Apply { check: args.check, diff: args.diff };
+            let job = Job::Apply {
+                check: args.check,
+                diff: args.diff,
+            };
             run_hosts(&args, job, false)
         }
-        Command::Plan(args) => run_hosts(&args, Job::Apply { check: true, diff: true }, true),
+        Command::Plan(args) => run_hosts(
+            &args,
+            Job::Apply {
+                check: true,
+                diff: true,
+            },
+            true,
+        ),
         Command::Verify(args) => run_hosts(&args, Job::Verify, false),
         Command::Facts(args) => run_one(&args.common, &args.host, Job::Facts),
+        Command::Dns(args) => run_one(&args.common, &args.host, Job::Dns),
         Command::Etc { command, host } => {
             let command = match command {
                 EtcArg::Status => EtcCommand::Status,
@@ -41,7 +52,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
             };
             run_one(&host.common, &host.host, Job::Etc { command })
         }
-        Command::Roles { command, site } => roles(command, &Site::new(&site.unwrap_or_else(|| PathBuf::from(".")))),
+        Command::Roles { command, site } => roles(
+            command,
+            &Site::new(&site.unwrap_or_else(|| PathBuf::from("."))),
+        ),
         Command::Sandbox { command } => sandbox_command(command),
         Command::Agent => crate::agent::main().map(|()| Exit::Done),
     }
@@ -62,19 +76,35 @@ fn run_hosts(args: &RunArgs, job: Job, plan_exit: bool) -> Result<Exit> {
 
 fn run_one(common: &Common, host: &str, job: Job) -> Result<Exit> {
     let reports = execute(common, &[host.to_string()], job, 1, true)?;
-    Ok(if reports.iter().any(HostReport::failed) { Exit::Failed } else { Exit::Done })
+    Ok(if reports.iter().any(HostReport::failed) {
+        Exit::Failed
+    } else {
+        Exit::Done
+    })
 }
 
 /// Load, validate and plan (exit 3 on any problem, before any host is contacted), then
 /// run on the hosts and report.
-fn execute(common: &Common, targets: &[String], job: Job, jobs: usize, verbose: bool) -> Result<Vec<HostReport>> {
+fn execute(
+    common: &Common,
+    targets: &[String],
+    job: Job,
+    jobs: usize,
+    verbose: bool,
+) -> Result<Vec<HostReport>> {
     let inventory = Inventory::load(&common.inventory)?;
     let site = Site::new(&site_root(common.site.as_deref(), &inventory));
     let hosts = inventory.select(targets)?;
     if common.local && hosts.len() != 1 {
         return Err(InvalidInput::from(
-            Diagnostic::new(&inventory.source.path, format!("--local runs on this machine only, but {} hosts were selected", hosts.len()))
-                .help("name the one host this machine is, e.g. `placard apply --local cupboard`"),
+            Diagnostic::new(
+                &inventory.source.path,
+                format!(
+                    "--local runs on this machine only, but {} hosts were selected",
+                    hosts.len()
+                ),
+            )
+            .help("name the one host this machine is, e.g. `placard apply --local cupboard`"),
         )
         .into());
     }
@@ -86,7 +116,9 @@ fn execute(common: &Common, targets: &[String], job: Job, jobs: usize, verbose: 
     let options = SshOptions {
         known_hosts: known_hosts(common, &inventory),
         accept_new_host_keys: common.accept_new_host_keys,
-        ssh_config: dirs::home_dir().map(|h| h.join(".ssh/config")).filter(|p| p.exists()),
+        ssh_config: dirs::home_dir()
+            .map(|h| h.join(".ssh/config"))
+            .filter(|p| p.exists()),
         connect_timeout: Duration::from_secs(15),
         agent_socket: None,
     };
@@ -94,8 +126,16 @@ fn execute(common: &Common, targets: &[String], job: Job, jobs: usize, verbose: 
         Format::Human => Box::new(HumanReporter::new(verbose)),
         Format::Json => Box::new(JsonReporter),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    let reports = runtime.block_on(controller::run(routed.collect(), options, jobs, reporter.as_mut()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let reports = runtime.block_on(controller::run(
+        routed.collect(),
+        options,
+        jobs,
+        reporter.as_mut(),
+    ));
     reporter.finish(&reports);
     Ok(reports)
 }
@@ -104,11 +144,19 @@ fn known_hosts(common: &Common, inventory: &Inventory) -> Vec<PathBuf> {
     if !common.known_hosts.is_empty() {
         return common.known_hosts.clone();
     }
-    let from_inventory: Vec<PathBuf> = inventory.file.ssh.known_hosts.iter().map(|p| inventory.resolve_path(p)).collect();
+    let from_inventory: Vec<PathBuf> = inventory
+        .file
+        .ssh
+        .known_hosts
+        .iter()
+        .map(|p| inventory.resolve_path(p))
+        .collect();
     if !from_inventory.is_empty() {
         return from_inventory;
     }
-    dirs::home_dir().map(|h| vec![h.join(".ssh/known_hosts")]).unwrap_or_default()
+    dirs::home_dir()
+        .map(|h| vec![h.join(".ssh/known_hosts")])
+        .unwrap_or_default()
 }
 
 /// The folder with roles/ and templates/: given, or the inventory folder's parent (a
@@ -119,19 +167,29 @@ fn site_root(given: Option<&Path>, inventory: &Inventory) -> PathBuf {
     }
     let folder = inventory.base_dir();
     let candidates = [folder.parent().map(Path::to_path_buf), Some(folder.clone())];
-    candidates.into_iter().flatten().find(|c| c.join("roles").is_dir()).unwrap_or_else(|| PathBuf::from("."))
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|c| c.join("roles").is_dir())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn operator() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into());
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into());
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
     format!("{user}@{host}")
 }
 
 fn roles(command: RolesCommand, site: &Site) -> Result<Exit> {
     match command {
         RolesCommand::List => {
-            let names = site.role_names().with_context(|| format!("cannot list {}", site.roles_dir.display()))?;
+            let names = site
+                .role_names()
+                .with_context(|| format!("cannot list {}", site.roles_dir.display()))?;
             for name in names {
                 let role = site.load_role(&name)?;
                 let summary = role.file.description.lines().next().unwrap_or_default();
@@ -145,10 +203,16 @@ fn roles(command: RolesCommand, site: &Site) -> Result<Exit> {
                 println!("Variables:");
                 for (name, variable) in &role.file.variables {
                     let default = match &variable.default {
-                        Some(value) => format!("default: {}", serde_json::to_string(value).unwrap_or_default()),
+                        Some(value) => format!(
+                            "default: {}",
+                            serde_json::to_string(value).unwrap_or_default()
+                        ),
                         None => "required".to_string(),
                     };
-                    let kind = variable.kind.map(|k| format!(", {}", k.name())).unwrap_or_default();
+                    let kind = variable
+                        .kind
+                        .map(|k| format!(", {}", k.name()))
+                        .unwrap_or_default();
                     println!("  {name} ({default}{kind})");
                     for line in variable.description.trim().lines() {
                         println!("      {line}");
@@ -182,8 +246,14 @@ fn sandbox_command(command: SandboxCommand) -> Result<Exit> {
     match command {
         SandboxCommand::Up { name, suite, port } => {
             let host = sandbox::up(&paths, &name, &suite, port)?;
-            println!("sandbox {} is up: Debian {}, ssh root@127.0.0.1 -p {}", host.name, host.suite, host.port);
-            println!("  host key recorded in {}", paths.state_dir.join("known_hosts").display());
+            println!(
+                "sandbox {} is up: Debian {}, ssh root@127.0.0.1 -p {}",
+                host.name, host.suite, host.port
+            );
+            println!(
+                "  host key recorded in {}",
+                paths.state_dir.join("known_hosts").display()
+            );
             println!("  key: {}", paths.state_dir.join("id_ed25519").display());
         }
         SandboxCommand::Down { name } => {
@@ -192,14 +262,20 @@ fn sandbox_command(command: SandboxCommand) -> Result<Exit> {
         }
         SandboxCommand::Ssh { name } => {
             let argv = sandbox::ssh_argv(&paths, &name)?;
-            let status = std::process::Command::new(&argv[0]).args(&argv[1..]).status().context("cannot run ssh")?;
+            let status = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .status()
+                .context("cannot run ssh")?;
             if !status.success() {
                 bail!("ssh exited with {status}");
             }
         }
         SandboxCommand::List => {
             for host in sandbox::list(&paths)? {
-                println!("{:<16} {:<10} 127.0.0.1:{} (pid {})", host.name, host.suite, host.port, host.pid);
+                println!(
+                    "{:<16} {:<10} 127.0.0.1:{} (pid {})",
+                    host.name, host.suite, host.port, host.pid
+                );
             }
         }
     }

@@ -26,14 +26,22 @@ fn target(inventory: &Inventory, host: &str) -> SshTarget {
     let entry = inventory.entry(host);
     let settings = &inventory.file.ssh;
     let via = entry.via.as_ref().map(|via| {
-        Box::new(if inventory.file.hosts.contains_key(via) { target(inventory, via) } else { parse_jump(via) })
+        Box::new(if inventory.file.hosts.contains_key(via) {
+            target(inventory, via)
+        } else {
+            parse_jump(via)
+        })
     });
     SshTarget {
         name: host.to_string(),
         address: entry.address.clone().unwrap_or_else(|| host.to_string()),
         port: entry.port,
         user: entry.user.clone().or_else(|| settings.user.clone()),
-        identity: entry.identity.as_deref().or(settings.identity.as_deref()).map(|p| inventory.resolve_path(p)),
+        identity: entry
+            .identity
+            .as_deref()
+            .or(settings.identity.as_deref())
+            .map(|p| inventory.resolve_path(p)),
         via,
     }
 }
@@ -45,18 +53,36 @@ fn parse_jump(text: &str) -> SshTarget {
         None => (None, text),
     };
     let (address, port) = match rest.rsplit_once(':') {
-        Some((address, port)) if port.parse::<u16>().is_ok() => (address.to_string(), port.parse().ok()),
+        Some((address, port)) if port.parse::<u16>().is_ok() => {
+            (address.to_string(), port.parse().ok())
+        }
         _ => (rest.to_string(), None),
     };
-    SshTarget { name: text.to_string(), address, port, user, identity: None, via: None }
+    SshTarget {
+        name: text.to_string(),
+        address,
+        port,
+        user,
+        identity: None,
+        via: None,
+    }
 }
 
 /// Runs every bundle, reporting events as they arrive; one report per host, in order.
-pub async fn run(bundles: Vec<(Bundle, Route)>, options: SshOptions, jobs: usize, reporter: &mut dyn Reporter) -> Vec<HostReport> {
+pub async fn run(
+    bundles: Vec<(Bundle, Route)>,
+    options: SshOptions,
+    jobs: usize,
+    reporter: &mut dyn Reporter,
+) -> Vec<HostReport> {
     let permits = Arc::new(Semaphore::new(jobs.max(1)));
     let options = Arc::new(options);
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(usize, Option<Event>, Option<String>)>();
-    let mut reports: Vec<HostReport> = bundles.iter().map(|(b, _)| HostReport::new(&b.host)).collect();
+    let (sender, mut receiver) =
+        mpsc::unbounded_channel::<(usize, Option<Event>, Option<String>)>();
+    let mut reports: Vec<HostReport> = bundles
+        .iter()
+        .map(|(b, _)| HostReport::new(&b.host))
+        .collect();
     for (index, (bundle, route)) in bundles.into_iter().enumerate() {
         let permits = permits.clone();
         let options = options.clone();
@@ -86,7 +112,12 @@ pub async fn run(bundles: Vec<(Bundle, Route)>, options: SshOptions, jobs: usize
             report.events.push(event);
         }
         if let Some(error) = finished.filter(|e| !e.is_empty()) {
-            reporter.event(&report.host, &Event::Error { message: error.clone() });
+            reporter.event(
+                &report.host,
+                &Event::Error {
+                    message: error.clone(),
+                },
+            );
             report.error = Some(error);
         }
     }
@@ -100,8 +131,14 @@ mod tests {
     #[test]
     fn jump_hosts_in_ssh_form() {
         let jump = parse_jump("admin@relay.club.example:2222");
-        assert_eq!((jump.user.as_deref(), jump.address.as_str(), jump.port), (Some("admin"), "relay.club.example", Some(2222)));
+        assert_eq!(
+            (jump.user.as_deref(), jump.address.as_str(), jump.port),
+            (Some("admin"), "relay.club.example", Some(2222))
+        );
         let bare = parse_jump("relay");
-        assert_eq!((bare.user, bare.address.as_str(), bare.port), (None, "relay", None));
+        assert_eq!(
+            (bare.user, bare.address.as_str(), bare.port),
+            (None, "relay", None)
+        );
     }
 }

@@ -25,7 +25,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &Path, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { file: file.to_path_buf(), position: None, line_text: None, message: message.into(), help: None }
+        Diagnostic {
+            file: file.to_path_buf(),
+            position: None,
+            line_text: None,
+            message: message.into(),
+            help: None,
+        }
     }
 
     /// A diagnostic at the value found at `path` in `source` (see [`SourceFile::position`]).
@@ -40,7 +46,9 @@ impl Diagnostic {
 
     pub fn with_position(mut self, source: &SourceFile, position: Option<Position>) -> Diagnostic {
         self.position = position;
-        self.line_text = position.and_then(|p| source.line_text(p.line)).map(str::to_string);
+        self.line_text = position
+            .and_then(|p| source.line_text(p.line))
+            .map(str::to_string);
         self
     }
 
@@ -51,7 +59,10 @@ impl Diagnostic {
 
     /// A serde_yaml error, which carries its own position when it has one.
     pub fn from_yaml(source: &SourceFile, error: &serde_yaml::Error) -> Diagnostic {
-        let position = error.location().map(|l| Position { line: l.line(), column: l.column() });
+        let position = error.location().map(|l| Position {
+            line: l.line(),
+            column: l.column(),
+        });
         // serde_yaml appends " at line N column M" to its messages; we show the position ourselves.
         let message = error.to_string();
         let message = match message.find(" at line ") {
@@ -115,7 +126,9 @@ impl InvalidInput {
 
 impl From<Diagnostic> for InvalidInput {
     fn from(diagnostic: Diagnostic) -> InvalidInput {
-        InvalidInput { diagnostics: vec![diagnostic] }
+        InvalidInput {
+            diagnostics: vec![diagnostic],
+        }
     }
 }
 
@@ -125,7 +138,11 @@ impl fmt::Display for InvalidInput {
             write!(f, "{diagnostic}")?;
         }
         let count = self.diagnostics.len();
-        write!(f, "{count} error{} in the input; no host was contacted", if count == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{count} error{} in the input; no host was contacted",
+            if count == 1 { "" } else { "s" }
+        )
     }
 }
 

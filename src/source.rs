@@ -36,7 +36,11 @@ impl SourceFile {
         let mut index = Indexer::default();
         let mut parser = Parser::new_from_str(&text);
         let _ = parser.load(&mut index, false);
-        SourceFile { path: path.to_path_buf(), text, positions: index.positions }
+        SourceFile {
+            path: path.to_path_buf(),
+            text,
+            positions: index.positions,
+        }
     }
 
     /// The position of the value at `path`; for a path that is absent (a field that
@@ -46,7 +50,13 @@ impl SourceFile {
         let mut path = path.to_string();
         loop {
             // A scalar's own position; for a mapping or list, the key that introduces it.
-            let found = [path.clone(), format!("{path}#key"), format!("{path}#collection")].into_iter().find_map(|p| self.positions.get(&p).copied());
+            let found = [
+                path.clone(),
+                format!("{path}#key"),
+                format!("{path}#collection"),
+            ]
+            .into_iter()
+            .find_map(|p| self.positions.get(&p).copied());
             if found.is_some() {
                 return found;
             }
@@ -58,7 +68,10 @@ impl SourceFile {
     /// The position of the key at `path` (for unknown or duplicate keys), falling back to
     /// the value's position.
     pub fn key_position(&self, path: &str) -> Option<Position> {
-        self.positions.get(&format!("{path}#key")).copied().or_else(|| self.position(path))
+        self.positions
+            .get(&format!("{path}#key"))
+            .copied()
+            .or_else(|| self.position(path))
     }
 
     /// The text of a 1-based line, for the caret display.
@@ -74,7 +87,10 @@ impl fmt::Display for Position {
 }
 
 fn position(marker: Marker) -> Position {
-    Position { line: marker.line(), column: marker.col() + 1 }
+    Position {
+        line: marker.line(),
+        column: marker.col() + 1,
+    }
 }
 
 /// Walks the parser's events, keeping a stack of where we are in the document.
@@ -86,7 +102,10 @@ struct Indexer {
 
 enum Frame {
     /// In a mapping: the path of the mapping and the key whose value comes next, if any.
-    Mapping { path: String, pending_key: Option<String> },
+    Mapping {
+        path: String,
+        pending_key: Option<String>,
+    },
     /// In a sequence: the path of the sequence and the index of the next item.
     Sequence { path: String, next: usize },
 }
@@ -121,8 +140,13 @@ impl MarkedEventReceiver for Indexer {
                 }
                 None => {
                     if let Some(Frame::Mapping { path, pending_key }) = self.stack.last_mut() {
-                        let key_path = if path.is_empty() { value.clone() } else { format!("{path}.{value}") };
-                        self.positions.insert(format!("{key_path}#key"), position(marker));
+                        let key_path = if path.is_empty() {
+                            value.clone()
+                        } else {
+                            format!("{path}.{value}")
+                        };
+                        self.positions
+                            .insert(format!("{key_path}#key"), position(marker));
                         *pending_key = Some(value);
                     }
                 }
@@ -132,9 +156,13 @@ impl MarkedEventReceiver for Indexer {
                 let path = self.node_path().unwrap_or_default();
                 // Only scalars are recorded under their bare path: a collection's marker
                 // is where the parser noticed it, which is not where a reader looks.
-                self.positions.insert(format!("{path}#collection"), position(marker));
+                self.positions
+                    .insert(format!("{path}#collection"), position(marker));
                 self.stack.push(match event {
-                    Event::MappingStart(..) => Frame::Mapping { path, pending_key: None },
+                    Event::MappingStart(..) => Frame::Mapping {
+                        path,
+                        pending_key: None,
+                    },
                     _ => Frame::Sequence { path, next: 0 },
                 });
             }
@@ -159,16 +187,41 @@ mod tests {
     fn indexes_nested_paths_with_one_based_positions() {
         let text = "hosts:\n  web:\n    port: 22\n    roles: [base, mail]\n".to_string();
         let source = SourceFile::new(Path::new("inventory.yml"), text);
-        assert_eq!(source.position("hosts.web.port"), Some(Position { line: 3, column: 11 }));
-        assert_eq!(source.key_position("hosts.web.port"), Some(Position { line: 3, column: 5 }));
-        assert_eq!(source.position("hosts.web.roles[1]"), Some(Position { line: 4, column: 19 }));
+        assert_eq!(
+            source.position("hosts.web.port"),
+            Some(Position {
+                line: 3,
+                column: 11
+            })
+        );
+        assert_eq!(
+            source.key_position("hosts.web.port"),
+            Some(Position { line: 3, column: 5 })
+        );
+        assert_eq!(
+            source.position("hosts.web.roles[1]"),
+            Some(Position {
+                line: 4,
+                column: 19
+            })
+        );
     }
 
     #[test]
     fn falls_back_to_the_nearest_ancestor() {
         let text = "tasks:\n  - name: Install.\n    file:\n      path: /etc/x\n".to_string();
         let source = SourceFile::new(Path::new("r.yml"), text);
-        assert_eq!(source.position("tasks[0].file.mode"), Some(Position { line: 3, column: 5 }), "the `file:` key");
-        assert_eq!(source.position("tasks[0].file.path"), Some(Position { line: 4, column: 13 }));
+        assert_eq!(
+            source.position("tasks[0].file.mode"),
+            Some(Position { line: 3, column: 5 }),
+            "the `file:` key"
+        );
+        assert_eq!(
+            source.position("tasks[0].file.path"),
+            Some(Position {
+                line: 4,
+                column: 13
+            })
+        );
     }
 }

@@ -14,13 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use handlebars::{
-    Context as HandlebarsContext, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+    Context as HandlebarsContext, Handlebars, Helper, HelperDef, RenderContext, RenderError,
+    RenderErrorReason, ScopedJson,
 };
 use serde_json::Value;
 
 use crate::resource::{FieldError, Spec};
 
-/// Where `{{secret "name"}}` gets its value.
+/// Where `{{secret "name"}}` gets its value, and the other helpers that look at the
+/// host (`package_version`, `host_file`) theirs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource {
     /// The controller: secrets never leave the host, so validation renders a placeholder.
@@ -48,19 +50,53 @@ pub struct Renderer {
 impl Renderer {
     /// A renderer knowing `templates` (name → source). A template that does not parse is
     /// an error naming it and the position.
-    pub fn new(templates: &BTreeMap<String, String>, secrets: SecretSource) -> Result<Renderer, RenderFailure> {
+    pub fn new(
+        templates: &BTreeMap<String, String>,
+        secrets: SecretSource,
+    ) -> Result<Renderer, RenderFailure> {
         let mut handlebars = Handlebars::new();
         handlebars.set_strict_mode(true);
         handlebars.register_escape_fn(handlebars::no_escape);
         let used_secret = Arc::new(AtomicBool::new(false));
-        handlebars.register_helper("secret", Box::new(SecretHelper { source: secrets, used: used_secret.clone() }));
+        handlebars.register_helper(
+            "secret",
+            Box::new(SecretHelper {
+                source: secrets,
+                used: used_secret.clone(),
+            }),
+        );
+        handlebars.register_helper(
+            "package_version",
+            Box::new(HostHelper {
+                source: secrets,
+                read: package_version,
+            }),
+        );
+        handlebars.register_helper(
+            "host_file",
+            Box::new(HostHelper {
+                source: secrets,
+                read: host_file,
+            }),
+        );
+        handlebars.register_helper("version_at_least", Box::new(version_at_least));
         for (name, source) in templates {
-            handlebars.register_template_string(name, source).map_err(|error| {
-                let (line, column) = error.pos().unwrap_or((1, 1));
-                RenderFailure { field: String::new(), message: describe_reason(&error.reason().to_string()), template: Some((name.clone(), line, column)) }
-            })?;
+            handlebars
+                .register_template_string(name, source)
+                .map_err(|error| {
+                    let (line, column) = error.pos().unwrap_or((1, 1));
+                    RenderFailure {
+                        field: String::new(),
+                        message: describe_reason(&error.reason().to_string()),
+                        template: Some((name.clone(), line, column)),
+                    }
+                })?;
         }
-        Ok(Renderer { handlebars, templates: templates.clone(), used_secret })
+        Ok(Renderer {
+            handlebars,
+            templates: templates.clone(),
+            used_secret,
+        })
     }
 
     /// Whether a secret was read since the last call: the rendered text must be hidden.
@@ -77,20 +113,27 @@ impl Renderer {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
-        self.handlebars.render_template(text, data).map_err(|e| describe(&e))
+        self.handlebars
+            .render_template(text, data)
+            .map_err(|e| describe(&e))
     }
 
     /// Renders a template file; errors carry the template's name and position.
     pub fn render_template(&self, name: &str, data: &Value) -> Result<String, RenderFailure> {
-        self.handlebars.render(name, data).map_err(|error| RenderFailure {
-            field: String::new(),
-            message: describe(&error),
-            template: Some((
-                error.template_name.clone().unwrap_or_else(|| name.to_string()),
-                error.line_no.unwrap_or(1),
-                error.column_no.unwrap_or(1),
-            )),
-        })
+        self.handlebars
+            .render(name, data)
+            .map_err(|error| RenderFailure {
+                field: String::new(),
+                message: describe(&error),
+                template: Some((
+                    error
+                        .template_name
+                        .clone()
+                        .unwrap_or_else(|| name.to_string()),
+                    error.line_no.unwrap_or(1),
+                    error.column_no.unwrap_or(1),
+                )),
+            })
     }
 
     /// A task's spec with every string rendered, file templates turned into content,
@@ -98,26 +141,40 @@ impl Renderer {
     pub fn render_spec(&self, spec: &Spec, data: &Value) -> Result<Spec, RenderFailure> {
         let kind = spec.kind();
         let mut value = serde_json::to_value(spec).map_err(|e| failure(kind, e.to_string()))?;
-        let inner = value.get_mut(kind).ok_or_else(|| failure(kind, "internal: spec is not tagged".into()))?;
+        let inner = value
+            .get_mut(kind)
+            .ok_or_else(|| failure(kind, "internal: spec is not tagged".into()))?;
         // Scripts are never templated, so that no value is spliced into shell code.
         let verbatim: &[&str] = if kind == "command" { &["shell"] } else { &[] };
         self.render_value(inner, data, kind, verbatim)?;
 
         if let Some(fields) = inner.as_object_mut() {
             if kind == "file" {
-                if let Some(name) = fields.get("template").and_then(Value::as_str).map(str::to_string) {
+                if let Some(name) = fields
+                    .get("template")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                {
                     let content = self.render_template(&name, data).map_err(|mut f| {
                         f.field = format!("{kind}.template");
                         f
                     })?;
                     fields.insert("content".into(), Value::String(content));
                     fields.remove("template");
-                } else if let Some(name) = fields.get("copy").and_then(Value::as_str).map(str::to_string) {
-                    let content = self.templates.get(&name).cloned().ok_or_else(|| RenderFailure {
-                        field: format!("{kind}.copy"),
-                        message: format!("no file `templates/{name}`"),
-                        template: None,
-                    })?;
+                } else if let Some(name) = fields
+                    .get("copy")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                {
+                    let content =
+                        self.templates
+                            .get(&name)
+                            .cloned()
+                            .ok_or_else(|| RenderFailure {
+                                field: format!("{kind}.copy"),
+                                message: format!("no file `templates/{name}`"),
+                                template: None,
+                            })?;
                     fields.insert("content".into(), Value::String(content));
                     fields.remove("copy");
                 }
@@ -125,16 +182,34 @@ impl Renderer {
         }
         let rendered: Spec = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            RenderFailure { field: path, message: e.into_inner().to_string(), template: None }
+            RenderFailure {
+                field: path,
+                message: e.into_inner().to_string(),
+                template: None,
+            }
         })?;
-        rendered.validate().map_err(|FieldError { field, message }| RenderFailure { field: format!("{kind}.{field}"), message, template: None })?;
+        rendered
+            .validate()
+            .map_err(|FieldError { field, message }| RenderFailure {
+                field: format!("{kind}.{field}"),
+                message,
+                template: None,
+            })?;
         Ok(rendered)
     }
 
-    fn render_value(&self, value: &mut Value, data: &Value, path: &str, verbatim: &[&str]) -> Result<(), RenderFailure> {
+    fn render_value(
+        &self,
+        value: &mut Value,
+        data: &Value,
+        path: &str,
+        verbatim: &[&str],
+    ) -> Result<(), RenderFailure> {
         match value {
             Value::String(text) => {
-                *text = self.render_string(text, data).map_err(|message| failure(path, message))?;
+                *text = self
+                    .render_string(text, data)
+                    .map_err(|message| failure(path, message))?;
             }
             Value::Array(items) => {
                 for (index, item) in items.iter_mut().enumerate() {
@@ -155,7 +230,11 @@ impl Renderer {
 }
 
 fn failure(field: &str, message: String) -> RenderFailure {
-    RenderFailure { field: field.to_string(), message, template: None }
+    RenderFailure {
+        field: field.to_string(),
+        message,
+        template: None,
+    }
 }
 
 /// A sysadmin's words for handlebars' errors.
@@ -166,7 +245,9 @@ fn describe(error: &RenderError) -> String {
         }
         RenderErrorReason::MissingVariable(None) => "a variable used here is not defined".to_string(),
         RenderErrorReason::TemplateNotFound(name) => format!("no template `{name}` under templates/"),
-        RenderErrorReason::HelperNotFound(name) => format!("no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret"),
+        RenderErrorReason::HelperNotFound(name) => format!(
+            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, host_file"
+        ),
         other => describe_reason(&other.to_string()),
     }
 }
@@ -192,7 +273,11 @@ impl HelperDef for SecretHelper {
         let name = helper
             .param(0)
             .and_then(|p| p.value().as_str())
-            .ok_or_else(|| RenderErrorReason::Other("secret takes the secret's name: {{secret \"name\"}}".into()))?;
+            .ok_or_else(|| {
+                RenderErrorReason::Other(
+                    "secret takes the secret's name: {{secret \"name\"}}".into(),
+                )
+            })?;
         crate::resource::secret::valid_name(name).map_err(RenderErrorReason::Other)?;
         self.used.store(true, Ordering::SeqCst);
         let value = match self.source {
@@ -208,25 +293,129 @@ impl HelperDef for SecretHelper {
     }
 }
 
+handlebars::handlebars_helper!(version_at_least: |version: str, minimum: str| {
+    crate::facts::dpkg::compare_versions(version, minimum) != std::cmp::Ordering::Less
+});
+
+/// The installed version of a package, read from dpkg's status when the template is
+/// rendered — not when facts were gathered — so that a task after the one installing
+/// the package sees it, even on the first run. Empty when it is not installed.
+fn package_version(name: &str) -> Result<String, String> {
+    let status = crate::facts::dpkg::read_status().map_err(|e| e.to_string())?;
+    Ok(status
+        .get(name)
+        .filter(|p| p.state == "installed")
+        .map(|p| p.version.clone())
+        .unwrap_or_default())
+}
+
+/// A file of the host, trimmed: for values only the host knows, such as a public key it
+/// generated (`placard dns` reads the DKIM key this way).
+fn host_file(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("host_file needs an absolute path, not `{path}`"));
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "{path} does not exist on the host yet; `placard apply` creates it"
+        )),
+        Err(e) => Err(format!("cannot read {path}: {e}")),
+    }
+}
+
+/// A helper taking one string and answering from the host. On the controller, which
+/// never sees the host, it answers an empty string, so templates can still be checked.
+struct HostHelper {
+    source: SecretSource,
+    read: fn(&str) -> Result<String, String>,
+}
+
+impl HelperDef for HostHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        helper: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc HandlebarsContext,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        // The arguments are joined, so that a path can be built from variables:
+        // {{host_file "/etc/dkimkeys/" selector ".public"}}.
+        let parts: Option<Vec<&str>> = helper.params().iter().map(|p| p.value().as_str()).collect();
+        let argument = parts
+            .filter(|parts| !parts.is_empty())
+            .map(|parts| parts.concat())
+            .ok_or_else(|| {
+                RenderErrorReason::Other(format!(
+                    "{} takes strings: {{{{{} \"…\"}}}}",
+                    helper.name(),
+                    helper.name()
+                ))
+            })?;
+        let value = match self.source {
+            SecretSource::Placeholder => String::new(),
+            SecretSource::Host => (self.read)(&argument).map_err(RenderErrorReason::Other)?,
+        };
+        Ok(ScopedJson::Derived(Value::String(value)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn renderer(templates: &[(&str, &str)]) -> Renderer {
-        let templates = templates.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+        let templates = templates
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
         Renderer::new(&templates, SecretSource::Placeholder).expect("templates parse")
     }
 
     #[test]
     fn strict_mode_names_the_missing_variable() {
-        let error = renderer(&[]).render_string("Port {{ssh_port}}", &json!({})).unwrap_err();
+        let error = renderer(&[])
+            .render_string("Port {{ssh_port}}", &json!({}))
+            .unwrap_err();
         assert!(error.contains("`ssh_port` is not defined"), "{error}");
     }
 
     #[test]
+    fn versions_choose_configuration_forms() {
+        let r = renderer(&[]);
+        let when = "{{version_at_least v \"1:2.4\"}}";
+        assert_eq!(
+            r.render_string(when, &json!({"v": "1:2.4.1+dfsg1-6"}))
+                .unwrap(),
+            "true"
+        );
+        assert_eq!(
+            r.render_string(when, &json!({"v": "1:2.3.19.1+dfsg1-2.1"}))
+                .unwrap(),
+            "false"
+        );
+        // The controller never reads the host: no package is installed there.
+        assert_eq!(
+            r.render_string("{{package_version \"dovecot-core\"}}", &json!({}))
+                .unwrap(),
+            ""
+        );
+        assert_eq!(
+            r.render_string(
+                "{{not (version_at_least (package_version \"dovecot-core\") \"1:2.4\")}}",
+                &json!({})
+            )
+            .unwrap(),
+            "true"
+        );
+    }
+
+    #[test]
     fn no_html_escaping_in_config_files() {
-        let text = renderer(&[]).render_string("{{v}}", &json!({"v": "a<b & \"c\""})).unwrap();
+        let text = renderer(&[])
+            .render_string("{{v}}", &json!({"v": "a<b & \"c\""}))
+            .unwrap();
         assert_eq!(text, "a<b & \"c\"");
     }
 
@@ -239,31 +428,53 @@ mod tests {
 
     #[test]
     fn a_broken_template_is_refused_when_loaded() {
-        let templates = [("base/bad.hbs".to_string(), "{{#if x}}unclosed".to_string())].into_iter().collect();
-        let failure = Renderer::new(&templates, SecretSource::Placeholder).err().expect("parse error");
-        assert_eq!(failure.template.as_ref().map(|t| t.0.as_str()), Some("base/bad.hbs"));
+        let templates = [("base/bad.hbs".to_string(), "{{#if x}}unclosed".to_string())]
+            .into_iter()
+            .collect();
+        let failure = Renderer::new(&templates, SecretSource::Placeholder)
+            .err()
+            .expect("parse error");
+        assert_eq!(
+            failure.template.as_ref().map(|t| t.0.as_str()),
+            Some("base/bad.hbs")
+        );
     }
 
     #[test]
     fn specs_render_then_validate() {
-        let spec: Spec = serde_json::from_value(json!({"file": {"path": "/etc/{{name}}", "content": "x", "mode": "{{mode}}"}})).unwrap();
+        let spec: Spec = serde_json::from_value(
+            json!({"file": {"path": "/etc/{{name}}", "content": "x", "mode": "{{mode}}"}}),
+        )
+        .unwrap();
         let r = renderer(&[]);
-        let rendered = r.render_spec(&spec, &json!({"name": "motd", "mode": "0644"})).unwrap();
-        let Spec::File(file) = rendered else { panic!("a file spec") };
+        let rendered = r
+            .render_spec(&spec, &json!({"name": "motd", "mode": "0644"}))
+            .unwrap();
+        let Spec::File(file) = rendered else {
+            panic!("a file spec")
+        };
         assert_eq!(file.path, "/etc/motd");
-        let failure = r.render_spec(&spec, &json!({"name": "motd", "mode": "rwx"})).unwrap_err();
+        let failure = r
+            .render_spec(&spec, &json!({"name": "motd", "mode": "rwx"}))
+            .unwrap_err();
         assert_eq!(failure.field, "file.mode");
     }
 
     #[test]
     fn secrets_mark_the_render_and_scripts_stay_verbatim() {
         let r = renderer(&[]);
-        let text = r.render_string("password = {{secret \"ups\"}}", &json!({})).unwrap();
+        let text = r
+            .render_string("password = {{secret \"ups\"}}", &json!({}))
+            .unwrap();
         assert_eq!(text, "password = (secret ups)");
         assert!(r.take_used_secret());
         assert!(!r.take_used_secret());
-        let spec: Spec = serde_json::from_value(json!({"command": {"shell": "echo {{x}}", "creates": "/x"}})).unwrap();
-        let Spec::Command(command) = r.render_spec(&spec, &json!({})).unwrap() else { panic!() };
+        let spec: Spec =
+            serde_json::from_value(json!({"command": {"shell": "echo {{x}}", "creates": "/x"}}))
+                .unwrap();
+        let Spec::Command(command) = r.render_spec(&spec, &json!({})).unwrap() else {
+            panic!()
+        };
         assert_eq!(command.shell.as_deref(), Some("echo {{x}}"));
     }
 }

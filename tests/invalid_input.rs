@@ -36,7 +36,8 @@ handlers:
 ";
 
 // `greeting` is global, so that cases replacing the role do not also trip over it.
-const INVENTORY: &str = "vars: {greeting: hi}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web]}\n";
+const INVENTORY: &str =
+    "vars: {greeting: hi}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web]}\n";
 
 /// A listener standing in for the host: any connection attempt shows up in `accept`.
 struct Host {
@@ -62,7 +63,10 @@ impl Host {
 fn write_site(dir: &Path, port: u16, overlay: &BTreeMap<String, String>) {
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     files.insert("roles/web.yml".into(), ROLE.into());
-    files.insert("templates/web/page.hbs".into(), "<h1>{{greeting}}</h1>\n".into());
+    files.insert(
+        "templates/web/page.hbs".into(),
+        "<h1>{{greeting}}</h1>\n".into(),
+    );
     files.insert("inventory.yml".into(), INVENTORY.into());
     files.extend(overlay.clone());
     for (name, text) in files {
@@ -90,13 +94,18 @@ fn the_valid_site_reaches_the_host() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     write_site(dir.path(), host.port(), &BTreeMap::new());
     let output = plan(dir.path(), &[]);
-    assert_eq!(output.status.code(), Some(1), "the listener is no SSH server: {output:?}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the listener is no SSH server: {output:?}"
+    );
     assert!(host.was_contacted());
 }
 
 #[test]
 fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
-    let cases: Vec<Case> = serde_yaml::from_str(include_str!("invalid/cases.yml")).expect("the cases parse");
+    let cases: Vec<Case> =
+        serde_yaml::from_str(include_str!("invalid/cases.yml")).expect("the cases parse");
     assert!(cases.len() >= 20, "the corpus keeps at least 20 cases");
     let mut failures = Vec::new();
     for case in &cases {
@@ -122,5 +131,11 @@ fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
             failures.push(format!("{}: {}\n{stderr}", case.name, problems.join("; ")));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

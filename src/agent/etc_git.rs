@@ -24,7 +24,16 @@ pub const END: &str = "# end section managed by placard";
 
 /// Always kept out of history: private keys that packages put in /etc, and password
 /// hashes (which can be cracked offline).
-const ALWAYS_IGNORED: &[&str] = &["/ssh/ssh_host_*_key", "/ssl/private/", "*.key", "/.placard-*", "/shadow", "/shadow-", "/gshadow", "/gshadow-"];
+const ALWAYS_IGNORED: &[&str] = &[
+    "/ssh/ssh_host_*_key",
+    "/ssl/private/",
+    "*.key",
+    "/.placard-*",
+    "/shadow",
+    "/shadow-",
+    "/gshadow",
+    "/gshadow-",
+];
 
 pub struct EtcRepo {
     repo: Repository,
@@ -37,8 +46,13 @@ impl EtcRepo {
         if !root.join(".git").exists() {
             return Ok(None);
         }
-        let repo = Repository::open(root).with_context(|| format!("{}/.git exists but is not a git repository", root.display()))?;
-        Ok(Some(EtcRepo { repo, root: root.to_path_buf() }))
+        let repo = Repository::open(root).with_context(|| {
+            format!("{}/.git exists but is not a git repository", root.display())
+        })?;
+        Ok(Some(EtcRepo {
+            repo,
+            root: root.to_path_buf(),
+        }))
     }
 
     /// Opens the repository, creating it (and saying so) when there is none.
@@ -46,9 +60,16 @@ impl EtcRepo {
         if let Some(repo) = EtcRepo::open(root)? {
             return Ok((repo, false));
         }
-        let repo = Repository::init(root).with_context(|| format!("cannot create a git repository in {}", root.display()))?;
+        let repo = Repository::init(root)
+            .with_context(|| format!("cannot create a git repository in {}", root.display()))?;
         fs::set_permissions(root.join(".git"), fs::Permissions::from_mode(0o700))?;
-        Ok((EtcRepo { repo, root: root.to_path_buf() }, true))
+        Ok((
+            EtcRepo {
+                repo,
+                root: root.to_path_buf(),
+            },
+            true,
+        ))
     }
 
     /// Writes our .gitignore section with `sensitive` added to what it already lists.
@@ -85,9 +106,15 @@ impl EtcRepo {
     /// Paths (relative to /etc) that changed since the last commit.
     pub fn changes(&self) -> Result<Vec<String>> {
         let mut options = StatusOptions::new();
-        options.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false);
         let statuses = self.repo.statuses(Some(&mut options))?;
-        Ok(statuses.iter().filter_map(|s| s.path().map(str::to_string)).collect())
+        Ok(statuses
+            .iter()
+            .filter_map(|s| s.path().map(str::to_string))
+            .collect())
     }
 
     /// Commits everything not ignored; None when nothing changed.
@@ -95,11 +122,15 @@ impl EtcRepo {
         if self.root.join(".etckeeper").exists() && Path::new("/usr/bin/etckeeper").exists() {
             let root = self.root.to_string_lossy();
             // etckeeper records owners and modes in /etc/.etckeeper before each commit.
-            process::run_ok(&["etckeeper", "pre-commit", "-d", &root]).context("etckeeper pre-commit failed")?;
+            process::run_ok(&["etckeeper", "pre-commit", "-d", &root])
+                .context("etckeeper pre-commit failed")?;
         }
         let mut index = self.repo.index()?;
         // Files that became ignored leave the index, so they leave future commits.
-        let tracked: Vec<PathBuf> = index.iter().map(|e| PathBuf::from(String::from_utf8_lossy(&e.path).into_owned())).collect();
+        let tracked: Vec<PathBuf> = index
+            .iter()
+            .map(|e| PathBuf::from(String::from_utf8_lossy(&e.path).into_owned()))
+            .collect();
         for path in tracked {
             if self.repo.is_path_ignored(&path).unwrap_or(false) {
                 index.remove_path(&path)?;
@@ -114,11 +145,24 @@ impl EtcRepo {
             return Ok(None);
         }
         let tree = self.repo.find_tree(tree_id)?;
-        let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
         let signature = Signature::now("placard", &format!("root@{hostname}"))?;
-        let message = if body.is_empty() { format!("{summary}\n") } else { format!("{summary}\n\n{body}\n") };
+        let message = if body.is_empty() {
+            format!("{summary}\n")
+        } else {
+            format!("{summary}\n\n{body}\n")
+        };
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        let id = self.repo.commit(Some("HEAD"), &signature, &signature, &message, &tree, &parents)?;
+        let id = self.repo.commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            &message,
+            &tree,
+            &parents,
+        )?;
         Ok(Some(id.to_string()))
     }
 
@@ -131,7 +175,11 @@ impl EtcRepo {
         let mut entries = Vec::new();
         for id in walk.take(count) {
             let commit = self.repo.find_commit(id?)?;
-            entries.push((commit.id().to_string()[..12].to_string(), commit.time().seconds(), commit.summary().unwrap_or_default().to_string()));
+            entries.push((
+                commit.id().to_string()[..12].to_string(),
+                commit.time().seconds(),
+                commit.summary().unwrap_or_default().to_string(),
+            ));
         }
         Ok(entries)
     }
@@ -140,8 +188,13 @@ impl EtcRepo {
     pub fn diff(&self) -> Result<String> {
         let head = self.repo.head().ok().and_then(|h| h.peel_to_tree().ok());
         let mut options = git2::DiffOptions::new();
-        options.include_untracked(true).show_untracked_content(true).recurse_untracked_dirs(true);
-        let diff = self.repo.diff_tree_to_workdir_with_index(head.as_ref(), Some(&mut options))?;
+        options
+            .include_untracked(true)
+            .show_untracked_content(true)
+            .recurse_untracked_dirs(true);
+        let diff = self
+            .repo
+            .diff_tree_to_workdir_with_index(head.as_ref(), Some(&mut options))?;
         let mut text = String::new();
         diff.print(git2::DiffFormat::Patch, |_, _, line| {
             if matches!(line.origin(), '+' | '-' | ' ') {
@@ -156,9 +209,18 @@ impl EtcRepo {
 
 /// The text before our section, our section's entries, and the text after it.
 fn split_section(text: &str) -> (String, Vec<String>, String) {
-    let Some(start) = text.find(BEGIN) else { return (text.to_string(), Vec::new(), String::new()) };
-    let Some(end) = text[start..].find(END).map(|e| start + e) else { return (text.to_string(), Vec::new(), String::new()) };
-    let entries = text[start + BEGIN.len()..end].lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let Some(start) = text.find(BEGIN) else {
+        return (text.to_string(), Vec::new(), String::new());
+    };
+    let Some(end) = text[start..].find(END).map(|e| start + e) else {
+        return (text.to_string(), Vec::new(), String::new());
+    };
+    let entries = text[start + BEGIN.len()..end]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
     let after = text[end + END.len()..].trim_start_matches('\n').to_string();
     (text[..start].to_string(), entries, after)
 }
@@ -188,17 +250,29 @@ mod tests {
         fs::write(root.join("upsd.users"), "password = hunter2\n").unwrap();
         let (repo, created) = EtcRepo::open_or_init(root).unwrap();
         assert!(created);
-        let mode = fs::metadata(root.join(".git")).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(root.join(".git"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o700);
         assert!(repo.commit_all("first", "").unwrap().is_some());
         assert!(repo.changes().unwrap().is_empty());
         // Marking the file as secret takes it out of the next commit.
-        repo.update_ignores(&[root.join("upsd.users")].into_iter().collect()).unwrap();
+        repo.update_ignores(&[root.join("upsd.users")].into_iter().collect())
+            .unwrap();
         repo.commit_all("second", "").unwrap().expect("a commit");
         let head = repo.repo.head().unwrap().peel_to_tree().unwrap();
-        assert!(head.get_name("upsd.users").is_none(), "the secret file left the tree");
+        assert!(
+            head.get_name("upsd.users").is_none(),
+            "the secret file left the tree"
+        );
         assert!(head.get_name("hostname").is_some());
-        assert_eq!(repo.commit_all("third", "").unwrap(), None, "nothing to commit");
+        assert_eq!(
+            repo.commit_all("third", "").unwrap(),
+            None,
+            "nothing to commit"
+        );
         assert_eq!(repo.log(10).unwrap().len(), 2);
     }
 }

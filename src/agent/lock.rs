@@ -17,7 +17,12 @@ pub struct Lock {
 
 impl Lock {
     pub fn acquire(path: &Path, operator: &str) -> Result<Lock> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
         let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
@@ -32,10 +37,17 @@ impl Lock {
                 );
             }
         };
-        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         file.set_len(0)?;
         file.rewind()?;
-        writeln!(file, "pid {} for {operator}, since {since} (seconds since the epoch)", std::process::id())?;
+        writeln!(
+            file,
+            "pid {} for {operator}, since {since} (seconds since the epoch)",
+            std::process::id()
+        )?;
         file.flush()?;
         Ok(Lock { _file: file })
     }
@@ -50,7 +62,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("placard.lock");
         let first = Lock::acquire(&path, "alice@laptop").unwrap();
-        let error = Lock::acquire(&path, "bob@desktop").err().expect("second lock refused").to_string();
+        let error = Lock::acquire(&path, "bob@desktop")
+            .err()
+            .expect("second lock refused")
+            .to_string();
         assert!(error.contains("alice@laptop"), "{error}");
         drop(first);
         assert!(Lock::acquire(&path, "bob@desktop").is_ok());

@@ -37,14 +37,20 @@ pub struct Paths {
 
 impl Default for Paths {
     fn default() -> Paths {
-        Paths { etc: "/etc".into(), lock: lock::LOCK_FILE.into() }
+        Paths {
+            etc: "/etc".into(),
+            lock: lock::LOCK_FILE.into(),
+        }
     }
 }
 
 /// `placard agent`: bundle on stdin, events on stdout.
 pub fn main() -> Result<()> {
     let mut input = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut input).context("cannot read the bundle on stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .context("cannot read the bundle on stdin")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut emit = |event: Event| {
@@ -58,12 +64,16 @@ pub fn main() -> Result<()> {
     let bundle: Bundle = match serde_json::from_slice(&input) {
         Ok(bundle) => bundle,
         Err(error) => {
-            emit(Event::Error { message: format!("cannot read the bundle: {error}") });
+            emit(Event::Error {
+                message: format!("cannot read the bundle: {error}"),
+            });
             return Ok(());
         }
     };
     if let Err(error) = run(&bundle, &Paths::default(), &mut emit) {
-        emit(Event::Error { message: format!("{error:#}") });
+        emit(Event::Error {
+            message: format!("{error:#}"),
+        });
     }
     Ok(())
 }
@@ -76,61 +86,129 @@ pub fn read_bundle(reader: impl BufRead) -> Result<Bundle> {
 /// Runs one bundle, reporting through `emit`.
 pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Result<()> {
     if bundle.format != bundle::FORMAT {
-        bail!("this agent reads bundle format {}, the controller sent {}", bundle::FORMAT, bundle.format);
+        bail!(
+            "this agent reads bundle format {}, the controller sent {}",
+            bundle::FORMAT,
+            bundle.format
+        );
     }
     let started = Instant::now();
     match &bundle.job {
-        Job::Facts => emit(Event::Output { data: serde_json::to_value(Facts::gather())? }),
+        Job::Facts => emit(Event::Output {
+            data: serde_json::to_value(Facts::gather())?,
+        }),
         Job::Verify => {
             let mut failed = 0;
             for role in &bundle.roles {
                 for check in &role.checks {
                     let (ok, detail) = verify::run(check);
                     failed += usize::from(!ok);
-                    emit(Event::Check { role: role.name.clone(), name: check.name.clone(), ok, detail });
+                    emit(Event::Check {
+                        role: role.name.clone(),
+                        name: check.name.clone(),
+                        ok,
+                        detail,
+                    });
                 }
             }
             emit(done(0, 0, failed, started));
         }
-        Job::Etc { command } => emit(Event::Output { data: etc_command(&paths.etc, *command)? }),
+        Job::Etc { command } => emit(Event::Output {
+            data: etc_command(&paths.etc, *command)?,
+        }),
+        Job::Dns => emit(Event::Output {
+            data: dns_records(bundle)?,
+        }),
         Job::Apply { check, diff } => apply(bundle, paths, *check, *diff, emit, started)?,
     }
     Ok(())
 }
 
+/// The roles' DNS records, rendered with the host's facts and files.
+fn dns_records(bundle: &Bundle) -> Result<serde_json::Value> {
+    let data = template_data(&bundle.vars, &Facts::gather(), &bundle.host);
+    let renderer = Renderer::new(&bundle.templates, SecretSource::Host)
+        .map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
+    let mut records = Vec::new();
+    for role in &bundle.roles {
+        for record in &role.dns {
+            let rendered =
+                crate::plan::render_record(&renderer, record, &data).map_err(|message| {
+                    anyhow::anyhow!(
+                        "role {}, DNS record {} {}: {message}",
+                        role.name,
+                        record.kind,
+                        record.name
+                    )
+                })?;
+            records.extend(rendered);
+        }
+    }
+    if renderer.take_used_secret() {
+        bail!("a DNS record uses a secret; secrets never leave the host");
+    }
+    Ok(json!({ "records": records }))
+}
+
 fn etc_command(etc: &Path, command: EtcCommand) -> Result<serde_json::Value> {
     let Some(repo) = etc_git::EtcRepo::open(etc)? else {
-        bail!("{} is not a git repository yet; `placard apply` creates it (nothing was written now)", etc.display());
+        bail!(
+            "{} is not a git repository yet; `placard apply` creates it (nothing was written now)",
+            etc.display()
+        );
     };
     Ok(match command {
         EtcCommand::Status => json!({ "changes": repo.changes()? }),
-        EtcCommand::Log => json!({ "commits": repo.log(20)?.into_iter().map(|(id, time, summary)| json!({"id": id, "time": time, "summary": summary})).collect::<Vec<_>>() }),
+        EtcCommand::Log => {
+            json!({ "commits": repo.log(20)?.into_iter().map(|(id, time, summary)| json!({"id": id, "time": time, "summary": summary})).collect::<Vec<_>>() })
+        }
         EtcCommand::Diff => json!({ "diff": repo.diff()? }),
     })
 }
 
-fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mut dyn FnMut(Event), started: Instant) -> Result<()> {
+fn apply(
+    bundle: &Bundle,
+    paths: &Paths,
+    check: bool,
+    show_diff: bool,
+    emit: &mut dyn FnMut(Event),
+    started: Instant,
+) -> Result<()> {
     let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
-    emit(Event::Started { version: env!("CARGO_PKG_VERSION").to_string() });
+    emit(Event::Started {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    });
 
     let repo = if check {
         etc_git::EtcRepo::open(&paths.etc)?
     } else {
         let (repo, created) = etc_git::EtcRepo::open_or_init(&paths.etc)?;
         if created {
-            emit(Event::Notice { message: format!("created a git repository in {} to record every change", paths.etc.display()) });
+            emit(Event::Notice {
+                message: format!(
+                    "created a git repository in {} to record every change",
+                    paths.etc.display()
+                ),
+            });
         }
         repo.update_ignores(&BTreeSet::new())?;
         let stray = repo.changes()?;
-        if let Some(id) = repo.commit_all("changes found before placard run", &file_list(stray.iter().map(String::as_str)))? {
-            emit(Event::Commit { id, summary: format!("changes found before placard run ({} files)", stray.len()) });
+        if let Some(id) = repo.commit_all(
+            "changes found before placard run",
+            &file_list(stray.iter().map(String::as_str)),
+        )? {
+            emit(Event::Commit {
+                id,
+                summary: format!("changes found before placard run ({} files)", stray.len()),
+            });
         }
         Some(repo)
     };
 
     let facts = Facts::gather();
     let data = template_data(&bundle.vars, &facts, &bundle.host);
-    let renderer = Renderer::new(&bundle.templates, SecretSource::Host).map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
+    let renderer = Renderer::new(&bundle.templates, SecretSource::Host)
+        .map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
     let mut context = Context::new(check);
     let mut notified: BTreeSet<(usize, String)> = BTreeSet::new();
     let (mut ok, mut changed, mut failed) = (0, 0, 0);
@@ -142,22 +220,50 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
                 Ok(runs) => runs,
                 Err(error) => {
                     failed += 1;
-                    emit(Event::Task { role: role.name.clone(), task: task.name.clone(), handler: false, status: TaskStatus::Failed, reason: format!("{error:#}"), diff: None });
+                    emit(Event::Task {
+                        role: role.name.clone(),
+                        task: task.name.clone(),
+                        handler: false,
+                        status: TaskStatus::Failed,
+                        reason: format!("{error:#}"),
+                        diff: None,
+                    });
                     break 'roles;
                 }
             };
             for item_data in runs {
-                let name = renderer.render_string(&task.name, &item_data).unwrap_or_else(|_| task.name.clone());
-                match crate::role::task::condition_holds(task, |text| renderer.render_string(text, &item_data)) {
+                let name = renderer
+                    .render_string(&task.name, &item_data)
+                    .unwrap_or_else(|_| task.name.clone());
+                match crate::role::task::condition_holds(task, |text| {
+                    renderer.render_string(text, &item_data)
+                }) {
                     Ok(true) => {}
                     Ok(false) => {
-                        let reason = format!("skipped: `when: {}` is false", task.when.as_deref().unwrap_or_default());
-                        emit(Event::Task { role: role.name.clone(), task: name, handler: false, status: TaskStatus::Skipped, reason, diff: None });
+                        let reason = format!(
+                            "skipped: `when: {}` is false",
+                            task.when.as_deref().unwrap_or_default()
+                        );
+                        emit(Event::Task {
+                            role: role.name.clone(),
+                            task: name,
+                            handler: false,
+                            status: TaskStatus::Skipped,
+                            reason,
+                            diff: None,
+                        });
                         continue;
                     }
                     Err(message) => {
                         failed += 1;
-                        emit(Event::Task { role: role.name.clone(), task: name, handler: false, status: TaskStatus::Failed, reason: message, diff: None });
+                        emit(Event::Task {
+                            role: role.name.clone(),
+                            task: name,
+                            handler: false,
+                            status: TaskStatus::Failed,
+                            reason: message,
+                            diff: None,
+                        });
                         break 'roles;
                     }
                 }
@@ -177,7 +283,14 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
                         (TaskStatus::Failed, format!("{error:#}"), None)
                     }
                 };
-                emit(Event::Task { role: role.name.clone(), task: name, handler: false, status, reason, diff: diff.filter(|_| show_diff) });
+                emit(Event::Task {
+                    role: role.name.clone(),
+                    task: name,
+                    handler: false,
+                    status,
+                    reason,
+                    diff: diff.filter(|_| show_diff),
+                });
                 if status == TaskStatus::Failed {
                     break 'roles;
                 }
@@ -186,7 +299,11 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
     }
 
     for (role_index, role) in bundle.roles.iter().enumerate() {
-        for handler in role.handlers.iter().filter(|h| notified.contains(&(role_index, h.name.clone()))) {
+        for handler in role
+            .handlers
+            .iter()
+            .filter(|h| notified.contains(&(role_index, h.name.clone())))
+        {
             let (status, reason) = if check {
                 (TaskStatus::Changed, "would run: notified".to_string())
             } else {
@@ -198,7 +315,14 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
                     }
                 }
             };
-            emit(Event::Task { role: role.name.clone(), task: handler.name.clone(), handler: true, status, reason, diff: None });
+            emit(Event::Task {
+                role: role.name.clone(),
+                task: handler.name.clone(),
+                handler: true,
+                status,
+                reason,
+                diff: None,
+            });
         }
     }
 
@@ -206,27 +330,52 @@ fn apply(bundle: &Bundle, paths: &Paths, check: bool, show_diff: bool, emit: &mu
         repo.update_ignores(&context.sensitive_paths)?;
         let roles: Vec<&str> = bundle.roles.iter().map(|r| r.name.as_str()).collect();
         let files = repo.changes()?;
-        let summary = format!("placard: {}{}", roles.join(", "), if failed > 0 { " (failed)" } else { "" });
+        let summary = format!(
+            "placard: {}{}",
+            roles.join(", "),
+            if failed > 0 { " (failed)" } else { "" }
+        );
         if let Some(id) = repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))? {
-            emit(Event::Commit { id, summary: format!("{summary} ({} files)", files.len()) });
+            emit(Event::Commit {
+                id,
+                summary: format!("{summary} ({} files)", files.len()),
+            });
         }
     }
     emit(done(ok, changed, failed, started));
     Ok(())
 }
 
-fn run_task(renderer: &Renderer, spec: &crate::resource::Spec, data: &serde_json::Value, context: &mut Context) -> Result<crate::resource::Outcome> {
+fn run_task(
+    renderer: &Renderer,
+    spec: &crate::resource::Spec,
+    data: &serde_json::Value,
+    context: &mut Context,
+) -> Result<crate::resource::Outcome> {
     renderer.take_used_secret();
-    let rendered = renderer.render_spec(spec, data).map_err(|f| anyhow::anyhow!("{}: {}", f.field, f.message))?;
+    let rendered = renderer
+        .render_spec(spec, data)
+        .map_err(|f| anyhow::anyhow!("{}: {}", f.field, f.message))?;
     context.sensitive = renderer.take_used_secret();
     rendered.run(context)
 }
 
 fn file_list<'a>(files: impl Iterator<Item = &'a str>) -> String {
-    files.map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
+    files
+        .map(|f| format!("  {f}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn done(ok: usize, changed: usize, failed: usize, started: Instant) -> Event {
-    let peak_memory_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).map(|u| u.max_rss() as u64).unwrap_or(0);
-    Event::Done { ok, changed, failed, peak_memory_kib, elapsed_ms: started.elapsed().as_millis() as u64 }
+    let peak_memory_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| u.max_rss() as u64)
+        .unwrap_or(0);
+    Event::Done {
+        ok,
+        changed,
+        failed,
+        peak_memory_kib,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
 }

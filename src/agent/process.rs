@@ -17,14 +17,23 @@ pub fn run(argv: &[&str], stdin: Option<&[u8]>) -> Result<Output> {
         .env("LC_ALL", "C")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("APT_LISTCHANGES_FRONTEND", "none")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().with_context(|| format!("cannot run {program}"))?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input).with_context(|| format!("cannot write to {program}"))?;
+        pipe.write_all(input)
+            .with_context(|| format!("cannot write to {program}"))?;
     }
-    child.wait_with_output().with_context(|| format!("cannot wait for {program}"))
+    child
+        .wait_with_output()
+        .with_context(|| format!("cannot wait for {program}"))
 }
 
 /// Runs `argv` and returns its stdout; a nonzero exit is an error carrying stderr.
@@ -52,9 +61,20 @@ pub fn check_status(argv: &[&str], output: &Output) -> Result<()> {
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let detail = if stderr.trim().is_empty() { stdout.trim() } else { stderr.trim() };
-    let code = output.status.code().map_or_else(|| "a signal".to_string(), |c| c.to_string());
-    bail!("`{}` exited with {code}: {}", argv.join(" "), last_lines(detail, 12))
+    let detail = if stderr.trim().is_empty() {
+        stdout.trim()
+    } else {
+        stderr.trim()
+    };
+    let code = output
+        .status
+        .code()
+        .map_or_else(|| "a signal".to_string(), |c| c.to_string());
+    bail!(
+        "`{}` exited with {code}: {}",
+        argv.join(" "),
+        last_lines(detail, 12)
+    )
 }
 
 /// The end of a long error output, which is where programs say what went wrong.

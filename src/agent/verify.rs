@@ -13,12 +13,26 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub fn run(check: &CheckSpec) -> (bool, String) {
     if let Some(unit) = &check.service {
         let output = process::run(&["systemctl", "is-active", "--", unit], None);
-        let state = output.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_else(|e| e.to_string());
+        let state = output
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|e| e.to_string());
         return (state == "active", format!("{unit} is {state}"));
     }
     if let Some(port) = &check.port {
         return match probe(&port.host, port.port, port.expect.as_deref()) {
-            Ok(banner) => (true, format!("{}:{} answers{}", port.host, port.port, if banner.is_empty() { String::new() } else { format!(": {banner}") })),
+            Ok(banner) => (
+                true,
+                format!(
+                    "{}:{} answers{}",
+                    port.host,
+                    port.port,
+                    if banner.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {banner}")
+                    }
+                ),
+            ),
             Err(problem) => (false, format!("{}:{} {problem}", port.host, port.port)),
         };
     }
@@ -26,7 +40,15 @@ pub fn run(check: &CheckSpec) -> (bool, String) {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         return match process::run(&argv, None) {
             Ok(output) => {
-                let text = String::from_utf8_lossy(if output.stdout.is_empty() { &output.stderr } else { &output.stdout }).lines().next().unwrap_or_default().to_string();
+                let text = String::from_utf8_lossy(if output.stdout.is_empty() {
+                    &output.stderr
+                } else {
+                    &output.stdout
+                })
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
                 (output.status.success(), text)
             }
             Err(error) => (false, error.to_string()),
@@ -36,12 +58,23 @@ pub fn run(check: &CheckSpec) -> (bool, String) {
 }
 
 fn probe(host: &str, port: u16, expect: Option<&str>) -> Result<String, String> {
-    let address = (host, port).to_socket_addrs().map_err(|e| format!("cannot be resolved: {e}"))?.next().ok_or("has no address")?;
-    let stream = TcpStream::connect_timeout(&address, TIMEOUT).map_err(|e| format!("refuses connections: {e}"))?;
-    let Some(expect) = expect else { return Ok(String::new()) };
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    let address = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot be resolved: {e}"))?
+        .next()
+        .ok_or("has no address")?;
+    let stream = TcpStream::connect_timeout(&address, TIMEOUT)
+        .map_err(|e| format!("refuses connections: {e}"))?;
+    let Some(expect) = expect else {
+        return Ok(String::new());
+    };
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(|e| format!("sent no banner: {e}"))?;
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("sent no banner: {e}"))?;
     let line = line.trim().to_string();
     if line.contains(expect) {
         Ok(line)

@@ -102,10 +102,13 @@ pub struct Host {
 
 impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory, InvalidInput> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostic::new(path, format!("cannot read the inventory: {e}")).help("name an inventory file with -i FILE"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostic::new(path, format!("cannot read the inventory: {e}"))
+                .help("name an inventory file with -i FILE")
+        })?;
         let source = SourceFile::new(path, text);
-        let file: InventoryFile = serde_yaml::from_str(&source.text).map_err(|e| Diagnostic::from_yaml(&source, &e))?;
+        let file: InventoryFile =
+            serde_yaml::from_str(&source.text).map_err(|e| Diagnostic::from_yaml(&source, &e))?;
         let inventory = Inventory { file, source };
         inventory.check()?;
         Ok(inventory)
@@ -113,7 +116,11 @@ impl Inventory {
 
     /// The folder relative paths in the inventory are relative to.
     pub fn base_dir(&self) -> PathBuf {
-        self.source.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        self.source
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     /// A path from the inventory: `~/` is the admin's home, relative paths start at the
@@ -134,11 +141,19 @@ impl Inventory {
         let mut problems = InvalidInput::default();
         let source = &self.source;
         if self.file.hosts.is_empty() {
-            problems.push(Diagnostic::at_key(source, "hosts", "the inventory has no hosts"));
+            problems.push(Diagnostic::at_key(
+                source,
+                "hosts",
+                "the inventory has no hosts",
+            ));
         }
         for (group, entry) in &self.file.groups {
             if self.file.hosts.contains_key(group) {
-                problems.push(Diagnostic::at_key(source, &format!("groups.{group}"), format!("`{group}` is both a group and a host; rename one")));
+                problems.push(Diagnostic::at_key(
+                    source,
+                    &format!("groups.{group}"),
+                    format!("`{group}` is both a group and a host; rename one"),
+                ));
             }
             for (index, member) in entry.hosts.iter().enumerate() {
                 if !self.file.hosts.contains_key(member) {
@@ -151,20 +166,36 @@ impl Inventory {
         }
         for (name, host) in &self.file.hosts {
             if let Err(message) = check_host_name(name) {
-                problems.push(Diagnostic::at_key(source, &format!("hosts.{name}"), message));
+                problems.push(Diagnostic::at_key(
+                    source,
+                    &format!("hosts.{name}"),
+                    message,
+                ));
             }
             if let Some(via) = &host.via {
                 if via == name {
-                    problems.push(Diagnostic::at(source, &format!("hosts.{name}.via"), "a host cannot be its own jump host"));
+                    problems.push(Diagnostic::at(
+                        source,
+                        &format!("hosts.{name}.via"),
+                        "a host cannot be its own jump host",
+                    ));
                 } else if !self.file.hosts.contains_key(via) && !via.contains(['@', '.', ':']) {
                     problems.push(
-                        Diagnostic::at(source, &format!("hosts.{name}.via"), format!("jump host `{via}` is not a host of this inventory"))
-                            .help("name a host of the inventory, or write it as user@host:port"),
+                        Diagnostic::at(
+                            source,
+                            &format!("hosts.{name}.via"),
+                            format!("jump host `{via}` is not a host of this inventory"),
+                        )
+                        .help("name a host of the inventory, or write it as user@host:port"),
                     );
                 }
             }
             if self.jump_chain(name).is_none() {
-                problems.push(Diagnostic::at(source, &format!("hosts.{name}.via"), "the `via` jump hosts form a loop"));
+                problems.push(Diagnostic::at(
+                    source,
+                    &format!("hosts.{name}.via"),
+                    "the `via` jump hosts form a loop",
+                ));
             }
         }
         problems.into_result()
@@ -197,8 +228,20 @@ impl Inventory {
             } else if let Some(group) = self.file.groups.get(target) {
                 names.extend(group.hosts.iter().map(String::as_str));
             } else {
-                let known: Vec<&str> = self.file.hosts.keys().chain(self.file.groups.keys()).map(String::as_str).collect();
-                problems.push(Diagnostic::new(&self.source.path, format!("`{target}` is neither a host nor a group of this inventory")).help(format!("hosts and groups: {}", known.join(", "))));
+                let known: Vec<&str> = self
+                    .file
+                    .hosts
+                    .keys()
+                    .chain(self.file.groups.keys())
+                    .map(String::as_str)
+                    .collect();
+                problems.push(
+                    Diagnostic::new(
+                        &self.source.path,
+                        format!("`{target}` is neither a host nor a group of this inventory"),
+                    )
+                    .help(format!("hosts and groups: {}", known.join(", "))),
+                );
             }
         }
         problems.into_result()?;
@@ -208,7 +251,13 @@ impl Inventory {
     }
 
     fn host(&self, name: &str) -> Host {
-        let groups: Vec<String> = self.file.groups.iter().filter(|(_, g)| g.hosts.iter().any(|h| h == name)).map(|(n, _)| n.clone()).collect();
+        let groups: Vec<String> = self
+            .file
+            .groups
+            .iter()
+            .filter(|(_, g)| g.hosts.iter().any(|h| h == name))
+            .map(|(n, _)| n.clone())
+            .collect();
         let mut roles: Vec<String> = Vec::new();
         for group in &groups {
             roles.extend(self.file.groups[group].roles.iter().cloned());
@@ -216,7 +265,11 @@ impl Inventory {
         roles.extend(self.file.hosts[name].roles.iter().cloned());
         let mut seen = std::collections::BTreeSet::new();
         roles.retain(|r| seen.insert(r.clone()));
-        Host { name: name.to_string(), roles, groups }
+        Host {
+            name: name.to_string(),
+            roles,
+            groups,
+        }
     }
 
     pub fn entry(&self, host: &str) -> &HostEntry {
@@ -225,10 +278,16 @@ impl Inventory {
 }
 
 fn check_host_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) && !name.starts_with('-');
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !name.starts_with('-');
     if valid {
         Ok(())
     } else {
-        Err(format!("`{name}` is not a host name: letters, digits, `.`, `_` and `-`"))
+        Err(format!(
+            "`{name}` is not a host name: letters, digits, `.`, `_` and `-`"
+        ))
     }
 }

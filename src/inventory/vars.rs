@@ -20,7 +20,11 @@ enum Origin<'a> {
 }
 
 /// The variables of `host` for `roles`, or every problem with them.
-pub fn resolve(inventory: &Inventory, host: &Host, roles: &[&Role]) -> Result<Map<String, Value>, InvalidInput> {
+pub fn resolve(
+    inventory: &Inventory,
+    host: &Host,
+    roles: &[&Role],
+) -> Result<Map<String, Value>, InvalidInput> {
     let mut values: Map<String, Value> = Map::new();
     let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
     for role in roles {
@@ -31,11 +35,18 @@ pub fn resolve(inventory: &Inventory, host: &Host, roles: &[&Role]) -> Result<Ma
             }
         }
     }
-    let mut layers: Vec<(String, &Map<String, Value>)> = vec![("vars".to_string(), &inventory.file.vars)];
+    let mut layers: Vec<(String, &Map<String, Value>)> =
+        vec![("vars".to_string(), &inventory.file.vars)];
     for group in &host.groups {
-        layers.push((format!("groups.{group}.vars"), &inventory.file.groups[group].vars));
+        layers.push((
+            format!("groups.{group}.vars"),
+            &inventory.file.groups[group].vars,
+        ));
     }
-    layers.push((format!("hosts.{}.vars", host.name), &inventory.entry(&host.name).vars));
+    layers.push((
+        format!("hosts.{}.vars", host.name),
+        &inventory.entry(&host.name).vars,
+    ));
     for (path, layer) in layers {
         for (name, value) in layer {
             values.insert(name.clone(), value.clone());
@@ -48,8 +59,20 @@ pub fn resolve(inventory: &Inventory, host: &Host, roles: &[&Role]) -> Result<Ma
         for (name, variable) in &role.file.variables {
             match values.get(name) {
                 None => problems.push(
-                    Diagnostic::at_key(&inventory.source, &format!("hosts.{}", host.name), format!("host `{}` needs variable `{name}` for role {}: {}", host.name, role.name, variable.description.trim()))
-                        .help(format!("set `{name}` under hosts.{}.vars, a group's vars, or the global vars", host.name)),
+                    Diagnostic::at_key(
+                        &inventory.source,
+                        &format!("hosts.{}", host.name),
+                        format!(
+                            "host `{}` needs variable `{name}` for role {}: {}",
+                            host.name,
+                            role.name,
+                            variable.description.trim()
+                        ),
+                    )
+                    .help(format!(
+                        "set `{name}` under hosts.{}.vars, a group's vars, or the global vars",
+                        host.name
+                    )),
                 ),
                 Some(value) => {
                     if let Some(kind) = variable.kind {
@@ -59,8 +82,12 @@ pub fn resolve(inventory: &Inventory, host: &Host, roles: &[&Role]) -> Result<Ma
                                 Origin::Inventory(path) => (&inventory.source, path.clone()),
                             };
                             problems.push(
-                                Diagnostic::at(source, &path, format!("variable `{name}` (role {}): {message}", role.name))
-                                    .help(format!("`{name}`: {}", variable.description.trim())),
+                                Diagnostic::at(
+                                    source,
+                                    &path,
+                                    format!("variable `{name}` (role {}): {message}", role.name),
+                                )
+                                .help(format!("`{name}`: {}", variable.description.trim())),
                             );
                         }
                     }
@@ -72,7 +99,12 @@ pub fn resolve(inventory: &Inventory, host: &Host, roles: &[&Role]) -> Result<Ma
     for name in inventory.entry(&host.name).vars.keys() {
         let declared = roles.iter().any(|r| r.file.variables.contains_key(name));
         if !declared {
-            let close: Vec<&str> = roles.iter().flat_map(|r| r.file.variables.keys()).filter(|known| similar_names(known, name)).map(String::as_str).collect();
+            let close: Vec<&str> = roles
+                .iter()
+                .flat_map(|r| r.file.variables.keys())
+                .filter(|known| similar_names(known, name))
+                .map(String::as_str)
+                .collect();
             let mut diagnostic = Diagnostic::at_key(
                 &inventory.source,
                 &format!("hosts.{}.vars.{name}", host.name),
@@ -99,7 +131,11 @@ fn similar_names(a: &str, b: &str) -> bool {
     for (i, ca) in a.iter().enumerate() {
         let mut current = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            current.push((previous[j] + usize::from(ca != cb)).min(previous[j + 1] + 1).min(current[j] + 1));
+            current.push(
+                (previous[j] + usize::from(ca != cb))
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
         }
         previous = current;
     }

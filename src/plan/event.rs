@@ -21,13 +21,24 @@ pub enum Event {
     /// A commit in /etc's repository.
     Commit { id: String, summary: String },
     /// One health check.
-    Check { role: String, name: String, ok: bool, detail: String },
+    Check {
+        role: String,
+        name: String,
+        ok: bool,
+        detail: String,
+    },
     /// The answer to `facts` or `etc …`.
     Output { data: Value },
     /// Something worth telling the admin that is not a failure.
     Notice { message: String },
     /// The run is over.
-    Done { ok: usize, changed: usize, failed: usize, peak_memory_kib: u64, elapsed_ms: u64 },
+    Done {
+        ok: usize,
+        changed: usize,
+        failed: usize,
+        peak_memory_kib: u64,
+        elapsed_ms: u64,
+    },
     /// The run could not go on.
     Error { message: String },
 }

@@ -26,13 +26,22 @@ use crate::template::{RenderFailure, Renderer, SecretSource};
 /// What templates see: the variables at the top level, `facts`, and `host.name`.
 pub fn template_data(vars: &Map<String, Value>, facts: &Facts, host: &str) -> Value {
     let mut data = vars.clone();
-    data.insert("facts".into(), serde_json::to_value(facts).unwrap_or(Value::Null));
+    data.insert(
+        "facts".into(),
+        serde_json::to_value(facts).unwrap_or(Value::Null),
+    );
     data.insert("host".into(), json!({ "name": host }));
     Value::Object(data)
 }
 
 /// Loads, checks and renders everything the selected hosts need.
-pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, operator: &str) -> Result<Vec<Bundle>, InvalidInput> {
+pub fn prepare(
+    inventory: &Inventory,
+    site: &Site,
+    hosts: &[Host],
+    job: &Job,
+    operator: &str,
+) -> Result<Vec<Bundle>, InvalidInput> {
     let mut problems = InvalidInput::default();
     let mut roles: BTreeMap<String, Option<Role>> = BTreeMap::new();
     for host in hosts {
@@ -44,8 +53,15 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
                 let path = role_reference(inventory, host, index);
                 let known = site.role_names().map(|n| n.join(", ")).unwrap_or_default();
                 problems.push(
-                    Diagnostic::at(&inventory.source, &path, format!("no role `{name}`: {} does not exist", site.roles_dir.join(format!("{name}.yml")).display()))
-                        .help(format!("the roles are: {known}")),
+                    Diagnostic::at(
+                        &inventory.source,
+                        &path,
+                        format!(
+                            "no role `{name}`: {} does not exist",
+                            site.roles_dir.join(format!("{name}.yml")).display()
+                        ),
+                    )
+                    .help(format!("the roles are: {known}")),
                 );
                 roles.insert(name.clone(), None);
                 continue;
@@ -68,7 +84,11 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
     let mut bundles = Vec::new();
     let mut problems = InvalidInput::default();
     for host in hosts {
-        let host_roles: Vec<&Role> = host.roles.iter().filter_map(|name| roles.get(name)?.as_ref()).collect();
+        let host_roles: Vec<&Role> = host
+            .roles
+            .iter()
+            .filter_map(|name| roles.get(name)?.as_ref())
+            .collect();
         let vars = match vars::resolve(inventory, host, &host_roles) {
             Ok(vars) => vars,
             Err(invalid) => {
@@ -78,7 +98,11 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
         };
         let mut templates = BTreeMap::new();
         for role in &host_roles {
-            templates.extend(role.template_sources().iter().map(|(k, v)| (k.clone(), v.clone())));
+            templates.extend(
+                role.template_sources()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
         }
         let renderer = match Renderer::new(&templates, SecretSource::Placeholder) {
             Ok(renderer) => renderer,
@@ -89,12 +113,19 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
         };
         let data = template_data(&vars, &placeholder, &host.name);
         for role in &host_roles {
-            for (list, tasks) in [("tasks", &role.file.tasks), ("handlers", &role.file.handlers)] {
+            for (list, tasks) in [
+                ("tasks", &role.file.tasks),
+                ("handlers", &role.file.handlers),
+            ] {
                 for (index, task) in tasks.iter().enumerate() {
                     let items = match loop_items(task, &data) {
                         Ok(items) => items,
                         Err(message) => {
-                            problems.push(Diagnostic::at(&role.source, &format!("{list}[{index}].loop"), format!("{message} (host {})", host.name)));
+                            problems.push(Diagnostic::at(
+                                &role.source,
+                                &format!("{list}[{index}].loop"),
+                                format!("{message} (host {})", host.name),
+                            ));
                             continue;
                         }
                     };
@@ -102,11 +133,26 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
                         if let Err(failure) = render_task(&renderer, task, &item_data) {
                             problems.push(match &failure.template {
                                 Some(_) => template_diagnostic(site, &failure, &host.name),
-                                None => Diagnostic::at(&role.source, &format!("{list}[{index}].{}", failure.field), format!("{} (host {})", failure.message, host.name)),
+                                None => Diagnostic::at(
+                                    &role.source,
+                                    &format!("{list}[{index}].{}", failure.field),
+                                    format!("{} (host {})", failure.message, host.name),
+                                ),
                             });
                             break;
                         }
                     }
+                }
+            }
+        }
+        for role in &host_roles {
+            for (index, record) in role.file.dns.iter().enumerate() {
+                if let Err(message) = render_record(&renderer, record, &data) {
+                    problems.push(Diagnostic::at(
+                        &role.source,
+                        &format!("dns[{index}]"),
+                        format!("{message} (host {})", host.name),
+                    ));
                 }
             }
         }
@@ -121,6 +167,7 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
                     tasks: role.file.tasks.clone(),
                     handlers: role.file.handlers.clone(),
                     checks: role.file.checks.clone(),
+                    dns: role.file.dns.clone(),
                 })
                 .collect(),
             vars,
@@ -135,9 +182,13 @@ pub fn prepare(inventory: &Inventory, site: &Site, hosts: &[Host], job: &Job, op
 /// The template data for each run of `task`: once with `data`, or once per item of its
 /// `loop` list, with the item as `item`.
 pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
-    let Some(name) = &task.loop_over else { return Ok(vec![data.clone()]) };
+    let Some(name) = &task.loop_over else {
+        return Ok(vec![data.clone()]);
+    };
     let items = match data.get(name) {
-        None => return Err(format!("`loop: {name}` names no variable; write the name of a list variable, without braces")),
+        None => return Err(format!(
+            "`loop: {name}` names no variable; write the name of a list variable, without braces"
+        )),
         Some(Value::Array(items)) => items,
         Some(_) => return Err(format!("`loop: {name}`: the variable is not a list")),
     };
@@ -153,22 +204,67 @@ pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
         .collect())
 }
 
+/// A DNS record with its fields rendered, or None when its `when` is false.
+pub fn render_record(
+    renderer: &Renderer,
+    record: &crate::dns::DnsRecord,
+    data: &Value,
+) -> Result<Option<crate::dns::DnsRecord>, String> {
+    if let Some(when) = &record.when {
+        match renderer.render_string(when, data)?.trim() {
+            "true" => {}
+            "false" | "" => return Ok(None),
+            other => {
+                return Err(format!(
+                    "`when` must render to true or false, not `{other}`"
+                ))
+            }
+        }
+    }
+    Ok(Some(crate::dns::DnsRecord {
+        name: renderer.render_string(&record.name, data)?,
+        kind: record.kind.clone(),
+        value: renderer.render_string(&record.value, data)?,
+        when: None,
+    }))
+}
+
 fn render_task(renderer: &Renderer, task: &Task, data: &Value) -> Result<(), RenderFailure> {
-    crate::role::task::condition_holds(task, |text| renderer.render_string(text, data))
-        .map_err(|message| RenderFailure { field: "when".into(), message, template: None })?;
+    crate::role::task::condition_holds(task, |text| renderer.render_string(text, data)).map_err(
+        |message| RenderFailure {
+            field: "when".into(),
+            message,
+            template: None,
+        },
+    )?;
     renderer.render_spec(&task.spec, data)?;
-    renderer.render_string(&task.name, data).map_err(|message| RenderFailure { field: "name".into(), message, template: None })?;
+    renderer
+        .render_string(&task.name, data)
+        .map_err(|message| RenderFailure {
+            field: "name".into(),
+            message,
+            template: None,
+        })?;
     Ok(())
 }
 
 /// Where in the inventory the host's `index`th role is listed.
 fn role_reference(inventory: &Inventory, host: &Host, index: usize) -> String {
     let name = &host.roles[index];
-    if let Some(position) = inventory.entry(&host.name).roles.iter().position(|r| r == name) {
+    if let Some(position) = inventory
+        .entry(&host.name)
+        .roles
+        .iter()
+        .position(|r| r == name)
+    {
         return format!("hosts.{}.roles[{position}]", host.name);
     }
     for group in &host.groups {
-        if let Some(position) = inventory.file.groups[group].roles.iter().position(|r| r == name) {
+        if let Some(position) = inventory.file.groups[group]
+            .roles
+            .iter()
+            .position(|r| r == name)
+        {
             return format!("groups.{group}.roles[{position}]");
         }
     }

@@ -9,9 +9,21 @@ pub fn unified(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
     if old.is_some_and(is_binary) || new.is_some_and(is_binary) {
         return format!("--- {path}\n+++ {path}\nbinary content differs\n");
     }
-    let old_header = if old.is_some() { path.to_string() } else { "/dev/null".to_string() };
-    let new_header = if new.is_some() { path.to_string() } else { "/dev/null".to_string() };
-    TextDiff::from_lines(old_text.as_ref(), new_text.as_ref()).unified_diff().context_radius(3).header(&old_header, &new_header).to_string()
+    let old_header = if old.is_some() {
+        path.to_string()
+    } else {
+        "/dev/null".to_string()
+    };
+    let new_header = if new.is_some() {
+        path.to_string()
+    } else {
+        "/dev/null".to_string()
+    };
+    TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
+        .unified_diff()
+        .context_radius(3)
+        .header(&old_header, &new_header)
+        .to_string()
 }
 
 fn is_binary(bytes: &[u8]) -> bool {
@@ -25,7 +37,10 @@ mod tests {
     #[test]
     fn shows_changed_lines_with_context() {
         let diff = unified("/etc/motd", Some(b"one\ntwo\n"), Some(b"one\nthree\n"));
-        assert_eq!(diff, "--- /etc/motd\n+++ /etc/motd\n@@ -1,2 +1,2 @@\n one\n-two\n+three\n");
+        assert_eq!(
+            diff,
+            "--- /etc/motd\n+++ /etc/motd\n@@ -1,2 +1,2 @@\n one\n-two\n+three\n"
+        );
     }
 
     #[test]

@@ -22,8 +22,17 @@ pub struct HumanReporter {
 impl HumanReporter {
     pub fn new(verbose: bool) -> HumanReporter {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let progress = std::io::stderr().is_terminal().then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), BTreeMap::new()));
-        HumanReporter { progress, color: std::io::stdout().is_terminal() && !no_color, verbose }
+        let progress = std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                BTreeMap::new(),
+            )
+        });
+        HumanReporter {
+            progress,
+            color: std::io::stdout().is_terminal() && !no_color,
+            verbose,
+        }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -38,7 +47,10 @@ impl HumanReporter {
         let (multi, bars) = self.progress.as_mut()?;
         Some(bars.entry(host.to_string()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.set_prefix(host.to_string());
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
@@ -51,7 +63,15 @@ impl Reporter for HumanReporter {
         let line = match event {
             Event::Started { .. } => Some("connected, running".to_string()),
             Event::Task { task, .. } => Some(task.clone()),
-            Event::Done { ok, changed, failed, elapsed_ms, .. } => Some(format!("done: {ok} ok, {changed} changed, {failed} failed ({elapsed_ms} ms on the host)")),
+            Event::Done {
+                ok,
+                changed,
+                failed,
+                elapsed_ms,
+                ..
+            } => Some(format!(
+                "done: {ok} ok, {changed} changed, {failed} failed ({elapsed_ms} ms on the host)"
+            )),
             Event::Error { message } => Some(format!("error: {message}")),
             _ => None,
         };
@@ -103,7 +123,14 @@ impl Reporter for HumanReporter {
 impl HumanReporter {
     fn print_event(&self, event: &Event) {
         match event {
-            Event::Task { role, task, handler, status, reason, diff } => {
+            Event::Task {
+                role,
+                task,
+                handler,
+                status,
+                reason,
+                diff,
+            } => {
                 let label = match status {
                     TaskStatus::Ok if !self.verbose => return,
                     TaskStatus::Ok => self.paint("32", "ok     "),
@@ -126,23 +153,49 @@ impl HumanReporter {
                     }
                 }
             }
-            Event::Commit { id, summary } => println!("  {} /etc {} {summary}", self.paint("36", "commit "), &id[..id.len().min(12)]),
+            Event::Commit { id, summary } => println!(
+                "  {} /etc {} {summary}",
+                self.paint("36", "commit "),
+                &id[..id.len().min(12)]
+            ),
             Event::Notice { message } => println!("  note    {message}"),
-            Event::Check { role, name, ok, detail } => {
-                let label = if *ok { self.paint("32", "pass   ") } else { self.paint("31", "FAIL   ") };
+            Event::Check {
+                role,
+                name,
+                ok,
+                detail,
+            } => {
+                let label = if *ok {
+                    self.paint("32", "pass   ")
+                } else {
+                    self.paint("31", "FAIL   ")
+                };
                 println!("  {label} {role}: {name} — {detail}");
             }
             Event::Output { data } => print_output(data),
             Event::Error { message } => println!("  {} {message}", self.paint("31", "failed ")),
-            Event::Done { ok, changed, failed, .. } => println!("  {ok} ok, {changed} changed, {failed} failed"),
+            Event::Done {
+                ok,
+                changed,
+                failed,
+                ..
+            } => println!("  {ok} ok, {changed} changed, {failed} failed"),
             Event::Started { .. } => {}
         }
     }
 }
 
-/// Facts and `etc` answers, readably.
+/// Facts, `etc` and `dns` answers, readably.
 fn print_output(data: &serde_json::Value) {
-    if let Some(diff) = data.get("diff").and_then(|d| d.as_str()) {
+    if let Some(records) = data.get("records").and_then(|r| r.as_array()) {
+        // Zone-file lines, unindented, so that they can be pasted as they are.
+        for record in records {
+            match serde_json::from_value::<crate::dns::DnsRecord>(record.clone()) {
+                Ok(record) => println!("{}", record.zone_line()),
+                Err(error) => println!("; a record placard cannot read: {error}"),
+            }
+        }
+    } else if let Some(diff) = data.get("diff").and_then(|d| d.as_str()) {
         print!("{diff}");
         if diff.is_empty() {
             println!("  no uncommitted changes in /etc");
@@ -156,7 +209,11 @@ fn print_output(data: &serde_json::Value) {
         }
     } else if let Some(commits) = data.get("commits").and_then(|c| c.as_array()) {
         for commit in commits {
-            println!("  {} {}", commit["id"].as_str().unwrap_or_default(), commit["summary"].as_str().unwrap_or_default());
+            println!(
+                "  {} {}",
+                commit["id"].as_str().unwrap_or_default(),
+                commit["summary"].as_str().unwrap_or_default()
+            );
         }
     } else {
         println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());

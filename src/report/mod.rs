@@ -24,17 +24,26 @@ pub struct HostReport {
 
 impl HostReport {
     pub fn new(host: &str) -> HostReport {
-        HostReport { host: host.to_string(), ..HostReport::default() }
+        HostReport {
+            host: host.to_string(),
+            ..HostReport::default()
+        }
     }
 
     pub fn count(&self, status: TaskStatus) -> usize {
-        self.events.iter().filter(|e| matches!(e, Event::Task { status: s, .. } if *s == status)).count()
+        self.events
+            .iter()
+            .filter(|e| matches!(e, Event::Task { status: s, .. } if *s == status))
+            .count()
     }
 
     pub fn failed(&self) -> bool {
         self.error.is_some()
             || self.count(TaskStatus::Failed) > 0
-            || self.events.iter().any(|e| matches!(e, Event::Check { ok: false, .. } | Event::Error { .. }))
+            || self
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Check { ok: false, .. } | Event::Error { .. }))
     }
 
     pub fn changed(&self) -> usize {

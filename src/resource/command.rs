@@ -43,7 +43,12 @@ impl CommandSpec {
         match (&self.argv, &self.shell) {
             (Some(argv), None) => check::not_empty("argv", argv)?,
             (None, Some(_)) => {}
-            _ => return Err(FieldError::new("argv", "a command has exactly one of `argv` (preferred) or `shell`")),
+            _ => {
+                return Err(FieldError::new(
+                    "argv",
+                    "a command has exactly one of `argv` (preferred) or `shell`",
+                ))
+            }
         }
         if let Some(creates) = &self.creates {
             check::absolute_path("creates", creates)?;
@@ -56,7 +61,10 @@ impl CommandSpec {
         }
         for name in self.env.keys() {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(FieldError::new(&format!("env.{name}"), "an environment variable name is letters, digits and _"));
+                return Err(FieldError::new(
+                    &format!("env.{name}"),
+                    "an environment variable name is letters, digits and _",
+                ));
             }
         }
         Ok(())
@@ -76,7 +84,10 @@ impl CommandSpec {
         if let Some(unless) = &self.unless {
             let argv: Vec<&str> = unless.iter().map(String::as_str).collect();
             if process::succeeds(&argv)? {
-                return Ok(Outcome::unchanged(format!("`{}` succeeded", unless.join(" "))));
+                return Ok(Outcome::unchanged(format!(
+                    "`{}` succeeded",
+                    unless.join(" ")
+                )));
             }
         }
         let shown = self.describe();
@@ -96,11 +107,16 @@ impl CommandSpec {
             }
             (None, None) => anyhow::bail!("a command has neither argv nor shell"),
         };
-        command.envs(&self.env).env("DEBIAN_FRONTEND", "noninteractive").stdin(std::process::Stdio::null());
+        command
+            .envs(&self.env)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null());
         if let Some(chdir) = &self.chdir {
             command.current_dir(chdir);
         }
-        let output = command.output().with_context(|| format!("cannot run {shown}"))?;
+        let output = command
+            .output()
+            .with_context(|| format!("cannot run {shown}"))?;
         process::check_status(&[shown.as_str()], &output)?;
         if let Some(creates) = &self.creates {
             context.record_change(Path::new(creates));
@@ -111,7 +127,10 @@ impl CommandSpec {
     fn describe(&self) -> String {
         match (&self.argv, &self.shell) {
             (Some(argv), _) => argv.join(" "),
-            (None, Some(script)) => format!("shell script `{}`", script.lines().next().unwrap_or_default()),
+            (None, Some(script)) => format!(
+                "shell script `{}`",
+                script.lines().next().unwrap_or_default()
+            ),
             (None, None) => String::new(),
         }
     }

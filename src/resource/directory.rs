@@ -40,26 +40,46 @@ impl DirectorySpec {
     pub fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = Path::new(&self.path);
         let owner = resolve_owner(self.owner.as_deref(), self.group.as_deref())?;
-        let mode = self.mode.as_deref().map(|m| check::mode("mode", m)).transpose().map_err(|e| anyhow::anyhow!(e.message))?;
+        let mode = self
+            .mode
+            .as_deref()
+            .map(|m| check::mode("mode", m))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         let metadata = fs::symlink_metadata(path).ok();
         match &metadata {
             Some(m) if !m.is_dir() => bail!("{} exists and is not a directory", self.path),
             Some(m) => {
                 let changes = attribute_changes(Some(m), owner, mode);
                 if changes.is_empty() {
-                    return Ok(Outcome::unchanged(format!("directory {} is in place", self.path)));
+                    return Ok(Outcome::unchanged(format!(
+                        "directory {} is in place",
+                        self.path
+                    )));
                 }
                 context.record_change(path);
                 if !context.check {
-                    set_attributes(path, mode.unwrap_or(m.mode() & 0o7777), owner.unwrap_or((None, None)))?;
+                    set_attributes(
+                        path,
+                        mode.unwrap_or(m.mode() & 0o7777),
+                        owner.unwrap_or((None, None)),
+                    )?;
                 }
-                Ok(Outcome::changed(format!("{}: {}", self.path, changes.join(", "))))
+                Ok(Outcome::changed(format!(
+                    "{}: {}",
+                    self.path,
+                    changes.join(", ")
+                )))
             }
             None => {
                 context.record_change(path);
                 if !context.check {
                     let mode = mode.unwrap_or(0o755);
-                    fs::DirBuilder::new().recursive(true).mode(mode).create(path).with_context(|| format!("cannot create {}", self.path))?;
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(mode)
+                        .create(path)
+                        .with_context(|| format!("cannot create {}", self.path))?;
                     set_attributes(path, mode, owner.unwrap_or((None, None)))?;
                 }
                 Ok(Outcome::changed(format!("create directory {}", self.path)))

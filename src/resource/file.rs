@@ -68,13 +68,23 @@ impl FileState {
 impl FileSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
-        let sources = [self.content.is_some(), self.template.is_some(), self.copy.is_some()];
+        let sources = [
+            self.content.is_some(),
+            self.template.is_some(),
+            self.copy.is_some(),
+        ];
         let count = sources.iter().filter(|s| **s).count();
         if self.state == FileState::Present && count != 1 {
-            return Err(FieldError::new("path", "a file needs exactly one of `content`, `template` or `copy`"));
+            return Err(FieldError::new(
+                "path",
+                "a file needs exactly one of `content`, `template` or `copy`",
+            ));
         }
         if self.state == FileState::Absent && count != 0 {
-            return Err(FieldError::new("state", "an absent file has no content; remove `content`, `template` or `copy`"));
+            return Err(FieldError::new(
+                "state",
+                "an absent file has no content; remove `content`, `template` or `copy`",
+            ));
         }
         if let Some(mode) = &self.mode {
             check::mode("mode", mode)?;
@@ -105,7 +115,12 @@ impl FileSpec {
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let owner = resolve_owner(self.owner.as_deref(), self.group.as_deref())?;
-        let mode = self.mode.as_deref().map(|m| check::mode("mode", m)).transpose().map_err(|e| anyhow::anyhow!(e.message))?;
+        let mode = self
+            .mode
+            .as_deref()
+            .map(|m| check::mode("mode", m))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e.message))?;
 
         let content_changed = current.as_deref() != Some(desired.as_bytes());
         let metadata = fs::symlink_metadata(&path).ok();
@@ -116,9 +131,16 @@ impl FileSpec {
         let diff = if !content_changed {
             None
         } else if sensitive {
-            Some(format!("--- {0}\n+++ {0}\n(content holds a secret; diff hidden)\n", self.path))
+            Some(format!(
+                "--- {0}\n+++ {0}\n(content holds a secret; diff hidden)\n",
+                self.path
+            ))
         } else {
-            Some(crate::report::diff::unified(&self.path, current.as_deref(), Some(desired.as_bytes())))
+            Some(crate::report::diff::unified(
+                &self.path,
+                current.as_deref(),
+                Some(desired.as_bytes()),
+            ))
         };
         let mut what = Vec::new();
         if current.is_none() {
@@ -130,9 +152,19 @@ impl FileSpec {
         context.record_change(&path);
         if !context.check {
             // A new file takes the mode asked for, or the old file's, or 0644.
-            let mode = mode.or(metadata.as_ref().map(|m| m.mode() & 0o7777)).unwrap_or(0o644);
-            let uid_gid = owner.or(metadata.as_ref().map(|m| (Some(m.uid()), Some(m.gid())))).unwrap_or((None, None));
-            replace(&path, desired.as_bytes(), mode, uid_gid, self.validate.as_deref())?;
+            let mode = mode
+                .or(metadata.as_ref().map(|m| m.mode() & 0o7777))
+                .unwrap_or(0o644);
+            let uid_gid = owner
+                .or(metadata.as_ref().map(|m| (Some(m.uid()), Some(m.gid()))))
+                .unwrap_or((None, None));
+            replace(
+                &path,
+                desired.as_bytes(),
+                mode,
+                uid_gid,
+                self.validate.as_deref(),
+            )?;
         }
         Ok(Outcome::changed(format!("{}: {}", self.path, what.join(", "))).with_diff(diff))
     }
@@ -141,11 +173,15 @@ impl FileSpec {
 fn remove(path: &Path, context: &mut Context) -> Result<Outcome> {
     match fs::symlink_metadata(path) {
         Err(_) => Ok(Outcome::unchanged(format!("{} is absent", path.display()))),
-        Ok(metadata) if metadata.is_dir() => bail!("{} is a directory; use a `directory` task to remove it", path.display()),
+        Ok(metadata) if metadata.is_dir() => bail!(
+            "{} is a directory; use a `directory` task to remove it",
+            path.display()
+        ),
         Ok(_) => {
             context.record_change(path);
             if !context.check {
-                fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+                fs::remove_file(path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
             }
             Ok(Outcome::changed(format!("remove {}", path.display())))
         }
@@ -161,20 +197,30 @@ pub fn resolve_owner(owner: Option<&str>, group: Option<&str>) -> Result<Option<
     }
     let uid = owner
         .map(|name| {
-            nix::unistd::User::from_name(name)?.map(|u| u.uid.as_raw()).with_context(|| format!("user `{name}` does not exist on this host"))
+            nix::unistd::User::from_name(name)?
+                .map(|u| u.uid.as_raw())
+                .with_context(|| format!("user `{name}` does not exist on this host"))
         })
         .transpose()?;
     let gid = group
         .map(|name| {
-            nix::unistd::Group::from_name(name)?.map(|g| g.gid.as_raw()).with_context(|| format!("group `{name}` does not exist on this host"))
+            nix::unistd::Group::from_name(name)?
+                .map(|g| g.gid.as_raw())
+                .with_context(|| format!("group `{name}` does not exist on this host"))
         })
         .transpose()?;
     Ok(Some((uid, gid)))
 }
 
 /// What differs in owner, group and mode, in words.
-pub fn attribute_changes(metadata: Option<&fs::Metadata>, owner: Option<Owner>, mode: Option<u32>) -> Vec<String> {
-    let Some(metadata) = metadata else { return Vec::new() };
+pub fn attribute_changes(
+    metadata: Option<&fs::Metadata>,
+    owner: Option<Owner>,
+    mode: Option<u32>,
+) -> Vec<String> {
+    let Some(metadata) = metadata else {
+        return Vec::new();
+    };
     let mut changes = Vec::new();
     if let Some((uid, gid)) = owner {
         if uid.is_some_and(|u| u != metadata.uid()) {
@@ -195,16 +241,32 @@ pub fn attribute_changes(metadata: Option<&fs::Metadata>, owner: Option<Owner>, 
 
 pub fn set_attributes(path: &Path, mode: u32, owner: Owner) -> Result<()> {
     let (uid, gid) = owner;
-    nix::unistd::chown(path, uid.map(nix::unistd::Uid::from_raw), gid.map(nix::unistd::Gid::from_raw))
-        .with_context(|| format!("cannot chown {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).with_context(|| format!("cannot chmod {}", path.display()))
+    nix::unistd::chown(
+        path,
+        uid.map(nix::unistd::Uid::from_raw),
+        gid.map(nix::unistd::Gid::from_raw),
+    )
+    .with_context(|| format!("cannot chown {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", path.display()))
 }
 
 /// Atomically replaces `path` with `content`, validated first when asked.
-pub(crate) fn replace(path: &Path, content: &[u8], mode: u32, owner: Owner, validate: Option<&[String]>) -> Result<()> {
-    let directory = path.parent().context("a file path has a parent directory")?;
+pub(crate) fn replace(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Owner,
+    validate: Option<&[String]>,
+) -> Result<()> {
+    let directory = path
+        .parent()
+        .context("a file path has a parent directory")?;
     if !directory.is_dir() {
-        bail!("directory {} does not exist; add a `directory` task before this one", directory.display());
+        bail!(
+            "directory {} does not exist; add a `directory` task before this one",
+            directory.display()
+        );
     }
     let mut temporary = tempfile::Builder::new()
         .prefix(".placard-")
@@ -218,22 +280,32 @@ pub(crate) fn replace(path: &Path, content: &[u8], mode: u32, owner: Owner, vali
     match validate {
         Some(argv) if argv.iter().any(|a| a.contains("%s")) => {
             let temporary_path = temporary.path().to_string_lossy().into_owned();
-            let argv: Vec<String> = argv.iter().map(|a| a.replace("%s", &temporary_path)).collect();
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| a.replace("%s", &temporary_path))
+                .collect();
             run_validator(&argv, path)?;
             persist(temporary, path)
         }
         Some(argv) => {
             // The validator checks the live configuration: put the new file in place, keep
             // the old one aside, and put it back if the validator refuses.
-            let backup = directory.join(format!(".placard-old-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+            let backup = directory.join(format!(
+                ".placard-old-{}",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
             let had_old = path.exists();
             if had_old {
-                fs::rename(path, &backup).with_context(|| format!("cannot set {} aside", path.display()))?;
+                fs::rename(path, &backup)
+                    .with_context(|| format!("cannot set {} aside", path.display()))?;
             }
             persist(temporary, path)?;
             if let Err(error) = run_validator(argv, path) {
                 if had_old {
-                    fs::rename(&backup, path).with_context(|| format!("cannot restore {}", path.display()))?;
+                    fs::rename(&backup, path)
+                        .with_context(|| format!("cannot restore {}", path.display()))?;
                 } else {
                     let _ = fs::remove_file(path);
                 }
@@ -251,12 +323,19 @@ pub(crate) fn replace(path: &Path, content: &[u8], mode: u32, owner: Owner, vali
 fn run_validator(argv: &[String], path: &Path) -> Result<()> {
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let output = process::run(&argv, None)?;
-    process::check_status(&argv, &output)
-        .with_context(|| format!("the new {} failed validation; the old file is still in place", path.display()))
+    process::check_status(&argv, &output).with_context(|| {
+        format!(
+            "the new {} failed validation; the old file is still in place",
+            path.display()
+        )
+    })
 }
 
 fn persist(temporary: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    let file = temporary.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    let file = temporary
+        .persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     // The rename is durable only once the directory entry is.
     drop(file);
     if let Some(directory) = path.parent() {

@@ -68,33 +68,55 @@ impl LineSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
         if self.line.contains('\n') {
-            return Err(FieldError::new("line", "one line only; use a `file` task for more"));
+            return Err(FieldError::new(
+                "line",
+                "one line only; use a `file` task for more",
+            ));
         }
         if let Some(pattern) = &self.pattern {
-            Regex::new(pattern).map_err(|e| FieldError::new("match", format!("not a valid regular expression: {e}")))?;
+            Regex::new(pattern).map_err(|e| {
+                FieldError::new("match", format!("not a valid regular expression: {e}"))
+            })?;
         }
         Ok(())
     }
 
     pub fn run(&self, context: &mut Context) -> Result<Outcome> {
         let pattern = self.pattern.as_deref().map(Regex::new).transpose()?;
-        let current = fs::read_to_string(&self.path).with_context(|| format!("cannot read {}", self.path))?;
+        let current =
+            fs::read_to_string(&self.path).with_context(|| format!("cannot read {}", self.path))?;
         let edited = edit_line(&current, &self.line, pattern.as_ref(), self.state);
-        write_edit(&self.path, &current, edited, self.validate.as_deref(), context, "line")
+        write_edit(
+            &self.path,
+            &current,
+            edited,
+            self.validate.as_deref(),
+            context,
+            "line",
+        )
     }
 }
 
 impl SettingSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
-        if self.key.is_empty() || self.key.contains(char::is_whitespace) || self.key.starts_with('#') {
-            return Err(FieldError::new("key", format!("`{}` is not a setting name", self.key)));
+        if self.key.is_empty()
+            || self.key.contains(char::is_whitespace)
+            || self.key.starts_with('#')
+        {
+            return Err(FieldError::new(
+                "key",
+                format!("`{}` is not a setting name", self.key),
+            ));
         }
         if self.value.contains('\n') {
             return Err(FieldError::new("value", "a setting's value is one line"));
         }
         if self.separator.trim().len() > 1 {
-            return Err(FieldError::new("separator", "a separator is spaces around at most one character, such as \" = \""));
+            return Err(FieldError::new(
+                "separator",
+                "a separator is spaces around at most one character, such as \" = \"",
+            ));
         }
         Ok(())
     }
@@ -106,27 +128,49 @@ impl SettingSpec {
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path)),
         };
         let edited = edit_setting(&current, &self.key, &self.value, &self.separator);
-        write_edit(&self.path, &current, edited, self.validate.as_deref(), context, &format!("{} {}", self.key, self.value))
+        write_edit(
+            &self.path,
+            &current,
+            edited,
+            self.validate.as_deref(),
+            context,
+            &format!("{} {}", self.key, self.value),
+        )
     }
 }
 
-fn write_edit(path: &str, current: &str, edited: Option<String>, validate: Option<&[String]>, context: &mut Context, what: &str) -> Result<Outcome> {
+fn write_edit(
+    path: &str,
+    current: &str,
+    edited: Option<String>,
+    validate: Option<&[String]>,
+    context: &mut Context,
+    what: &str,
+) -> Result<Outcome> {
     let Some(edited) = edited else {
         return Ok(Outcome::unchanged(format!("{path} already has {what}")));
     };
-    let diff = crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()));
+    let diff =
+        crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()));
     context.record_change(Path::new(path));
     if !context.check {
         let metadata = fs::metadata(path).ok();
         let mode = metadata.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
-        let owner = metadata.as_ref().map_or((None, None), |m| (Some(m.uid()), Some(m.gid())));
+        let owner = metadata
+            .as_ref()
+            .map_or((None, None), |m| (Some(m.uid()), Some(m.gid())));
         replace(Path::new(path), edited.as_bytes(), mode, owner, validate)?;
     }
     Ok(Outcome::changed(format!("{path}: set {what}")).with_diff(Some(diff)))
 }
 
 /// The text with `line` present (or absent), or None when it already is.
-pub fn edit_line(text: &str, line: &str, pattern: Option<&Regex>, state: LineState) -> Option<String> {
+pub fn edit_line(
+    text: &str,
+    line: &str,
+    pattern: Option<&Regex>,
+    state: LineState,
+) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let matches = |l: &str| match pattern {
         Some(p) => p.is_match(l),
@@ -134,7 +178,10 @@ pub fn edit_line(text: &str, line: &str, pattern: Option<&Regex>, state: LineSta
     };
     match state {
         LineState::Present => {
-            if lines.contains(&line) && pattern.is_none_or(|p| lines.iter().filter(|l| p.is_match(l)).all(|l| *l == line)) {
+            if lines.contains(&line)
+                && pattern
+                    .is_none_or(|p| lines.iter().filter(|l| p.is_match(l)).all(|l| *l == line))
+            {
                 return None;
             }
             let mut out: Vec<&str> = Vec::with_capacity(lines.len() + 1);
@@ -165,14 +212,19 @@ pub fn edit_line(text: &str, line: &str, pattern: Option<&Regex>, state: LineSta
 pub fn edit_setting(text: &str, key: &str, value: &str, separator: &str) -> Option<String> {
     let wanted = format!("{key}{separator}{value}");
     let lines: Vec<&str> = text.lines().collect();
-    let active = lines.iter().position(|l| setting_value(l, key, separator).is_some());
+    let active = lines
+        .iter()
+        .position(|l| setting_value(l, key, separator).is_some());
     let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     match active {
         Some(index) => {
             if setting_value(lines[index], key, separator) == Some(value) {
                 return None;
             }
-            let indent: String = lines[index].chars().take_while(|c| c.is_whitespace()).collect();
+            let indent: String = lines[index]
+                .chars()
+                .take_while(|c| c.is_whitespace())
+                .collect();
             out[index] = format!("{indent}{wanted}");
         }
         None => {
@@ -206,7 +258,11 @@ fn setting_value<'a>(line: &'a str, key: &str, separator: &str) -> Option<&'a st
 }
 
 fn join_lines<S: AsRef<str>>(lines: &[S]) -> String {
-    let mut text = lines.iter().map(AsRef::as_ref).collect::<Vec<_>>().join("\n");
+    let mut text = lines
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join("\n");
     text.push('\n');
     text
 }
@@ -224,7 +280,11 @@ mod tests {
             edited,
             "Include /etc/ssh/sshd_config.d/*.conf\n#PermitRootLogin prohibit-password\n#PasswordAuthentication yes\nPasswordAuthentication no\nX11Forwarding yes\n"
         );
-        assert_eq!(edit_setting(&edited, "PasswordAuthentication", "no", " "), None, "second edit changes nothing");
+        assert_eq!(
+            edit_setting(&edited, "PasswordAuthentication", "no", " "),
+            None,
+            "second edit changes nothing"
+        );
     }
 
     #[test]
@@ -237,25 +297,44 @@ mod tests {
     #[test]
     fn key_value_files_with_separators() {
         let main_cf = "# myhostname = host.example\nsmtpd_banner = $myhostname ESMTP\n";
-        let edited = edit_setting(main_cf, "myhostname", "mail.club.example", " = ").expect("changed");
+        let edited =
+            edit_setting(main_cf, "myhostname", "mail.club.example", " = ").expect("changed");
         assert_eq!(edited, "# myhostname = host.example\nmyhostname = mail.club.example\nsmtpd_banner = $myhostname ESMTP\n");
-        assert_eq!(edit_setting("net.ipv4.ip_forward=1\n", "net.ipv4.ip_forward", "1", "="), None);
+        assert_eq!(
+            edit_setting("net.ipv4.ip_forward=1\n", "net.ipv4.ip_forward", "1", "="),
+            None
+        );
         assert!(edit_setting("", "a", "b", "=").is_some_and(|t| t == "a=b\n"));
     }
 
     #[test]
     fn a_key_is_not_a_prefix_of_another_key() {
         let text = "PermitRootLoginX yes\n";
-        assert_eq!(edit_setting(text, "PermitRootLogin", "no", " ").as_deref(), Some("PermitRootLoginX yes\nPermitRootLogin no\n"));
+        assert_eq!(
+            edit_setting(text, "PermitRootLogin", "no", " ").as_deref(),
+            Some("PermitRootLoginX yes\nPermitRootLogin no\n")
+        );
     }
 
     #[test]
     fn lines_are_added_replaced_and_removed() {
         let pattern = Regex::new("^GRUB_TIMEOUT=").ok();
         let text = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n";
-        assert_eq!(edit_line(text, "GRUB_TIMEOUT=2", pattern.as_ref(), LineState::Present).as_deref(), Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=2\n"));
-        assert_eq!(edit_line(text, "GRUB_TIMEOUT=5", None, LineState::Present), None);
-        assert_eq!(edit_line(text, "GRUB_X=1", None, LineState::Present).as_deref(), Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_X=1\n"));
-        assert_eq!(edit_line(text, "GRUB_TIMEOUT=5", None, LineState::Absent).as_deref(), Some("GRUB_DEFAULT=0\n"));
+        assert_eq!(
+            edit_line(text, "GRUB_TIMEOUT=2", pattern.as_ref(), LineState::Present).as_deref(),
+            Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=2\n")
+        );
+        assert_eq!(
+            edit_line(text, "GRUB_TIMEOUT=5", None, LineState::Present),
+            None
+        );
+        assert_eq!(
+            edit_line(text, "GRUB_X=1", None, LineState::Present).as_deref(),
+            Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_X=1\n")
+        );
+        assert_eq!(
+            edit_line(text, "GRUB_TIMEOUT=5", None, LineState::Absent).as_deref(),
+            Some("GRUB_DEFAULT=0\n")
+        );
     }
 }

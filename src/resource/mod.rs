@@ -45,8 +45,19 @@ pub enum Spec {
 }
 
 /// The resource keys a task may use, for error messages.
-pub const KINDS: &[&str] =
-    &["package", "file", "directory", "symlink", "line", "setting", "service", "user", "group", "command", "secret"];
+pub const KINDS: &[&str] = &[
+    "package",
+    "file",
+    "directory",
+    "symlink",
+    "line",
+    "setting",
+    "service",
+    "user",
+    "group",
+    "command",
+    "secret",
+];
 
 /// A problem with one field of a rendered spec, e.g. a mode that is not octal.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +69,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: impl Into<String>) -> FieldError {
-        FieldError { field: field.to_string(), message: message.into() }
+        FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -128,11 +142,19 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn unchanged(reason: impl Into<String>) -> Outcome {
-        Outcome { changed: false, reason: reason.into(), diff: None }
+        Outcome {
+            changed: false,
+            reason: reason.into(),
+            diff: None,
+        }
     }
 
     pub fn changed(reason: impl Into<String>) -> Outcome {
-        Outcome { changed: true, reason: reason.into(), diff: None }
+        Outcome {
+            changed: true,
+            reason: reason.into(),
+            diff: None,
+        }
     }
 
     pub fn with_diff(mut self, diff: Option<String>) -> Outcome {
@@ -162,12 +184,18 @@ pub struct Context {
 
 impl Context {
     pub fn new(check: bool) -> Context {
-        Context { check, ..Context::default() }
+        Context {
+            check,
+            ..Context::default()
+        }
     }
 
     /// Records that `path` changed, and what follows from it.
     pub fn record_change(&mut self, path: &Path) {
-        if path.starts_with("/etc/systemd") || path.starts_with("/lib/systemd") || path.starts_with("/usr/lib/systemd") {
+        if path.starts_with("/etc/systemd")
+            || path.starts_with("/lib/systemd")
+            || path.starts_with("/usr/lib/systemd")
+        {
             self.daemon_reload_needed = true;
         }
         if self.sensitive {
@@ -197,10 +225,16 @@ pub mod check {
 
     pub fn absolute_path(field: &str, path: &str) -> Result<(), FieldError> {
         if !path.starts_with('/') {
-            return Err(FieldError::new(field, format!("`{path}` is not an absolute path; write it from /")));
+            return Err(FieldError::new(
+                field,
+                format!("`{path}` is not an absolute path; write it from /"),
+            ));
         }
         if path.split('/').any(|part| part == "..") {
-            return Err(FieldError::new(field, format!("`{path}` contains `..`; write the path without it")));
+            return Err(FieldError::new(
+                field,
+                format!("`{path}` contains `..`; write the path without it"),
+            ));
         }
         Ok(())
     }
@@ -208,7 +242,10 @@ pub mod check {
     /// An octal mode such as `0644` or `644` (setuid bits allowed, nothing above 07777).
     pub fn mode(field: &str, mode: &str) -> Result<u32, FieldError> {
         let digits = mode.trim();
-        let parsed = if digits.len() >= 3 && digits.len() <= 5 && digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        let parsed = if digits.len() >= 3
+            && digits.len() <= 5
+            && digits.chars().all(|c| ('0'..='7').contains(&c))
+        {
             u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
         } else {
             None
@@ -222,8 +259,13 @@ pub mod check {
     pub fn account_name(field: &str, name: &str) -> Result<(), FieldError> {
         let valid = !name.is_empty()
             && name.len() <= 32
-            && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         if valid {
             Ok(())
         } else {
@@ -235,11 +277,16 @@ pub mod check {
     pub fn plain_name(field: &str, name: &str) -> Result<(), FieldError> {
         let valid = !name.is_empty()
             && !name.starts_with('-')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "@._+:-".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@._+:-".contains(c));
         if valid {
             Ok(())
         } else {
-            Err(FieldError::new(field, format!("`{name}` is not a valid name")))
+            Err(FieldError::new(
+                field,
+                format!("`{name}` is not a valid name"),
+            ))
         }
     }
 
@@ -262,7 +309,10 @@ mod tests {
         assert_eq!(check::mode("mode", "4755"), Ok(0o4755));
         assert!(check::mode("mode", "0984").is_err());
         assert!(check::mode("mode", "rw-r--r--").is_err());
-        assert!(check::mode("mode", "420").is_ok(), "420 is valid octal, even if YAML read 0644 as decimal");
+        assert!(
+            check::mode("mode", "420").is_ok(),
+            "420 is valid octal, even if YAML read 0644 as decimal"
+        );
     }
 
     #[test]

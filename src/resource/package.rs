@@ -62,11 +62,19 @@ impl PackageSpec {
         }
         for (index, preseed) in self.debconf.iter().enumerate() {
             let field = format!("debconf[{index}]");
-            if preseed.question.contains(char::is_whitespace) || preseed.kind.contains(char::is_whitespace) {
-                return Err(FieldError::new(&field, "a debconf question and type are single words"));
+            if preseed.question.contains(char::is_whitespace)
+                || preseed.kind.contains(char::is_whitespace)
+            {
+                return Err(FieldError::new(
+                    &field,
+                    "a debconf question and type are single words",
+                ));
             }
             if preseed.value.contains('\n') {
-                return Err(FieldError::new(&format!("{field}.value"), "a debconf answer is one line"));
+                return Err(FieldError::new(
+                    &format!("{field}.value"),
+                    "a debconf answer is one line",
+                ));
             }
             if let Some(package) = &preseed.package {
                 check::plain_name(&format!("{field}.package"), package)?;
@@ -83,7 +91,11 @@ impl PackageSpec {
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         match self.state {
             PackageState::Present => {
-                let missing: Vec<&str> = names.iter().copied().filter(|n| !status.is_installed(n)).collect();
+                let missing: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|n| !status.is_installed(n))
+                    .collect();
                 let mut done = Vec::new();
                 if !missing.is_empty() {
                     if !context.check {
@@ -93,26 +105,44 @@ impl PackageSpec {
                     done.push(format!("install {}", missing.join(", ")));
                 }
                 if let Some(hold) = self.hold {
-                    let to_change: Vec<&str> = names.iter().copied().filter(|n| status.is_held(n) != hold).collect();
+                    let to_change: Vec<&str> = names
+                        .iter()
+                        .copied()
+                        .filter(|n| status.is_held(n) != hold)
+                        .collect();
                     if !to_change.is_empty() {
                         if !context.check {
                             let mut argv = vec!["apt-mark", if hold { "hold" } else { "unhold" }];
                             argv.extend(&to_change);
                             process::run_ok(&argv)?;
                         }
-                        done.push(format!("{} {}", if hold { "hold" } else { "unhold" }, to_change.join(", ")));
+                        done.push(format!(
+                            "{} {}",
+                            if hold { "hold" } else { "unhold" },
+                            to_change.join(", ")
+                        ));
                     }
                 }
                 if done.is_empty() {
-                    Ok(Outcome::unchanged(format!("{} installed", describe(&names))))
+                    Ok(Outcome::unchanged(format!(
+                        "{} installed",
+                        describe(&names)
+                    )))
                 } else {
                     Ok(Outcome::changed(done.join("; ")))
                 }
             }
             PackageState::Absent => {
-                let present: Vec<&str> = names.iter().copied().filter(|n| status.is_installed(n)).collect();
+                let present: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|n| status.is_installed(n))
+                    .collect();
                 if present.is_empty() {
-                    return Ok(Outcome::unchanged(format!("{} not installed", describe(&names))));
+                    return Ok(Outcome::unchanged(format!(
+                        "{} not installed",
+                        describe(&names)
+                    )));
                 }
                 if !context.check {
                     let mut argv = vec!["apt-get", "remove", "-y", "-q", "--"];
@@ -131,7 +161,10 @@ impl PackageSpec {
         let mut selections = String::new();
         for preseed in &self.debconf {
             let owner = preseed.package.as_deref().unwrap_or(&self.names[0]);
-            selections.push_str(&format!("{owner} {} {} {}\n", preseed.question, preseed.kind, preseed.value));
+            selections.push_str(&format!(
+                "{owner} {} {} {}\n",
+                preseed.question, preseed.kind, preseed.value
+            ));
         }
         process::run_ok_with_input(&["debconf-set-selections"], selections.as_bytes())
             .context("cannot give debconf its answers")?;
@@ -151,7 +184,16 @@ fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> R
         process::run_ok(&["apt-get", "update", "-q"]).context("apt-get update failed")?;
         context.apt_updated = true;
     }
-    let mut argv = vec!["apt-get", "install", "-y", "-q", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
+    let mut argv = vec![
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ];
     match recommends {
         Some(true) => argv.push("--install-recommends"),
         Some(false) => argv.push("--no-install-recommends"),
@@ -165,7 +207,9 @@ fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> R
 
 /// Package lists older than a day, or none at all (a fresh debootstrap has none).
 fn lists_are_stale() -> bool {
-    let Ok(entries) = std::fs::read_dir("/var/lib/apt/lists") else { return true };
+    let Ok(entries) = std::fs::read_dir("/var/lib/apt/lists") else {
+        return true;
+    };
     let newest = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
@@ -173,7 +217,10 @@ fn lists_are_stale() -> bool {
         .max();
     match newest {
         None => true,
-        Some(time) => SystemTime::now().duration_since(time).unwrap_or_default() > Duration::from_secs(24 * 3600),
+        Some(time) => {
+            SystemTime::now().duration_since(time).unwrap_or_default()
+                > Duration::from_secs(24 * 3600)
+        }
     }
 }
 

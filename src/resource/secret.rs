@@ -46,7 +46,10 @@ impl SecretSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         valid_name(&self.name).map_err(|m| FieldError::new("name", m))?;
         if !(16..=4096).contains(&self.length) {
-            return Err(FieldError::new("length", "a secret is between 16 and 4096 long"));
+            return Err(FieldError::new(
+                "length",
+                "a secret is between 16 and 4096 long",
+            ));
         }
         Ok(())
     }
@@ -58,7 +61,9 @@ impl SecretSpec {
         }
         if !context.check {
             let value = match self.charset {
-                Charset::Alphanumeric => Alphanumeric.sample_string(&mut rand::thread_rng(), self.length),
+                Charset::Alphanumeric => {
+                    Alphanumeric.sample_string(&mut rand::thread_rng(), self.length)
+                }
                 Charset::Hex => {
                     let mut bytes = vec![0u8; self.length];
                     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -72,11 +77,17 @@ impl SecretSpec {
 }
 
 pub fn valid_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if valid {
         Ok(())
     } else {
-        Err(format!("`{name}` is not a secret name (letters, digits, `.`, `_` and `-`)"))
+        Err(format!(
+            "`{name}` is not a secret name (letters, digits, `.`, `_` and `-`)"
+        ))
     }
 }
 
@@ -96,10 +107,17 @@ pub fn read(name: &str) -> Result<Option<String>> {
 
 fn store(path: &Path, value: &str) -> Result<()> {
     let directory = path.parent().context("secrets have a folder")?;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(directory)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(directory)?;
     fs::set_permissions(directory, fs::Permissions::from_mode(0o700))?;
     let temporary = directory.join(format!(".new-{}", std::process::id()));
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
         .with_context(|| format!("cannot create {}", temporary.display()))?;
     file.write_all(value.as_bytes())?;
     file.sync_all()?;

@@ -43,10 +43,18 @@ impl ServiceSpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         check::plain_name("name", &self.name)?;
         if self.enabled.is_none() && self.state.is_none() && self.masked.is_none() {
-            return Err(FieldError::new("name", "say what the service should be: `enabled`, `state` or `masked`"));
+            return Err(FieldError::new(
+                "name",
+                "say what the service should be: `enabled`, `state` or `masked`",
+            ));
         }
-        if self.masked == Some(true) && (self.enabled == Some(true) || self.state == Some(ServiceState::Started)) {
-            return Err(FieldError::new("masked", "a masked service cannot be enabled or started"));
+        if self.masked == Some(true)
+            && (self.enabled == Some(true) || self.state == Some(ServiceState::Started))
+        {
+            return Err(FieldError::new(
+                "masked",
+                "a masked service cannot be enabled or started",
+            ));
         }
         Ok(())
     }
@@ -66,14 +74,26 @@ impl ServiceSpec {
             if is_masked == masked {
                 fine.push(if masked { "masked" } else { "not masked" }.to_string());
             } else {
-                self.act(context, if masked { &["mask", "--now"] } else { &["unmask"] })?;
+                self.act(
+                    context,
+                    if masked {
+                        &["mask", "--now"]
+                    } else {
+                        &["unmask"]
+                    },
+                )?;
                 done.push(if masked { "mask" } else { "unmask" }.to_string());
             }
         }
         if let Some(enabled) = self.enabled {
-            let is_enabled = matches!(enablement.as_str(), "enabled" | "enabled-runtime" | "static" | "indirect" | "generated" | "alias");
+            let is_enabled = matches!(
+                enablement.as_str(),
+                "enabled" | "enabled-runtime" | "static" | "indirect" | "generated" | "alias"
+            );
             if enablement == "not-found" && !context.check {
-                anyhow::bail!("unit {unit} does not exist on this host (is its package installed?)");
+                anyhow::bail!(
+                    "unit {unit} does not exist on this host (is its package installed?)"
+                );
             }
             if is_enabled == enabled {
                 fine.push(if enabled { "enabled" } else { "disabled" }.to_string());
@@ -106,7 +126,10 @@ impl ServiceSpec {
             }
         }
         if done.is_empty() {
-            Ok(Outcome::unchanged(format!("service {unit} is {}", fine.join(" and "))))
+            Ok(Outcome::unchanged(format!(
+                "service {unit} is {}",
+                fine.join(" and ")
+            )))
         } else {
             Ok(Outcome::changed(format!("{} {unit}", done.join(", "))))
         }

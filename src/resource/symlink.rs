@@ -29,23 +29,37 @@ impl SymlinkSpec {
         let path = Path::new(&self.path);
         let current = match fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => Some(fs::read_link(path)?),
-            Ok(_) => bail!("{} exists and is not a symlink; remove it first if it should be one", self.path),
+            Ok(_) => bail!(
+                "{} exists and is not a symlink; remove it first if it should be one",
+                self.path
+            ),
             Err(_) => None,
         };
         if current.as_deref() == Some(Path::new(&self.target)) {
-            return Ok(Outcome::unchanged(format!("{} points to {}", self.path, self.target)));
+            return Ok(Outcome::unchanged(format!(
+                "{} points to {}",
+                self.path, self.target
+            )));
         }
         context.record_change(path);
         if !context.check {
             // Make the new link beside the old one and rename it over, so the link never
             // disappears in between.
-            let temporary: PathBuf = path.with_file_name(format!(".placard-link-{}", std::process::id()));
+            let temporary: PathBuf =
+                path.with_file_name(format!(".placard-link-{}", std::process::id()));
             let _ = fs::remove_file(&temporary);
-            std::os::unix::fs::symlink(&self.target, &temporary).with_context(|| format!("cannot create a link beside {}", self.path))?;
-            fs::rename(&temporary, path).with_context(|| format!("cannot put the link {} in place", self.path))?;
+            std::os::unix::fs::symlink(&self.target, &temporary)
+                .with_context(|| format!("cannot create a link beside {}", self.path))?;
+            fs::rename(&temporary, path)
+                .with_context(|| format!("cannot put the link {} in place", self.path))?;
         }
         Ok(Outcome::changed(match current {
-            Some(old) => format!("{} points to {} instead of {}", self.path, self.target, old.display()),
+            Some(old) => format!(
+                "{} points to {} instead of {}",
+                self.path,
+                self.target,
+                old.display()
+            ),
             None => format!("link {} → {}", self.path, self.target),
         }))
     }

@@ -50,8 +50,15 @@ impl UserSpec {
         if let Some(secret) = &self.password_secret {
             super::secret::valid_name(secret).map_err(|m| FieldError::new("password_secret", m))?;
         }
-        if self.comment.as_deref().is_some_and(|c| c.contains([':', '\n'])) {
-            return Err(FieldError::new("comment", "a comment cannot contain `:` or a line break"));
+        if self
+            .comment
+            .as_deref()
+            .is_some_and(|c| c.contains([':', '\n']))
+        {
+            return Err(FieldError::new(
+                "comment",
+                "a comment cannot contain `:` or a line break",
+            ));
         }
         Ok(())
     }
@@ -67,7 +74,14 @@ impl UserSpec {
                 } else {
                     argv.push("--create-home");
                 }
-                argv.extend(["--shell", self.shell.as_deref().unwrap_or(if self.system { "/usr/sbin/nologin" } else { "/bin/bash" })]);
+                argv.extend([
+                    "--shell",
+                    self.shell.as_deref().unwrap_or(if self.system {
+                        "/usr/sbin/nologin"
+                    } else {
+                        "/bin/bash"
+                    }),
+                ]);
                 if let Some(uid) = &uid {
                     argv.extend(["--uid", uid]);
                 }
@@ -91,34 +105,72 @@ impl UserSpec {
         };
 
         if let Some(uid) = self.uid.filter(|u| *u != user.uid.as_raw()) {
-            anyhow::bail!("user {} exists with uid {}, not {uid}; changing a uid is left to the admin", self.name, user.uid);
+            anyhow::bail!(
+                "user {} exists with uid {}, not {uid}; changing a uid is left to the admin",
+                self.name,
+                user.uid
+            );
         }
         let mut argv: Vec<String> = vec!["usermod".into()];
         let mut changes = Vec::new();
-        if let Some(shell) = self.shell.as_ref().filter(|s| user.shell.to_string_lossy() != s.as_str()) {
+        if let Some(shell) = self
+            .shell
+            .as_ref()
+            .filter(|s| user.shell.to_string_lossy() != s.as_str())
+        {
             argv.extend(["--shell".into(), shell.clone()]);
             changes.push(format!("shell {shell}"));
         }
-        if let Some(home) = self.home.as_ref().filter(|h| user.dir.to_string_lossy() != h.as_str()) {
+        if let Some(home) = self
+            .home
+            .as_ref()
+            .filter(|h| user.dir.to_string_lossy() != h.as_str())
+        {
             argv.extend(["--home".into(), home.clone(), "--move-home".into()]);
             changes.push(format!("home {home}"));
         }
-        if let Some(comment) = self.comment.as_ref().filter(|c| user.gecos.to_string_lossy() != c.as_str()) {
+        if let Some(comment) = self
+            .comment
+            .as_ref()
+            .filter(|c| user.gecos.to_string_lossy() != c.as_str())
+        {
             argv.extend(["--comment".into(), comment.clone()]);
             changes.push("comment".to_string());
         }
         let current = supplementary_groups(&self.name)?;
-        let missing: Vec<&String> = self.groups.iter().filter(|g| !current.contains(g.as_str())).collect();
+        let missing: Vec<&String> = self
+            .groups
+            .iter()
+            .filter(|g| !current.contains(g.as_str()))
+            .collect();
         if !missing.is_empty() {
-            argv.extend(["--append".into(), "--groups".into(), missing.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(",")]);
-            changes.push(format!("join {}", missing.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")));
+            argv.extend([
+                "--append".into(),
+                "--groups".into(),
+                missing
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]);
+            changes.push(format!(
+                "join {}",
+                missing
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         let needs_password = self.password_secret.is_some() && !has_password(&self.name)?;
         if needs_password {
             changes.push("set password from its secret".to_string());
         }
         if changes.is_empty() {
-            return Ok(Outcome::unchanged(format!("user {} is as wanted", self.name)));
+            return Ok(Outcome::unchanged(format!(
+                "user {} is as wanted",
+                self.name
+            )));
         }
         if !context.check {
             if argv.len() > 1 {
@@ -131,14 +183,19 @@ impl UserSpec {
             }
         }
         context.record_change(std::path::Path::new("/etc/passwd"));
-        Ok(Outcome::changed(format!("user {}: {}", self.name, changes.join(", "))))
+        Ok(Outcome::changed(format!(
+            "user {}: {}",
+            self.name,
+            changes.join(", ")
+        )))
     }
 }
 
 /// Sets the password from a host secret; the password goes to chpasswd on stdin only.
 fn set_password(name: &str, secret: &str) -> Result<()> {
-    let password = super::secret::read(secret)?
-        .ok_or_else(|| anyhow::anyhow!("secret {secret} does not exist yet; add a `secret` task before this one"))?;
+    let password = super::secret::read(secret)?.ok_or_else(|| {
+        anyhow::anyhow!("secret {secret} does not exist yet; add a `secret` task before this one")
+    })?;
     process::run_ok_with_input(&["chpasswd"], format!("{name}:{password}\n").as_bytes())?;
     Ok(())
 }
@@ -161,7 +218,10 @@ fn supplementary_groups(name: &str) -> Result<BTreeSet<String>> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
             let members = fields.get(3)?;
-            members.split(',').any(|m| m == name).then(|| fields[0].to_string())
+            members
+                .split(',')
+                .any(|m| m == name)
+                .then(|| fields[0].to_string())
         })
         .collect())
 }

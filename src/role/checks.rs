@@ -36,9 +36,19 @@ fn loopback() -> String {
 
 impl CheckSpec {
     pub fn validate(&self) -> Result<(), String> {
-        let kinds = [self.service.is_some(), self.port.is_some(), self.command.is_some()].iter().filter(|k| **k).count();
+        let kinds = [
+            self.service.is_some(),
+            self.port.is_some(),
+            self.command.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
         if kinds != 1 {
-            return Err(format!("check `{}` needs exactly one of `service`, `port` or `command`", self.name));
+            return Err(format!(
+                "check `{}` needs exactly one of `service`, `port` or `command`",
+                self.name
+            ));
         }
         if self.command.as_ref().is_some_and(Vec::is_empty) {
             return Err(format!("check `{}`: the command is empty", self.name));

@@ -32,6 +32,9 @@ pub struct RoleFile {
     pub handlers: Vec<Task>,
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// The DNS records the role needs published, printed by `placard dns`.
+    #[serde(default)]
+    pub dns: Vec<crate::dns::DnsRecord>,
 }
 
 /// A loaded role with its source, for positions, and the templates it ships.
@@ -53,14 +56,22 @@ pub struct Site {
 
 impl Site {
     pub fn new(root: &Path) -> Site {
-        Site { roles_dir: root.join("roles"), templates_dir: root.join("templates") }
+        Site {
+            roles_dir: root.join("roles"),
+            templates_dir: root.join("templates"),
+        }
     }
 
     /// The names of the roles in the roles folder, sorted.
     pub fn role_names(&self) -> std::io::Result<Vec<String>> {
         let mut names: Vec<String> = std::fs::read_dir(&self.roles_dir)?
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yml").map(str::to_string))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".yml")
+                    .map(str::to_string)
+            })
             .collect();
         names.sort();
         Ok(names)
@@ -71,12 +82,26 @@ impl Site {
         let path = self.roles_dir.join(format!("{name}.yml"));
         let text = std::fs::read_to_string(&path).map_err(|e| {
             let known = self.role_names().map(|n| n.join(", ")).unwrap_or_default();
-            Diagnostic::new(&path, format!("cannot read role `{name}`: {e}")).help(format!("the roles in {} are: {known}", self.roles_dir.display()))
+            Diagnostic::new(&path, format!("cannot read role `{name}`: {e}")).help(format!(
+                "the roles in {} are: {known}",
+                self.roles_dir.display()
+            ))
         })?;
         let source = SourceFile::new(&path, text);
-        let file: RoleFile = serde_yaml::from_str(&source.text).map_err(|e| Diagnostic::from_yaml(&source, &e))?;
-        let templates = self.load_templates(name).map_err(|e| Diagnostic::new(&self.templates_dir.join(name), format!("cannot read the role's templates: {e}")))?;
-        let role = Role { name: name.to_string(), file, source, templates };
+        let file: RoleFile =
+            serde_yaml::from_str(&source.text).map_err(|e| Diagnostic::from_yaml(&source, &e))?;
+        let templates = self.load_templates(name).map_err(|e| {
+            Diagnostic::new(
+                &self.templates_dir.join(name),
+                format!("cannot read the role's templates: {e}"),
+            )
+        })?;
+        let role = Role {
+            name: name.to_string(),
+            file,
+            source,
+            templates,
+        };
         role.check()?;
         Ok(role)
     }
@@ -95,7 +120,10 @@ impl Site {
                 if path.is_dir() {
                     pending.push(path);
                 } else if let Ok(relative) = path.strip_prefix(&self.templates_dir) {
-                    templates.insert(relative.to_string_lossy().into_owned(), std::fs::read_to_string(&path)?);
+                    templates.insert(
+                        relative.to_string_lossy().into_owned(),
+                        std::fs::read_to_string(&path)?,
+                    );
                 }
             }
         }
@@ -111,32 +139,59 @@ impl Role {
         let source = &self.source;
         for (name, variable) in &self.file.variables {
             if let Err(message) = variable::check_name(name) {
-                problems.push(Diagnostic::at_key(source, &format!("variables.{name}"), message));
+                problems.push(Diagnostic::at_key(
+                    source,
+                    &format!("variables.{name}"),
+                    message,
+                ));
             }
             if let (Some(default), Some(kind)) = (&variable.default, variable.kind) {
                 if let Err(message) = kind.check(default, variable.unique) {
-                    problems.push(Diagnostic::at(source, &format!("variables.{name}.default"), format!("default of `{name}`: {message}")));
+                    problems.push(Diagnostic::at(
+                        source,
+                        &format!("variables.{name}.default"),
+                        format!("default of `{name}`: {message}"),
+                    ));
                 }
             }
         }
         let mut handler_names = BTreeSet::new();
         for (index, handler) in self.file.handlers.iter().enumerate() {
             if !handler_names.insert(handler.name.as_str()) {
-                problems.push(Diagnostic::at(source, &format!("handlers[{index}].name"), format!("a second handler is named `{}`", handler.name)));
+                problems.push(Diagnostic::at(
+                    source,
+                    &format!("handlers[{index}].name"),
+                    format!("a second handler is named `{}`", handler.name),
+                ));
             }
             if !handler.notify.is_empty() {
-                problems.push(Diagnostic::at_key(source, &format!("handlers[{index}].notify"), "handlers do not notify other handlers; list both in the task's `notify`"));
+                problems.push(Diagnostic::at_key(
+                    source,
+                    &format!("handlers[{index}].notify"),
+                    "handlers do not notify other handlers; list both in the task's `notify`",
+                ));
             }
         }
-        for (list, tasks) in [("tasks", &self.file.tasks), ("handlers", &self.file.handlers)] {
+        for (list, tasks) in [
+            ("tasks", &self.file.tasks),
+            ("handlers", &self.file.handlers),
+        ] {
             for (index, task) in tasks.iter().enumerate() {
                 let at = format!("{list}[{index}]");
                 for (n, notified) in task.notify.iter().enumerate() {
                     if !handler_names.contains(notified.as_str()) {
                         let known: Vec<&str> = handler_names.iter().copied().collect();
                         problems.push(
-                            Diagnostic::at(source, &format!("{at}.notify[{n}]"), format!("no handler named `{notified}` in role {}", self.name))
-                                .help(if known.is_empty() { "the role has no handlers; add one under `handlers:`".to_string() } else { format!("the handlers are: {}", known.join(", ")) }),
+                            Diagnostic::at(
+                                source,
+                                &format!("{at}.notify[{n}]"),
+                                format!("no handler named `{notified}` in role {}", self.name),
+                            )
+                            .help(if known.is_empty() {
+                                "the role has no handlers; add one under `handlers:`".to_string()
+                            } else {
+                                format!("the handlers are: {}", known.join(", "))
+                            }),
                         );
                     }
                 }
@@ -144,6 +199,15 @@ impl Role {
                     task::check_task_rules(task, source, &at, &mut problems);
                 }
                 task::check_template_names(task, &self.templates, source, &at, &mut problems);
+            }
+        }
+        for (index, record) in self.file.dns.iter().enumerate() {
+            if let Err(message) = record.validate() {
+                problems.push(Diagnostic::at(
+                    source,
+                    &format!("dns[{index}].type"),
+                    message,
+                ));
             }
         }
         for (index, check) in self.file.checks.iter().enumerate() {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Diagnostic, InvalidInput};
-use crate::resource::{self, command, directory, file, group, line, package, secret, service, symlink, user, Spec};
+use crate::resource::{
+    self, command, directory, file, group, line, package, secret, service, symlink, user, Spec,
+};
 use crate::source::SourceFile;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +29,11 @@ pub struct Task {
 #[serde(deny_unknown_fields)]
 struct TaskFields {
     name: String,
-    #[serde(default, deserialize_with = "resource::one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "resource::one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     notify: Vec<String>,
     #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
     loop_over: Option<String>,
@@ -79,11 +85,24 @@ impl TryFrom<TaskFields> for Task {
         .collect();
         let name = fields.name;
         match <[Spec; 1]>::try_from(specs) {
-            Ok([spec]) => Ok(Task { name, notify: fields.notify, loop_over: fields.loop_over, when: fields.when, spec }),
-            Err(specs) if specs.is_empty() => Err(format!("task `{name}` has no resource; give it one of: {}", resource::KINDS.join(", "))),
+            Ok([spec]) => Ok(Task {
+                name,
+                notify: fields.notify,
+                loop_over: fields.loop_over,
+                when: fields.when,
+                spec,
+            }),
+            Err(specs) if specs.is_empty() => Err(format!(
+                "task `{name}` has no resource; give it one of: {}",
+                resource::KINDS.join(", ")
+            )),
             Err(specs) => {
                 let kinds: Vec<&str> = specs.iter().map(Spec::kind).collect();
-                Err(format!("task `{name}` has {} resources ({}); split it into one task each", kinds.len(), kinds.join(", ")))
+                Err(format!(
+                    "task `{name}` has {} resources ({}); split it into one task each",
+                    kinds.len(),
+                    kinds.join(", ")
+                ))
             }
         }
     }
@@ -91,7 +110,13 @@ impl TryFrom<TaskFields> for Task {
 
 impl From<Task> for TaskFields {
     fn from(task: Task) -> TaskFields {
-        let mut fields = TaskFields { name: task.name, notify: task.notify, loop_over: task.loop_over, when: task.when, ..TaskFields::default() };
+        let mut fields = TaskFields {
+            name: task.name,
+            notify: task.notify,
+            loop_over: task.loop_over,
+            when: task.when,
+            ..TaskFields::default()
+        };
         match task.spec {
             Spec::Package(s) => fields.package = Some(s),
             Spec::File(s) => fields.file = Some(s),
@@ -110,8 +135,13 @@ impl From<Task> for TaskFields {
 }
 
 /// Whether a task runs with `data`: its `when`, rendered, must say `true` or `false`.
-pub fn condition_holds(task: &Task, render: impl Fn(&str) -> Result<String, String>) -> Result<bool, String> {
-    let Some(when) = &task.when else { return Ok(true) };
+pub fn condition_holds(
+    task: &Task,
+    render: impl Fn(&str) -> Result<String, String>,
+) -> Result<bool, String> {
+    let Some(when) = &task.when else {
+        return Ok(true);
+    };
     let rendered = render(when)?;
     match rendered.trim() {
         "true" => Ok(true),
@@ -141,19 +171,37 @@ pub fn check_task_rules(task: &Task, source: &SourceFile, at: &str, problems: &m
 
 /// `template:` and `copy:` must name a file the role ships, literally (so that it can be
 /// checked now and shipped in the bundle).
-pub fn check_template_names(task: &Task, templates: &BTreeMap<String, String>, source: &SourceFile, at: &str, problems: &mut InvalidInput) {
+pub fn check_template_names(
+    task: &Task,
+    templates: &BTreeMap<String, String>,
+    source: &SourceFile,
+    at: &str,
+    problems: &mut InvalidInput,
+) {
     let Spec::File(file) = &task.spec else { return };
     for (field, name) in [("template", &file.template), ("copy", &file.copy)] {
         let Some(name) = name else { continue };
         let path = format!("{at}.file.{field}");
         if name.contains("{{") {
-            problems.push(Diagnostic::at(source, &path, format!("the {field} name is not templated; write it literally")));
+            problems.push(Diagnostic::at(
+                source,
+                &path,
+                format!("the {field} name is not templated; write it literally"),
+            ));
         } else if !templates.contains_key(name) {
             let mut known: Vec<&str> = templates.keys().map(String::as_str).collect();
             known.truncate(12);
             problems.push(
-                Diagnostic::at(source, &path, format!("no template `{name}`: templates/{name} does not exist"))
-                    .help(if known.is_empty() { "this role has no templates folder".to_string() } else { format!("this role's templates are: {}", known.join(", ")) }),
+                Diagnostic::at(
+                    source,
+                    &path,
+                    format!("no template `{name}`: templates/{name} does not exist"),
+                )
+                .help(if known.is_empty() {
+                    "this role has no templates folder".to_string()
+                } else {
+                    format!("this role's templates are: {}", known.join(", "))
+                }),
             );
         }
     }
@@ -167,13 +215,20 @@ mod tests {
 
     #[test]
     fn conditions_render_to_true_or_false() {
-        let renderer = Renderer::new(&BTreeMap::new(), SecretSource::Placeholder).expect("a renderer");
+        let renderer =
+            Renderer::new(&BTreeMap::new(), SecretSource::Placeholder).expect("a renderer");
         let task: Task = serde_yaml::from_str("name: Load the watchdog module.\nwhen: '{{eq mode \"systemd\"}}'\ncommand: {argv: [modprobe, softdog], unless: [true]}\n").expect("a task");
-        let holds = |mode: &str| condition_holds(&task, |t| renderer.render_string(t, &json!({"mode": mode})));
+        let holds = |mode: &str| {
+            condition_holds(&task, |t| renderer.render_string(t, &json!({"mode": mode})))
+        };
         assert_eq!(holds("systemd"), Ok(true));
         assert_eq!(holds("bmc"), Ok(false));
-        let odd: Task = serde_yaml::from_str("name: x\nwhen: '{{mode}}'\nsecret: {name: s}\n").expect("a task");
-        let error = condition_holds(&odd, |t| renderer.render_string(t, &json!({"mode": "maybe"}))).unwrap_err();
+        let odd: Task =
+            serde_yaml::from_str("name: x\nwhen: '{{mode}}'\nsecret: {name: s}\n").expect("a task");
+        let error = condition_holds(&odd, |t| {
+            renderer.render_string(t, &json!({"mode": "maybe"}))
+        })
+        .unwrap_err();
         assert!(error.contains("not `maybe`"), "{error}");
     }
 }

@@ -67,11 +67,15 @@ impl VariableType {
             VariableType::Boolean => value.is_boolean(),
             VariableType::List => value.is_array(),
             VariableType::Map => value.is_object(),
-            VariableType::Domain => value.as_str().is_some_and(|s| is_dns_name(s) && s.contains('.')),
+            VariableType::Domain => value
+                .as_str()
+                .is_some_and(|s| is_dns_name(s) && s.contains('.')),
             VariableType::Hostname => value.as_str().is_some_and(is_dns_name),
-            VariableType::Email => value.as_str().is_some_and(|s| s.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && !local.contains(char::is_whitespace) && is_dns_name(domain)
-            })),
+            VariableType::Email => value.as_str().is_some_and(|s| {
+                s.split_once('@').is_some_and(|(local, domain)| {
+                    !local.is_empty() && !local.contains(char::is_whitespace) && is_dns_name(domain)
+                })
+            }),
             VariableType::Port => value.as_u64().is_some_and(|p| (1..=65535).contains(&p)),
             VariableType::Path => value.as_str().is_some_and(|s| s.starts_with('/')),
         };
@@ -82,7 +86,10 @@ impl VariableType {
             if let Some(items) = value.as_array() {
                 for (index, item) in items.iter().enumerate() {
                     if items[..index].contains(item) {
-                        return Err(format!("{} appears twice in the list; each item must be distinct", show(item)));
+                        return Err(format!(
+                            "{} appears twice in the list; each item must be distinct",
+                            show(item)
+                        ));
                     }
                 }
             }
@@ -115,10 +122,14 @@ pub fn is_dns_name(name: &str) -> bool {
 /// Variable names are used in templates as `{{name}}`: keep them plain.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name == "facts" || name == "host" {
-        return Err(format!("`{name}` is reserved for what placard provides to templates"));
+        return Err(format!(
+            "`{name}` is reserved for what placard provides to templates"
+        ));
     }
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if valid {
         Ok(())
     } else {
@@ -133,14 +144,26 @@ mod tests {
 
     #[test]
     fn types_refuse_what_cannot_work() {
-        assert!(VariableType::Domain.check(&json!("club.example"), false).is_ok());
-        assert!(VariableType::Domain.check(&json!("not a domain"), false).is_err());
-        assert!(VariableType::Domain.check(&json!("localhost"), false).is_err());
-        assert!(VariableType::Hostname.check(&json!("sandbox"), false).is_ok());
+        assert!(VariableType::Domain
+            .check(&json!("club.example"), false)
+            .is_ok());
+        assert!(VariableType::Domain
+            .check(&json!("not a domain"), false)
+            .is_err());
+        assert!(VariableType::Domain
+            .check(&json!("localhost"), false)
+            .is_err());
+        assert!(VariableType::Hostname
+            .check(&json!("sandbox"), false)
+            .is_ok());
         assert!(VariableType::Integer.check(&json!("fast"), false).is_err());
         assert!(VariableType::Port.check(&json!(70000), false).is_err());
-        assert!(VariableType::Email.check(&json!("admin@club.example"), false).is_ok());
-        let duplicate = VariableType::List.check(&json!(["alice", "bob", "alice"]), true).unwrap_err();
+        assert!(VariableType::Email
+            .check(&json!("admin@club.example"), false)
+            .is_ok());
+        let duplicate = VariableType::List
+            .check(&json!(["alice", "bob", "alice"]), true)
+            .unwrap_err();
         assert!(duplicate.contains("\"alice\" appears twice"), "{duplicate}");
     }
 

@@ -20,7 +20,12 @@ pub enum Route {
 }
 
 /// Runs `bundle` on the host behind `route`, sending its events as they come.
-pub async fn run(route: &Route, options: &ssh::SshOptions, bundle: &Bundle, events: UnboundedSender<Event>) -> anyhow::Result<()> {
+pub async fn run(
+    route: &Route,
+    options: &ssh::SshOptions,
+    bundle: &Bundle,
+    events: UnboundedSender<Event>,
+) -> anyhow::Result<()> {
     match route {
         Route::Local => local::run(bundle.clone(), events).await,
         Route::Ssh(target) => remote::run(target, options, bundle, events).await,

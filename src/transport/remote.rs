@@ -76,7 +76,10 @@ fn agent_binary() -> Result<&'static AgentBinary> {
 
 /// The bootstrap script for this binary, run through sudo when we do not log in as root.
 pub fn bootstrap_command(sha256: &str, size: usize, user_is_root: bool) -> String {
-    let script = BOOTSTRAP.replace("@HASH@", sha256).replace("@SIZE@", &size.to_string()).replace("@MINIMUM@", MINIMUM_GLIBC);
+    let script = BOOTSTRAP
+        .replace("@HASH@", sha256)
+        .replace("@SIZE@", &size.to_string())
+        .replace("@MINIMUM@", MINIMUM_GLIBC);
     if user_is_root {
         script
     } else {
@@ -86,12 +89,27 @@ pub fn bootstrap_command(sha256: &str, size: usize, user_is_root: bool) -> Strin
     }
 }
 
-pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, events: UnboundedSender<Event>) -> Result<()> {
+pub async fn run(
+    target: &SshTarget,
+    options: &SshOptions,
+    bundle: &Bundle,
+    events: UnboundedSender<Event>,
+) -> Result<()> {
     let binary = agent_binary()?;
     let connection = Connection::connect(target, options).await?;
     let user_is_root = connection.target().user == "root";
-    let process = connection.exec(&bootstrap_command(&binary.sha256, binary.bytes.len(), user_is_root)).await?;
-    let RemoteProcess { stdin, stdout, exit } = process;
+    let process = connection
+        .exec(&bootstrap_command(
+            &binary.sha256,
+            binary.bytes.len(),
+            user_is_root,
+        ))
+        .await?;
+    let RemoteProcess {
+        stdin,
+        stdout,
+        exit,
+    } = process;
     let (mut stdin, mut stdout) = (stdin, BufReader::new(stdout));
     let mut line = String::new();
 
@@ -99,14 +117,24 @@ pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, even
         line.clear();
         if stdout.read_line(&mut line).await? == 0 {
             let status = exit.wait().await?;
-            let hint = if !user_is_root && status.stderr.contains("sudo") { " (the login user needs passwordless sudo)" } else { "" };
-            bail!("the host closed the session before the agent started ({status}){hint}: {}", status.stderr.trim());
+            let hint = if !user_is_root && status.stderr.contains("sudo") {
+                " (the login user needs passwordless sudo)"
+            } else {
+                ""
+            };
+            bail!(
+                "the host closed the session before the agent started ({status}){hint}: {}",
+                status.stderr.trim()
+            );
         }
         let answer = line.trim();
         if let Some(reason) = answer.strip_prefix("UNSUPPORTED ") {
             bail!("the placard agent cannot run on {}: {reason}", target.name);
         } else if answer == "NEED" {
-            stdin.write_all(&binary.bytes).await.context("cannot upload the agent")?;
+            stdin
+                .write_all(&binary.bytes)
+                .await
+                .context("cannot upload the agent")?;
             stdin.flush().await?;
         } else if answer == "READY" {
             break;
@@ -118,8 +146,14 @@ pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, even
     }
 
     let payload = serde_json::to_vec(bundle)?;
-    stdin.write_all(&payload).await.context("cannot send the bundle")?;
-    stdin.shutdown().await.context("cannot close the bundle stream")?;
+    stdin
+        .write_all(&payload)
+        .await
+        .context("cannot send the bundle")?;
+    stdin
+        .shutdown()
+        .await
+        .context("cannot close the bundle stream")?;
     drop(stdin);
 
     let mut finished = false;
@@ -130,7 +164,10 @@ pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, even
         }
         match serde_json::from_str::<Event>(line.trim()) {
             Ok(event) => {
-                finished |= matches!(event, Event::Done { .. } | Event::Error { .. } | Event::Output { .. });
+                finished |= matches!(
+                    event,
+                    Event::Done { .. } | Event::Error { .. } | Event::Output { .. }
+                );
                 let _ = events.send(event);
             }
             Err(_) => tracing::debug!("agent printed a line that is not an event: {}", line.trim()),
@@ -138,7 +175,10 @@ pub async fn run(target: &SshTarget, options: &SshOptions, bundle: &Bundle, even
     }
     let status = exit.wait().await?;
     if !finished {
-        bail!("the agent stopped without finishing ({status}): {}", status.stderr.trim());
+        bail!(
+            "the agent stopped without finishing ({status}): {}",
+            status.stderr.trim()
+        );
     }
     Ok(())
 }
@@ -160,7 +200,10 @@ mod tests {
     #[test]
     fn the_bootstrap_parses_as_sh() {
         let script = bootstrap_command(&"ab".repeat(32), 10, true);
-        let status = std::process::Command::new("sh").args(["-n", "-c", &script]).status().expect("sh runs");
+        let status = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .status()
+            .expect("sh runs");
         assert!(status.success());
     }
 }

@@ -19,11 +19,16 @@ pub struct Testbed {
 impl Testbed {
     /// Boots a Debian host named `name` (unique per test) with the given suite.
     pub fn up(name: &str, suite: &str) -> Testbed {
-        assert!(nix::unistd::geteuid().is_root(), "end-to-end tests boot hosts with systemd-nspawn and must run as root");
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "end-to-end tests boot hosts with systemd-nspawn and must run as root"
+        );
         let mut paths = SandboxPaths::default();
-        paths.state_dir = std::env::temp_dir().join(format!("placard-e2e-{name}-{}", std::process::id()));
+        paths.state_dir =
+            std::env::temp_dir().join(format!("placard-e2e-{name}-{}", std::process::id()));
         let port = sandbox::free_port().expect("a free loopback port");
-        let host = sandbox::up(&paths, name, suite, port).unwrap_or_else(|e| panic!("cannot boot sandbox {name}: {e:#}"));
+        let host = sandbox::up(&paths, name, suite, port)
+            .unwrap_or_else(|e| panic!("cannot boot sandbox {name}: {e:#}"));
         let dir = tempfile::tempdir().expect("a temporary folder");
         let bed = Testbed { paths, host, dir };
         bed.write_inventory("roles: [base]\n    vars:\n      hostname: e2e-host\n");
@@ -57,7 +62,12 @@ impl Testbed {
             .env("NO_COLOR", "1")
             .output()
             .expect("run placard");
-        eprintln!("$ placard {}\n{}{}", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "$ placard {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         output
     }
 
@@ -65,13 +75,21 @@ impl Testbed {
     /// transport), checking the host key; panics when it fails.
     pub fn ssh(&self, command: &str) -> String {
         let output = self.ssh_output(command);
-        assert!(output.status.success(), "`{command}` failed on the host: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "`{command}` failed on the host: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     pub fn ssh_output(&self, command: &str) -> Output {
         let argv = sandbox::ssh_argv(&self.paths, &self.host.name).expect("ssh argv");
-        Command::new(&argv[0]).args(&argv[1..]).args(["-o", "BatchMode=yes", "--", command]).output().expect("run ssh")
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .args(["-o", "BatchMode=yes", "--", command])
+            .output()
+            .expect("run ssh")
     }
 
     /// A file in the host's tree, read from this machine.
@@ -103,7 +121,11 @@ pub fn stderr(output: &Output) -> String {
 
 /// The summary line of a human report, e.g. "1 host: 1 unchanged, 0 changed, 0 failed".
 pub fn summary(output: &Output) -> String {
-    stdout(output).lines().last().unwrap_or_default().to_string()
+    stdout(output)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn exists(path: &Path) -> bool {
