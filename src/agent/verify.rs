@@ -1,4 +1,7 @@
 //! `placard verify`: the roles' health checks, run on the host.
+//!
+//! A check's strings are rendered first (`host: "{{mail_listen_address}}"`), then it
+//! runs: a unit's state, a port's banner, or a command's exit status.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -8,6 +11,24 @@ use super::process;
 use crate::role::CheckSpec;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The check with every string rendered by `render`.
+pub fn render(check: &CheckSpec, render: impl Fn(&str) -> Result<String, String>) -> Result<CheckSpec, String> {
+    let mut rendered = check.clone();
+    if let Some(service) = &check.service {
+        rendered.service = Some(render(service)?);
+    }
+    if let Some(port) = &check.port {
+        let mut port = port.clone();
+        port.host = render(&port.host)?;
+        port.expect = port.expect.as_deref().map(&render).transpose()?;
+        rendered.port = Some(port);
+    }
+    if let Some(argv) = &check.command {
+        rendered.command = Some(argv.iter().map(|a| render(a)).collect::<Result<_, _>>()?);
+    }
+    Ok(rendered)
+}
 
 /// Runs one check: whether it passed, and what was seen.
 pub fn run(check: &CheckSpec) -> (bool, String) {

@@ -5,15 +5,18 @@ Each subcommand speaks to the host's Postfix or Dovecot with Python's own smtpli
 imaplib and prints one JSON object, which tests/e2e_mail.rs reads. Certificates are not
 checked: the role's certificate is self-signed until a certs role exists.
 """
-import email
+import email.utils
 import imaplib
 import json
+import os
 import smtplib
+import socket
 import ssl
 import sys
 import time
 
-HOST = "127.0.0.1"
+# The address the role was told to listen on (mail_listen_address).
+HOST = os.environ.get("MAIL_HOST", "127.0.0.1")
 INSECURE = ssl.create_default_context()
 INSECURE.check_hostname = False
 INSECURE.verify_mode = ssl.CERT_NONE
@@ -55,10 +58,12 @@ def cmd_burst(user, password, sender, recipient, count):
     return {"results": results}
 
 
-def cmd_inbound(sender, recipient, subject, port="25"):
-    """Unauthenticated SMTP on port 25, as another mail server would deliver."""
+def cmd_inbound(sender, recipient, subject, source="127.0.0.1"):
+    """Unauthenticated SMTP on port 25, as another mail server would deliver, from
+    `source`: a loopback address other than 127.0.0.1 is outside the role's mynetworks,
+    like a client on the Internet."""
     try:
-        with smtplib.SMTP(HOST, int(port), timeout=30) as smtp:
+        with smtplib.SMTP(HOST, 25, timeout=30, source_address=(source, 0)) as smtp:
             smtp.ehlo("mx.outside.example")
             refused = smtp.sendmail(sender, [recipient], message(sender, recipient, subject))
             return {"ok": not refused}
@@ -68,8 +73,9 @@ def cmd_inbound(sender, recipient, subject, port="25"):
         return {"ok": False, "code": getattr(e, "smtp_code", None), "error": str(e)}
 
 
-def cmd_fetch(user, password, subject, wait="60"):
-    """Waits for a message with `subject` over IMAPS and returns it whole."""
+def cmd_fetch(user, password, subject, wait="60", save=None):
+    """Waits for a message with `subject` over IMAPS and returns it whole (and saves it
+    to `save`, for dkim-verify)."""
     deadline = time.time() + float(wait)
     while True:
         with imaplib.IMAP4_SSL(HOST, 993, ssl_context=INSECURE, timeout=30) as imap:
@@ -79,21 +85,34 @@ def cmd_fetch(user, password, subject, wait="60"):
             ids = found[0].split()
             if ids:
                 _, data = imap.fetch(ids[-1], "(RFC822)")
+                if save:
+                    open(save, "wb").write(data[0][1])
                 return {"ok": True, "message": data[0][1].decode("utf-8", "replace")}
         if time.time() > deadline:
             return {"ok": False, "error": f"no message with subject {subject!r} after {wait} s"}
         time.sleep(1)
 
 
-def cmd_imap_starttls(user, password):
-    """IMAP on 143: login is refused before STARTTLS and accepted after."""
-    with imaplib.IMAP4(HOST, 143, timeout=30) as imap:
+class IMAP4From(imaplib.IMAP4):
+    """IMAP from a chosen source address: Dovecot trusts 127.0.0.1 as if it were TLS."""
+
+    def __init__(self, source, *args, **kwargs):
+        self.source = source
+        super().__init__(*args, **kwargs)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+
+def cmd_imap_starttls(user, password, source):
+    """IMAP on 143 from `source`: login is refused before STARTTLS and accepted after."""
+    with IMAP4From(source, HOST, 143, timeout=30) as imap:
         try:
             imap.login(user, password)
             before = "accepted"
         except imaplib.IMAP4.error as e:
             before = f"refused: {e}"
-    with imaplib.IMAP4(HOST, 143, timeout=30) as imap:
+    with IMAP4From(source, HOST, 143, timeout=30) as imap:
         imap.starttls(ssl_context=INSECURE)
         imap.login(user, password)
         after = "accepted"
@@ -115,6 +134,21 @@ def cmd_bad_logins(user, count, source):
         except smtplib.SMTPAuthenticationError as e:
             answers.append(e.smtp_code)
         except (OSError, smtplib.SMTPException) as e:
+            answers.append(f"{type(e).__name__}: {e}")
+    return {"answers": answers}
+
+
+def cmd_bad_imap_logins(user, count, source):
+    """Failed IMAPS logins from `source`, as cmd_bad_logins for SMTP."""
+    answers = []
+    for n in range(int(count)):
+        try:
+            sock = socket.create_connection((HOST, 993), timeout=10, source_address=(source, 0))
+            with INSECURE.wrap_socket(sock) as tls:
+                tls.recv(1024)
+                tls.sendall(f"a1 LOGIN {user} wrong-{n}\r\n".encode())
+                answers.append(tls.recv(1024).decode(errors="replace").strip())
+        except OSError as e:
             answers.append(f"{type(e).__name__}: {e}")
     return {"answers": answers}
 
