@@ -16,6 +16,10 @@ struct Case {
     #[serde(default)]
     args: Vec<String>,
     files: BTreeMap<String, String>,
+    /// Roles of this repository (with their templates) to add to the site, so that the
+    /// shipped roles' variable types are tested too.
+    #[serde(default)]
+    shipped_roles: Vec<String>,
     error: String,
 }
 
@@ -60,7 +64,17 @@ impl Host {
     }
 }
 
-fn write_site(dir: &Path, port: u16, overlay: &BTreeMap<String, String>) {
+fn write_site(dir: &Path, port: u16, overlay: &BTreeMap<String, String>, shipped_roles: &[String]) {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for role in shipped_roles {
+        fs::create_dir_all(dir.join("roles")).expect("create roles/");
+        fs::copy(repository.join(format!("roles/{role}.yml")), dir.join(format!("roles/{role}.yml"))).expect("copy a shipped role");
+        let templates = repository.join("templates").join(role);
+        fs::create_dir_all(dir.join("templates").join(role)).expect("create the templates folder");
+        for entry in fs::read_dir(&templates).expect("the role's templates").flatten() {
+            fs::copy(entry.path(), dir.join("templates").join(role).join(entry.file_name())).expect("copy a template");
+        }
+    }
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     files.insert("roles/web.yml".into(), ROLE.into());
     files.insert(
@@ -92,7 +106,7 @@ fn the_valid_site_reaches_the_host() {
     // cases below really show that a defect stops it first.
     let host = Host::new();
     let dir = tempfile::tempdir().expect("a temporary folder");
-    write_site(dir.path(), host.port(), &BTreeMap::new());
+    write_site(dir.path(), host.port(), &BTreeMap::new(), &[]);
     let output = plan(dir.path(), &[]);
     assert_eq!(
         output.status.code(),
@@ -111,7 +125,7 @@ fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
     for case in &cases {
         let host = Host::new();
         let dir = tempfile::tempdir().expect("a temporary folder");
-        write_site(dir.path(), host.port(), &case.files);
+        write_site(dir.path(), host.port(), &case.files, &case.shipped_roles);
         let output = plan(dir.path(), &case.args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let mut problems = Vec::new();
