@@ -54,7 +54,10 @@ fn smtp_sink(lifetime: Duration) -> (u16, mpsc::Receiver<Envelope>) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
             let mut writer = stream.try_clone().expect("clone the stream");
             let mut reader = BufReader::new(stream);
-            let mut envelope = Envelope { sender: String::new(), recipients: Vec::new() };
+            let mut envelope = Envelope {
+                sender: String::new(),
+                recipients: Vec::new(),
+            };
             let _ = writer.write_all(b"220 sink.e2e.test ESMTP\r\n");
             let mut line = String::new();
             loop {
@@ -66,20 +69,40 @@ fn smtp_sink(lifetime: Duration) -> (u16, mpsc::Receiver<Envelope>) {
                 let answer: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
                     b"250 sink.e2e.test\r\n"
                 } else if upper.starts_with("MAIL FROM:") {
-                    envelope.sender = line[10..].trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_string();
+                    envelope.sender = line[10..]
+                        .trim()
+                        .trim_start_matches('<')
+                        .split('>')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     b"250 ok\r\n"
                 } else if upper.starts_with("RCPT TO:") {
-                    envelope.recipients.push(line[8..].trim().trim_matches(|c| c == '<' || c == '>').to_string());
+                    envelope.recipients.push(
+                        line[8..]
+                            .trim()
+                            .trim_matches(|c| c == '<' || c == '>')
+                            .to_string(),
+                    );
                     b"250 ok\r\n"
                 } else if upper.starts_with("DATA") {
                     let _ = writer.write_all(b"354 go on\r\n");
                     loop {
                         line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" || line == ".\n" {
+                        if reader.read_line(&mut line).unwrap_or(0) == 0
+                            || line == ".\r\n"
+                            || line == ".\n"
+                        {
                             break;
                         }
                     }
-                    let _ = sender.send(std::mem::replace(&mut envelope, Envelope { sender: String::new(), recipients: Vec::new() }));
+                    let _ = sender.send(std::mem::replace(
+                        &mut envelope,
+                        Envelope {
+                            sender: String::new(),
+                            recipients: Vec::new(),
+                        },
+                    ));
                     b"250 queued\r\n"
                 } else if upper.starts_with("QUIT") {
                     let _ = writer.write_all(b"221 bye\r\n");
@@ -104,7 +127,8 @@ struct MailHost {
 impl MailHost {
     fn up(name: &str, suite: &str, address: &'static str) -> MailHost {
         let bed = Testbed::up(name, suite);
-        std::fs::write(bed.root_path("/root/client.py"), CLIENT).expect("copy the client onto the host");
+        std::fs::write(bed.root_path("/root/client.py"), CLIENT)
+            .expect("copy the client onto the host");
         MailHost { bed, address }
     }
 
@@ -118,15 +142,31 @@ impl MailHost {
     }
 
     fn password(&self, member: &str) -> String {
-        self.bed.read(&format!("/var/lib/placard/secrets/mail-{member}")).expect("the member's password was generated").trim().to_string()
+        self.bed
+            .read(&format!("/var/lib/placard/secrets/mail-{member}"))
+            .expect("the member's password was generated")
+            .trim()
+            .to_string()
     }
 
     /// Runs the client on the host; its JSON answer.
     fn client(&self, args: &[&str]) -> Value {
-        let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
-        let output = self.bed.ssh_output(&format!("MAIL_HOST={} timeout 300 python3 /root/client.py {}", self.address, quoted.join(" ")));
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let output = self.bed.ssh_output(&format!(
+            "MAIL_HOST={} timeout 300 python3 /root/client.py {}",
+            self.address,
+            quoted.join(" ")
+        ));
         let text = String::from_utf8_lossy(&output.stdout);
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client {args:?}: {e}\n{text}\n{}", String::from_utf8_lossy(&output.stderr)))
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "client {args:?}: {e}\n{text}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
     }
 
     fn apply(&self) -> Output {
@@ -137,7 +177,9 @@ impl MailHost {
         let text = stdout(output);
         let last = text.lines().last().expect("json output");
         let summary: Value = serde_json::from_str(last).expect("the last line is the summary");
-        summary["summary"][0]["changed"].as_u64().expect("a count of changes")
+        summary["summary"][0]["changed"]
+            .as_u64()
+            .expect("a count of changes")
     }
 
     /// Waits until `command` on the host prints something containing `needle`.
@@ -158,45 +200,120 @@ impl MailHost {
 /// STARTTLS before a password.
 fn delivers_and_signs(host: &MailHost) {
     let (alice, bob) = (host.password("alice"), host.password("bob"));
-    let sent = host.client(&["send", "alice", &alice, "alice@club.example", "bob@club.example", "signed hello"]);
+    let sent = host.client(&[
+        "send",
+        "alice",
+        &alice,
+        "alice@club.example",
+        "bob@club.example",
+        "signed hello",
+    ]);
     assert_eq!(sent["ok"], true, "submission on 587: {sent}");
-    let fetched = host.client(&["fetch", "bob", &bob, "signed hello", "60", "/root/signed.eml"]);
+    let fetched = host.client(&[
+        "fetch",
+        "bob",
+        &bob,
+        "signed hello",
+        "60",
+        "/root/signed.eml",
+    ]);
     assert_eq!(fetched["ok"], true, "IMAPS on 993: {fetched}");
     let message = fetched["message"].as_str().expect("the message");
-    assert!(message.contains("DKIM-Signature:") && message.contains("d=club.example") && message.contains("s=mail;"), "{message}");
+    assert!(
+        message.contains("DKIM-Signature:")
+            && message.contains("d=club.example")
+            && message.contains("s=mail;"),
+        "{message}"
+    );
 
     let dns = host.bed.placard(&["dns", &host.bed.host.name]);
-    assert_eq!(dns.status.code(), Some(0), "placard dns: {}", testbed::stderr(&dns));
+    assert_eq!(
+        dns.status.code(),
+        Some(0),
+        "placard dns: {}",
+        testbed::stderr(&dns)
+    );
     let records = stdout(&dns);
-    for expected in ["club.example. IN MX 10 mail.club.example.", "club.example. IN TXT \"v=spf1 mx -all\"", "_dmarc.club.example. IN TXT \"v=DMARC1; p=quarantine;"] {
-        assert!(records.contains(expected), "`{expected}` missing from:\n{records}");
+    for expected in [
+        "club.example. IN MX 10 mail.club.example.",
+        "club.example. IN TXT \"v=spf1 mx -all\"",
+        "_dmarc.club.example. IN TXT \"v=DMARC1; p=quarantine;",
+    ] {
+        assert!(
+            records.contains(expected),
+            "`{expected}` missing from:\n{records}"
+        );
     }
-    let dkim_line = records.lines().find(|l| l.starts_with("mail._domainkey.club.example. IN TXT ")).expect("the DKIM record");
+    let dkim_line = records
+        .lines()
+        .find(|l| l.starts_with("mail._domainkey.club.example. IN TXT "))
+        .expect("the DKIM record");
     let strings: Vec<&str> = dkim_line.split('"').skip(1).step_by(2).collect();
-    assert!(strings.len() >= 2 && strings.iter().all(|s| s.len() <= 255), "a 2048-bit key needs two strings of at most 255 bytes: {dkim_line}");
-    std::fs::write(host.bed.root_path("/root/dkim.txt"), strings.concat()).expect("write the record");
+    assert!(
+        strings.len() >= 2 && strings.iter().all(|s| s.len() <= 255),
+        "a 2048-bit key needs two strings of at most 255 bytes: {dkim_line}"
+    );
+    std::fs::write(host.bed.root_path("/root/dkim.txt"), strings.concat())
+        .expect("write the record");
     // dkimpy, Debian's package, is the test's verifier; the role does not need it.
     host.bed.ssh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-dkim >/dev/null");
     let verified = host.client(&["dkim-verify", "/root/signed.eml", "/root/dkim.txt"]);
-    assert_eq!(verified["ok"], true, "the signature verifies against the published key");
+    assert_eq!(
+        verified["ok"], true,
+        "the signature verifies against the published key"
+    );
     // The control: the same check fails on a message changed after signing.
-    host.bed.ssh("sed -i 's/signed hello/signed hullo/' /root/signed.eml");
-    assert_eq!(host.client(&["dkim-verify", "/root/signed.eml", "/root/dkim.txt"])["ok"], false, "a tampered message must fail");
+    host.bed
+        .ssh("sed -i 's/signed hello/signed hullo/' /root/signed.eml");
+    assert_eq!(
+        host.client(&["dkim-verify", "/root/signed.eml", "/root/dkim.txt"])["ok"],
+        false,
+        "a tampered message must fail"
+    );
 
     let imap = host.client(&["imap-starttls", "bob", &bob, "127.0.0.79"]);
-    assert!(imap["before_starttls"].as_str().is_some_and(|s| s.starts_with("refused")), "{imap}");
+    assert!(
+        imap["before_starttls"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("refused")),
+        "{imap}"
+    );
     assert_eq!(imap["after_starttls"], "accepted");
 
     // The private key stays out of /etc's history; the public half is there.
     let etc = host.bed.root_path("/etc");
-    let files = std::process::Command::new("git").arg("-C").arg(&etc).args(["ls-files"]).output().expect("git ls-files");
+    let files = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&etc)
+        .args(["ls-files"])
+        .output()
+        .expect("git ls-files");
     let files = String::from_utf8_lossy(&files.stdout);
-    assert!(files.lines().any(|f| f == "dkimkeys/mail.public"), "the public key is tracked");
-    assert!(!files.lines().any(|f| f.ends_with(".key") || f == "postsrsd.secret"), "a private key is tracked:\n{files}");
-    let key = host.bed.read("/etc/dkimkeys/mail.key").expect("the DKIM key");
+    assert!(
+        files.lines().any(|f| f == "dkimkeys/mail.public"),
+        "the public key is tracked"
+    );
+    assert!(
+        !files
+            .lines()
+            .any(|f| f.ends_with(".key") || f == "postsrsd.secret"),
+        "a private key is tracked:\n{files}"
+    );
+    let key = host
+        .bed
+        .read("/etc/dkimkeys/mail.key")
+        .expect("the DKIM key");
     let body_line = key.lines().nth(1).expect("a line of the key");
-    let history = std::process::Command::new("git").arg("-C").arg(&etc).args(["log", "-p", "--all"]).output().expect("git log");
-    assert!(!String::from_utf8_lossy(&history.stdout).contains(body_line), "the DKIM private key is in /etc's history");
+    let history = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&etc)
+        .args(["log", "-p", "--all"])
+        .output()
+        .expect("git log");
+    assert!(
+        !String::from_utf8_lossy(&history.stdout).contains(body_line),
+        "the DKIM private key is in /etc's history"
+    );
 }
 
 /// (4) Zero changes on a second apply; a value Postfix refuses is caught by `postfix
@@ -204,46 +321,94 @@ fn delivers_and_signs(host: &MailHost) {
 fn idempotent_and_validated(host: &MailHost, base_vars: &str) {
     let second = host.bed.placard(&["apply", "--format", "json"]);
     assert_eq!(second.status.code(), Some(0));
-    assert_eq!(host.changed(&second), 0, "a second apply changes nothing:\n{}", stdout(&second));
+    assert_eq!(
+        host.changed(&second),
+        0,
+        "a second apply changes nothing:\n{}",
+        stdout(&second)
+    );
 
     let before = host.bed.read("/etc/postfix/main.cf").expect("main.cf");
     let master_pid = host.bed.ssh("cat /var/spool/postfix/pid/master.pid");
     // placard's domain type accepts 123.456; Postfix refuses an all-numeric host name.
     host.inventory(base_vars);
     let text = std::fs::read_to_string(host.bed.inventory()).expect("inventory");
-    std::fs::write(host.bed.inventory(), text.replace("mail_hostname: mail.club.example", "mail_hostname: \"123.456\"")).expect("inventory");
+    std::fs::write(
+        host.bed.inventory(),
+        text.replace(
+            "mail_hostname: mail.club.example",
+            "mail_hostname: \"123.456\"",
+        ),
+    )
+    .expect("inventory");
     let broken = host.apply();
     assert_eq!(broken.status.code(), Some(1), "the host failed");
     let report = stdout(&broken);
-    assert!(report.contains("/etc/postfix/main.cf failed validation; the old file is still in place"), "{report}");
-    assert!(!report.contains("handler reload postfix"), "Postfix was not reloaded:\n{report}");
-    assert_eq!(host.bed.read("/etc/postfix/main.cf").as_deref(), Some(before.as_str()));
-    assert_eq!(host.bed.ssh("postconf -h myhostname").trim(), "mail.club.example");
-    assert_eq!(host.bed.ssh("cat /var/spool/postfix/pid/master.pid"), master_pid, "the running Postfix was not restarted");
+    assert!(
+        report.contains("/etc/postfix/main.cf failed validation; the old file is still in place"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("handler reload postfix"),
+        "Postfix was not reloaded:\n{report}"
+    );
+    assert_eq!(
+        host.bed.read("/etc/postfix/main.cf").as_deref(),
+        Some(before.as_str())
+    );
+    assert_eq!(
+        host.bed.ssh("postconf -h myhostname").trim(),
+        "mail.club.example"
+    );
+    assert_eq!(
+        host.bed.ssh("cat /var/spool/postfix/pid/master.pid"),
+        master_pid,
+        "the running Postfix was not restarted"
+    );
     host.bed.ssh("postfix status");
 
     host.inventory(base_vars);
     let repaired = host.bed.placard(&["apply", "--format", "json"]);
     assert_eq!(repaired.status.code(), Some(0));
     let verify = host.bed.placard(&["verify"]);
-    assert_eq!(verify.status.code(), Some(0), "every health check passes:\n{}", stdout(&verify));
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "every health check passes:\n{}",
+        stdout(&verify)
+    );
     assert!(!stdout(&verify).contains("FAIL"));
 }
 
 fn first_apply(host: &MailHost, vars: &str) {
     host.inventory(vars);
     let first = host.apply();
-    assert_eq!(first.status.code(), Some(0), "first apply:\n{}", stdout(&first));
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "first apply:\n{}",
+        stdout(&first)
+    );
     let report = stdout(&first);
-    assert!(report.contains("Generate a self-signed TLS certificate for mail.club.example (mail programs will warn"), "the admin is told about the certificate");
+    assert!(
+        report.contains(
+            "Generate a self-signed TLS certificate for mail.club.example (mail programs will warn"
+        ),
+        "the admin is told about the certificate"
+    );
     for member in ["alice", "bob"] {
-        assert!(!report.contains(&host.password(member)), "a password was printed");
+        assert!(
+            !report.contains(&host.password(member)),
+            "a password was printed"
+        );
     }
 }
 
 #[test]
 fn mail_on_debian_12_delivers_signs_forwards_and_resists_abuse() {
-    let _one_at_a_time = MAIL_HOSTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one_at_a_time = MAIL_HOSTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let (sink_port, envelopes) = smtp_sink(Duration::from_secs(900));
     let host = MailHost::up("e2e-mail12", "bookworm", "127.0.0.61");
     let vars = format!(
@@ -255,17 +420,45 @@ fn mail_on_debian_12_delivers_signs_forwards_and_resists_abuse() {
 
     // An alias reaches its member.
     let (alice, bob) = (host.password("alice"), host.password("bob"));
-    assert_eq!(host.client(&["inbound", "dave@outside.example", "info@club.example", "to the alias"])["ok"], true);
-    assert_eq!(host.client(&["fetch", "alice", &alice, "to the alias", "60"])["ok"], true, "info@ reaches alice");
+    assert_eq!(
+        host.client(&[
+            "inbound",
+            "dave@outside.example",
+            "info@club.example",
+            "to the alias"
+        ])["ok"],
+        true
+    );
+    assert_eq!(
+        host.client(&["fetch", "alice", &alice, "to the alias", "60"])["ok"],
+        true,
+        "info@ reaches alice"
+    );
 
     // (2) bob forwards his mail outside: the envelope sender is rewritten with SRS into
     // the club's domain, so that SPF passes at the destination.
     host.bed.ssh("printf 'carol@elsewhere.example\\n' > /home/bob/.forward && chown bob:bob /home/bob/.forward");
-    assert_eq!(host.client(&["inbound", "dave@outside.example", "bob@club.example", "to be forwarded"])["ok"], true);
-    let forwarded = envelopes.recv_timeout(Duration::from_secs(90)).expect("the forwarded message reached the sink");
-    assert_eq!(forwarded.recipients, vec!["carol@elsewhere.example".to_string()]);
+    assert_eq!(
+        host.client(&[
+            "inbound",
+            "dave@outside.example",
+            "bob@club.example",
+            "to be forwarded"
+        ])["ok"],
+        true
+    );
+    let forwarded = envelopes
+        .recv_timeout(Duration::from_secs(90))
+        .expect("the forwarded message reached the sink");
+    assert_eq!(
+        forwarded.recipients,
+        vec!["carol@elsewhere.example".to_string()]
+    );
     assert!(
-        forwarded.sender.starts_with("SRS0=") && forwarded.sender.ends_with("=outside.example=dave@club.example"),
+        forwarded.sender.starts_with("SRS0=")
+            && forwarded
+                .sender
+                .ends_with("=outside.example=dave@club.example"),
         "the envelope sender is SRS-rewritten: {}",
         forwarded.sender
     );
@@ -273,36 +466,87 @@ fn mail_on_debian_12_delivers_signs_forwards_and_resists_abuse() {
 
     // (3) No open relay: a client outside mynetworks, without a password, cannot send
     // to another domain.
-    let relay = host.client(&["inbound", "dave@outside.example", "carol@elsewhere.example", "relay attempt", "127.0.0.77"]);
+    let relay = host.client(&[
+        "inbound",
+        "dave@outside.example",
+        "carol@elsewhere.example",
+        "relay attempt",
+        "127.0.0.77",
+    ]);
     assert_eq!(relay["ok"], false);
     assert_eq!(relay["code"], 554, "relay refused: {relay}");
 
     // (3) The rate limit: bob may send to 5 recipients an hour; the 6th and 7th are
     // refused with 450, while alice still sends.
-    let burst = host.client(&["burst", "bob", &bob, "bob@club.example", "alice@club.example", "7"]);
-    let accepted: Vec<bool> = burst["results"].as_array().expect("results").iter().map(|r| r["ok"] == true).collect();
-    assert_eq!(accepted, vec![true, true, true, true, true, false, false], "{burst}");
+    let burst = host.client(&[
+        "burst",
+        "bob",
+        &bob,
+        "bob@club.example",
+        "alice@club.example",
+        "7",
+    ]);
+    let accepted: Vec<bool> = burst["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["ok"] == true)
+        .collect();
+    assert_eq!(
+        accepted,
+        vec![true, true, true, true, true, false, false],
+        "{burst}"
+    );
     assert_eq!(burst["results"][5]["code"], 450);
-    assert_eq!(host.client(&["send", "alice", &alice, "alice@club.example", "bob@club.example", "alice is not limited"])["ok"], true);
+    assert_eq!(
+        host.client(&[
+            "send",
+            "alice",
+            &alice,
+            "alice@club.example",
+            "bob@club.example",
+            "alice is not limited"
+        ])["ok"],
+        true
+    );
 
     // (3) fail2ban: repeated bad passwords on 587 get the client's address banned.
     let answers = host.client(&["bad-logins", "alice", "4", "127.0.0.78"]);
     assert_eq!(answers["answers"][0], 535, "{answers}");
-    let status = host.wait_for("fail2ban-client status postfix-sasl", "127.0.0.78", Duration::from_secs(60));
-    assert!(status.contains("Banned IP list:") && status.contains("127.0.0.78"), "{status}");
+    let status = host.wait_for(
+        "fail2ban-client status postfix-sasl",
+        "127.0.0.78",
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.contains("Banned IP list:") && status.contains("127.0.0.78"),
+        "{status}"
+    );
     // /run is the host's own tmpfs, so read it over SSH.
-    assert!(host.bed.ssh("cat /run/fail2ban/fail2ban.dummy").contains("+127.0.0.78"), "the ban action ran");
+    assert!(
+        host.bed
+            .ssh("cat /run/fail2ban/fail2ban.dummy")
+            .contains("+127.0.0.78"),
+        "the ban action ran"
+    );
 
     idempotent_and_validated(&host, &vars);
 }
 
 #[test]
 fn mail_on_debian_13_delivers_signs_and_stays_put() {
-    let _one_at_a_time = MAIL_HOSTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one_at_a_time = MAIL_HOSTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let host = MailHost::up("e2e-mail13", "trixie", "127.0.0.62");
     let vars = "";
     first_apply(&host, vars);
-    assert!(host.bed.ssh("doveconf -n").contains("mail_driver = maildir"), "the Dovecot 2.4 form was chosen");
+    assert!(
+        host.bed
+            .ssh("doveconf -n")
+            .contains("mail_driver = maildir"),
+        "the Dovecot 2.4 form was chosen"
+    );
     delivers_and_signs(&host);
     idempotent_and_validated(&host, vars);
 }

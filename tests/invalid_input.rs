@@ -68,11 +68,22 @@ fn write_site(dir: &Path, port: u16, overlay: &BTreeMap<String, String>, shipped
     let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
     for role in shipped_roles {
         fs::create_dir_all(dir.join("roles")).expect("create roles/");
-        fs::copy(repository.join(format!("roles/{role}.yml")), dir.join(format!("roles/{role}.yml"))).expect("copy a shipped role");
+        fs::copy(
+            repository.join(format!("roles/{role}.yml")),
+            dir.join(format!("roles/{role}.yml")),
+        )
+        .expect("copy a shipped role");
         let templates = repository.join("templates").join(role);
         fs::create_dir_all(dir.join("templates").join(role)).expect("create the templates folder");
-        for entry in fs::read_dir(&templates).expect("the role's templates").flatten() {
-            fs::copy(entry.path(), dir.join("templates").join(role).join(entry.file_name())).expect("copy a template");
+        for entry in fs::read_dir(&templates)
+            .expect("the role's templates")
+            .flatten()
+        {
+            fs::copy(
+                entry.path(),
+                dir.join("templates").join(role).join(entry.file_name()),
+            )
+            .expect("copy a template");
         }
     }
     let mut files: BTreeMap<String, String> = BTreeMap::new();

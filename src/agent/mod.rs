@@ -102,13 +102,15 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
             // Checks are rendered like tasks, so that a port check can use the address
             // and banner the role configured.
             let data = template_data(&bundle.vars, &Facts::gather(), &bundle.host);
-            let renderer = Renderer::new(&bundle.templates, SecretSource::Host).map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
+            let renderer = Renderer::new(&bundle.templates, SecretSource::Host)
+                .map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
             for role in &bundle.roles {
                 for check in &role.checks {
-                    let (ok, detail) = match verify::render(check, |text| renderer.render_string(text, &data)) {
-                        Ok(check) => verify::run(&check),
-                        Err(message) => (false, message),
-                    };
+                    let (ok, detail) =
+                        match verify::render(check, |text| renderer.render_string(text, &data)) {
+                            Ok(check) => verify::run(&check),
+                            Err(message) => (false, message),
+                        };
                     failed += usize::from(!ok);
                     emit(Event::Check {
                         role: role.name.clone(),

@@ -13,7 +13,10 @@ use crate::role::CheckSpec;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The check with every string rendered by `render`.
-pub fn render(check: &CheckSpec, render: impl Fn(&str) -> Result<String, String>) -> Result<CheckSpec, String> {
+pub fn render(
+    check: &CheckSpec,
+    render: impl Fn(&str) -> Result<String, String>,
+) -> Result<CheckSpec, String> {
     let mut rendered = check.clone();
     if let Some(service) = &check.service {
         rendered.service = Some(render(service)?);

@@ -186,9 +186,11 @@ pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
         return Ok(vec![data.clone()]);
     };
     let items = match data.get(name) {
-        None => return Err(format!(
+        None => {
+            return Err(format!(
             "`loop: {name}` names no variable; write the name of a list variable, without braces"
-        )),
+        ))
+        }
         Some(Value::Array(items)) => items,
         Some(_) => return Err(format!("`loop: {name}`: the variable is not a list")),
     };
