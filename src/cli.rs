@@ -27,6 +27,9 @@ pub enum Command {
     Verify(RunArgs),
     /// Show what placard knows of a host.
     Facts(HostArgs),
+    /// The DNS records to publish for a host (MX, SPF, DKIM, DMARC, PTR…), as
+    /// zone-file lines; values only the host knows, such as its DKIM key, are read there.
+    Dns(HostArgs),
     /// /etc in git on a host: status, log, diff; drift (against the packages' pristine
     /// files); init (create the repository).
     Etc {

@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         ),
         Command::Verify(args) => run_hosts(&args, Job::Verify, false),
         Command::Facts(args) => run_one(&args.common, &args.host, Job::Facts),
+        Command::Dns(args) => run_one(&args.common, &args.host, Job::Dns),
         Command::Etc { command, host } => {
             let command = match command {
                 EtcArg::Status => EtcCommand::Status,

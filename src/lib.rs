@@ -11,7 +11,8 @@
 //!   russh, or in-process with `--local`); on the host, the same binary runs as the
 //!   [`agent`]: it gathers [`facts`], runs each [`resource`], runs handlers, commits
 //!   /etc to git, and streams [`plan::Event`]s back.
-//! - [`report`] turns the events into progress lines and the end report.
+//! - [`report`] turns the events into progress lines and the end report; [`dns`]
+//!   formats the records `placard dns` prints.
 //!
 //! [`sandbox`] boots local Debian hosts with systemd-nspawn, for trying roles and for
 //! the tests. [`commands`] ties the pieces to the command line ([`cli`]).
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod commands;
 pub mod controller;
 pub mod distro;
+pub mod dns;
 pub mod error;
 pub mod facts;
 pub mod inventory;

@@ -21,7 +21,8 @@ use serde_json::Value;
 
 use crate::resource::{FieldError, Spec};
 
-/// Where `{{secret "name"}}` gets its value.
+/// Where `{{secret "name"}}` gets its value, and the other helpers that look at the
+/// host (`package_version`, `host_file`) theirs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource {
     /// The controller: secrets never leave the host, so validation renders a placeholder.
@@ -64,6 +65,21 @@ impl Renderer {
                 used: used_secret.clone(),
             }),
         );
+        handlebars.register_helper(
+            "package_version",
+            Box::new(HostHelper {
+                source: secrets,
+                read: package_version,
+            }),
+        );
+        handlebars.register_helper(
+            "host_file",
+            Box::new(HostHelper {
+                source: secrets,
+                read: host_file,
+            }),
+        );
+        handlebars.register_helper("version_at_least", Box::new(version_at_least));
         for (name, source) in templates {
             handlebars
                 .register_template_string(name, source)
@@ -229,7 +245,9 @@ fn describe(error: &RenderError) -> String {
         }
         RenderErrorReason::MissingVariable(None) => "a variable used here is not defined".to_string(),
         RenderErrorReason::TemplateNotFound(name) => format!("no template `{name}` under templates/"),
-        RenderErrorReason::HelperNotFound(name) => format!("no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret"),
+        RenderErrorReason::HelperNotFound(name) => format!(
+            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, host_file"
+        ),
         other => describe_reason(&other.to_string()),
     }
 }
@@ -275,6 +293,73 @@ impl HelperDef for SecretHelper {
     }
 }
 
+handlebars::handlebars_helper!(version_at_least: |version: str, minimum: str| {
+    crate::facts::dpkg::compare_versions(version, minimum) != std::cmp::Ordering::Less
+});
+
+/// The installed version of a package, read from dpkg's status when the template is
+/// rendered — not when facts were gathered — so that a task after the one installing
+/// the package sees it, even on the first run. Empty when it is not installed.
+fn package_version(name: &str) -> Result<String, String> {
+    let status = crate::facts::dpkg::read_status().map_err(|e| e.to_string())?;
+    Ok(status
+        .get(name)
+        .filter(|p| p.state == "installed")
+        .map(|p| p.version.clone())
+        .unwrap_or_default())
+}
+
+/// A file of the host, trimmed: for values only the host knows, such as a public key it
+/// generated (`placard dns` reads the DKIM key this way).
+fn host_file(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("host_file needs an absolute path, not `{path}`"));
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "{path} does not exist on the host yet; `placard apply` creates it"
+        )),
+        Err(e) => Err(format!("cannot read {path}: {e}")),
+    }
+}
+
+/// A helper taking one string and answering from the host. On the controller, which
+/// never sees the host, it answers an empty string, so templates can still be checked.
+struct HostHelper {
+    source: SecretSource,
+    read: fn(&str) -> Result<String, String>,
+}
+
+impl HelperDef for HostHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        helper: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc HandlebarsContext,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        // The arguments are joined, so that a path can be built from variables:
+        // {{host_file "/etc/dkimkeys/" selector ".public"}}.
+        let parts: Option<Vec<&str>> = helper.params().iter().map(|p| p.value().as_str()).collect();
+        let argument = parts
+            .filter(|parts| !parts.is_empty())
+            .map(|parts| parts.concat())
+            .ok_or_else(|| {
+                RenderErrorReason::Other(format!(
+                    "{} takes strings: {{{{{} \"…\"}}}}",
+                    helper.name(),
+                    helper.name()
+                ))
+            })?;
+        let value = match self.source {
+            SecretSource::Placeholder => String::new(),
+            SecretSource::Host => (self.read)(&argument).map_err(RenderErrorReason::Other)?,
+        };
+        Ok(ScopedJson::Derived(Value::String(value)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +379,36 @@ mod tests {
             .render_string("Port {{ssh_port}}", &json!({}))
             .unwrap_err();
         assert!(error.contains("`ssh_port` is not defined"), "{error}");
+    }
+
+    #[test]
+    fn versions_choose_configuration_forms() {
+        let r = renderer(&[]);
+        let when = "{{version_at_least v \"1:2.4\"}}";
+        assert_eq!(
+            r.render_string(when, &json!({"v": "1:2.4.1+dfsg1-6"}))
+                .unwrap(),
+            "true"
+        );
+        assert_eq!(
+            r.render_string(when, &json!({"v": "1:2.3.19.1+dfsg1-2.1"}))
+                .unwrap(),
+            "false"
+        );
+        // The controller never reads the host: no package is installed there.
+        assert_eq!(
+            r.render_string("{{package_version \"dovecot-core\"}}", &json!({}))
+                .unwrap(),
+            ""
+        );
+        assert_eq!(
+            r.render_string(
+                "{{not (version_at_least (package_version \"dovecot-core\") \"1:2.4\")}}",
+                &json!({})
+            )
+            .unwrap(),
+            "true"
+        );
     }
 
     #[test]

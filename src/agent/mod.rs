@@ -122,9 +122,38 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
         Job::Etc { command } => emit(Event::Output {
             data: etc_command(bundle, paths, *command)?,
         }),
+        Job::Dns => emit(Event::Output {
+            data: dns_records(bundle)?,
+        }),
         Job::Apply { check, diff } => apply(bundle, paths, *check, *diff, emit, started)?,
     }
     Ok(())
+}
+
+/// The roles' DNS records, rendered with the host's facts and files.
+fn dns_records(bundle: &Bundle) -> Result<serde_json::Value> {
+    let data = template_data(&bundle.vars, &Facts::gather(), &bundle.host);
+    let renderer = Renderer::new(&bundle.templates, SecretSource::Host)
+        .map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
+    let mut records = Vec::new();
+    for role in &bundle.roles {
+        for record in &role.dns {
+            let rendered =
+                crate::plan::render_record(&renderer, record, &data).map_err(|message| {
+                    anyhow::anyhow!(
+                        "role {}, DNS record {} {}: {message}",
+                        role.name,
+                        record.kind,
+                        record.name
+                    )
+                })?;
+            records.extend(rendered);
+        }
+    }
+    if renderer.take_used_secret() {
+        bail!("a DNS record uses a secret; secrets never leave the host");
+    }
+    Ok(json!({ "records": records }))
 }
 
 fn etc_command(bundle: &Bundle, paths: &Paths, command: EtcCommand) -> Result<serde_json::Value> {

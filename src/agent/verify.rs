@@ -1,4 +1,7 @@
 //! `placard verify`: the roles' health checks, run on the host.
+//!
+//! A check's strings are rendered first (see [`CheckSpec::render`]), then it runs: a
+//! unit's state, a port's banner, or a command's exit status.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpStream, ToSocketAddrs};

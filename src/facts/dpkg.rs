@@ -68,6 +68,84 @@ impl DpkgStatus {
     }
 }
 
+/// Orders two Debian version strings as dpkg does (`dpkg --compare-versions`): epoch,
+/// then upstream version, then Debian revision, each compared in runs of non-digits
+/// (where `~` sorts before everything, even the end) and runs of digits.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a_epoch, a_upstream, a_revision) = split_version(a);
+    let (b_epoch, b_upstream, b_revision) = split_version(b);
+    a_epoch
+        .cmp(&b_epoch)
+        .then_with(|| compare_part(a_upstream, b_upstream))
+        .then_with(|| compare_part(a_revision, b_revision))
+}
+
+/// `epoch:upstream-revision`, each part optional but the upstream version.
+fn split_version(version: &str) -> (u64, &str, &str) {
+    let version = version.trim();
+    let (epoch, rest) = match version.split_once(':') {
+        Some((epoch, rest)) if epoch.chars().all(|c| c.is_ascii_digit()) => {
+            (epoch.parse().unwrap_or(0), rest)
+        }
+        _ => (0, version),
+    };
+    match rest.rsplit_once('-') {
+        Some((upstream, revision)) => (epoch, upstream, revision),
+        None => (epoch, rest, ""),
+    }
+}
+
+fn compare_part(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    // dpkg's weight of a non-digit character: `~` first, then the end of the string,
+    // then letters, then everything else.
+    fn weight(c: Option<u8>) -> i32 {
+        match c {
+            Some(b'~') => -1,
+            None => 0,
+            Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+            Some(c) => i32::from(c) + 256,
+        }
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
+            let ca = a.get(i).copied().filter(|c| !c.is_ascii_digit());
+            let cb = b.get(j).copied().filter(|c| !c.is_ascii_digit());
+            match weight(ca).cmp(&weight(cb)) {
+                Ordering::Equal => {}
+                other => return other,
+            }
+            i += usize::from(ca.is_some());
+            j += usize::from(cb.is_some());
+        }
+        let start_a = i;
+        while i < a.len() && a[i].is_ascii_digit() {
+            i += 1;
+        }
+        let start_b = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        let digits_a = std::str::from_utf8(&a[start_a..i])
+            .unwrap_or("")
+            .trim_start_matches('0');
+        let digits_b = std::str::from_utf8(&b[start_b..j])
+            .unwrap_or("")
+            .trim_start_matches('0');
+        match digits_a
+            .len()
+            .cmp(&digits_b.len())
+            .then_with(|| digits_a.cmp(digits_b))
+        {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    Ordering::Equal
+}
+
 pub fn read_status() -> Result<DpkgStatus> {
     let text = std::fs::read_to_string(STATUS_FILE)
         .with_context(|| format!("cannot read {STATUS_FILE}; is this a Debian host?"))?;
@@ -154,6 +232,42 @@ Package: postfix
 Status: deinstall ok config-files
 Version: 3.7.10-0+deb12u1
 ";
+
+    #[test]
+    fn versions_compare_as_dpkg_does() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        // Dovecot on Debian 12 and 13, against the 2.4 boundary the mail role uses.
+        assert_eq!(
+            compare_versions("1:2.3.19.1+dfsg1-2.1+deb12u7", "1:2.4"),
+            Less
+        );
+        assert_eq!(
+            compare_versions("1:2.4.1+dfsg1-6+deb13u7", "1:2.4"),
+            Greater
+        );
+        assert_eq!(
+            compare_versions("1:2.3.19", "2.4"),
+            Greater,
+            "the epoch wins"
+        );
+        assert_eq!(
+            compare_versions("1.0~rc1", "1.0"),
+            Less,
+            "a tilde sorts before the end"
+        );
+        assert_eq!(
+            compare_versions("1.10-2", "1.9-2"),
+            Greater,
+            "digits compare as numbers"
+        );
+        assert_eq!(compare_versions("2.0.0-1", "2.0.0-1"), Equal);
+        assert_eq!(
+            compare_versions("1.0a", "1.0+"),
+            Less,
+            "letters sort before other characters"
+        );
+        assert_eq!(compare_versions("", "1"), Less);
+    }
 
     #[test]
     fn reads_installed_held_and_removed_packages() {

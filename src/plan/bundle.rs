@@ -33,6 +33,8 @@ pub struct RoleBundle {
     pub tasks: Vec<Task>,
     pub handlers: Vec<Task>,
     pub checks: Vec<CheckSpec>,
+    #[serde(default)]
+    pub dns: Vec<crate::dns::DnsRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +46,9 @@ pub enum Job {
     Verify,
     /// Report the host's facts.
     Facts,
+    /// Render the roles' DNS records on the host, where values such as a generated
+    /// public key live.
+    Dns,
     /// Show /etc's git repository.
     Etc { command: EtcCommand },
 }

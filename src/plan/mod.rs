@@ -156,6 +156,17 @@ pub fn prepare(
                 }
             }
         }
+        for role in &host_roles {
+            for (index, record) in role.file.dns.iter().enumerate() {
+                if let Err(message) = render_record(&renderer, record, &data) {
+                    problems.push(Diagnostic::at(
+                        &role.source,
+                        &format!("dns[{index}]"),
+                        format!("{message} (host {})", host.name),
+                    ));
+                }
+            }
+        }
         bundles.push(Bundle {
             format: bundle::FORMAT,
             host: host.name.clone(),
@@ -167,6 +178,7 @@ pub fn prepare(
                     tasks: role.file.tasks.clone(),
                     handlers: role.file.handlers.clone(),
                     checks: role.file.checks.clone(),
+                    dns: role.file.dns.clone(),
                 })
                 .collect(),
             vars,
@@ -203,6 +215,31 @@ pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
             with_item
         })
         .collect())
+}
+
+/// A DNS record with its fields rendered, or None when its `when` is false.
+pub fn render_record(
+    renderer: &Renderer,
+    record: &crate::dns::DnsRecord,
+    data: &Value,
+) -> Result<Option<crate::dns::DnsRecord>, String> {
+    if let Some(when) = &record.when {
+        match renderer.render_string(when, data)?.trim() {
+            "true" => {}
+            "false" | "" => return Ok(None),
+            other => {
+                return Err(format!(
+                    "`when` must render to true or false, not `{other}`"
+                ))
+            }
+        }
+    }
+    Ok(Some(crate::dns::DnsRecord {
+        name: renderer.render_string(&record.name, data)?,
+        kind: record.kind.clone(),
+        value: renderer.render_string(&record.value, data)?,
+        when: None,
+    }))
 }
 
 fn render_task(renderer: &Renderer, task: &Task, data: &Value) -> Result<(), RenderFailure> {

@@ -237,9 +237,17 @@ impl HumanReporter {
     }
 }
 
-/// Facts and `etc` answers, readably.
+/// Facts, `etc` and `dns` answers, readably.
 fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
-    if let Some(drift) = data.get("drift") {
+    if let Some(records) = data.get("records").and_then(|r| r.as_array()) {
+        // Zone-file lines, unindented, so that they can be pasted as they are.
+        for record in records {
+            let _ = match serde_json::from_value::<crate::dns::DnsRecord>(record.clone()) {
+                Ok(record) => writeln!(out, "{}", record.zone_line()),
+                Err(error) => writeln!(out, "; a record placard cannot read: {error}"),
+            };
+        }
+    } else if let Some(drift) = data.get("drift") {
         print_drift(out, drift);
     } else if let Some(message) = data
         .get("init")
@@ -275,6 +283,78 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
             serde_json::to_string_pretty(data).unwrap_or_default()
         );
     }
+}
+
+/// `etc drift`: what the distro branch did, then the files that are not as the packages
+/// shipped them, by class, with the diffs of modified ones. Pristine and generated
+/// files are only counted.
+fn print_drift(out: &mut dyn Write, drift: &serde_json::Value) {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+    let branch = &drift["branch"];
+    let _ = match branch["commit"].as_str() {
+        Some(commit) => writeln!(
+            out,
+            "  distro branch: committed {} ({} pristine files; {} .debs read)",
+            &commit[..commit.len().min(12)],
+            branch["files"],
+            branch["fetched"]
+        ),
+        None => writeln!(
+            out,
+            "  distro branch: up to date ({} pristine files)",
+            branch["files"]
+        ),
+    };
+    for change in branch["changes"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "    {}", text(change));
+    }
+    for missing in branch["unavailable"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  unavailable: {} {}: {}",
+            text(&missing["package"]),
+            text(&missing["version"]),
+            text(&missing["message"])
+        );
+    }
+    let files = drift["files"].as_array().cloned().unwrap_or_default();
+    let sections = [
+        ("modified", "locally modified"),
+        ("site", "added by the site"),
+        ("leftover", "left over from removed packages"),
+        ("unknown", "not judged (no pristine version)"),
+    ];
+    for (class, title) in sections {
+        let in_class: Vec<&serde_json::Value> =
+            files.iter().filter(|f| f["class"] == class).collect();
+        if in_class.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {title} ({}):", in_class.len());
+        for file in in_class {
+            let detail = match class {
+                "modified" if file["deleted"] == true => {
+                    format!(" ({}, deleted)", text(&file["package"]))
+                }
+                "modified" => format!(" ({}, {})", text(&file["package"]), text(&file["source"])),
+                "leftover" | "unknown" => format!(" ({})", text(&file["reason"])),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "    /etc/{}{detail}", text(&file["path"]));
+            if let Some(diff) = file["diff"].as_str() {
+                for line in diff.lines() {
+                    let _ = writeln!(out, "        {line}");
+                }
+            }
+        }
+    }
+    let count = |class: &str| drift["counts"][class].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  {} pristine, {} generated (ignored)",
+        count("pristine"),
+        count("generated")
+    );
 }
 
 #[cfg(test)]
@@ -354,76 +434,4 @@ mod tests {
             String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
         insta::assert_snapshot!(text);
     }
-}
-
-/// `etc drift`: what the distro branch did, then the files that are not as the packages
-/// shipped them, by class, with the diffs of modified ones. Pristine and generated
-/// files are only counted.
-fn print_drift(out: &mut dyn Write, drift: &serde_json::Value) {
-    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
-    let branch = &drift["branch"];
-    let _ = match branch["commit"].as_str() {
-        Some(commit) => writeln!(
-            out,
-            "  distro branch: committed {} ({} pristine files; {} .debs read)",
-            &commit[..commit.len().min(12)],
-            branch["files"],
-            branch["fetched"]
-        ),
-        None => writeln!(
-            out,
-            "  distro branch: up to date ({} pristine files)",
-            branch["files"]
-        ),
-    };
-    for change in branch["changes"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "    {}", text(change));
-    }
-    for missing in branch["unavailable"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "  unavailable: {} {}: {}",
-            text(&missing["package"]),
-            text(&missing["version"]),
-            text(&missing["message"])
-        );
-    }
-    let files = drift["files"].as_array().cloned().unwrap_or_default();
-    let sections = [
-        ("modified", "locally modified"),
-        ("site", "added by the site"),
-        ("leftover", "left over from removed packages"),
-        ("unknown", "not judged (no pristine version)"),
-    ];
-    for (class, title) in sections {
-        let in_class: Vec<&serde_json::Value> =
-            files.iter().filter(|f| f["class"] == class).collect();
-        if in_class.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "  {title} ({}):", in_class.len());
-        for file in in_class {
-            let detail = match class {
-                "modified" if file["deleted"] == true => {
-                    format!(" ({}, deleted)", text(&file["package"]))
-                }
-                "modified" => format!(" ({}, {})", text(&file["package"]), text(&file["source"])),
-                "leftover" | "unknown" => format!(" ({})", text(&file["reason"])),
-                _ => String::new(),
-            };
-            let _ = writeln!(out, "    /etc/{}{detail}", text(&file["path"]));
-            if let Some(diff) = file["diff"].as_str() {
-                for line in diff.lines() {
-                    let _ = writeln!(out, "        {line}");
-                }
-            }
-        }
-    }
-    let count = |class: &str| drift["counts"][class].as_u64().unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "  {} pristine, {} generated (ignored)",
-        count("pristine"),
-        count("generated")
-    );
 }

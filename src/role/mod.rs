@@ -32,6 +32,9 @@ pub struct RoleFile {
     pub handlers: Vec<Task>,
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// The DNS records the role needs published, printed by `placard dns`.
+    #[serde(default)]
+    pub dns: Vec<crate::dns::DnsRecord>,
 }
 
 /// A loaded role with its source, for positions, and the templates it ships.
@@ -196,6 +199,15 @@ impl Role {
                     task::check_task_rules(task, source, &at, &mut problems);
                 }
                 task::check_template_names(task, &self.templates, source, &at, &mut problems);
+            }
+        }
+        for (index, record) in self.file.dns.iter().enumerate() {
+            if let Err(message) = record.validate() {
+                problems.push(Diagnostic::at(
+                    source,
+                    &format!("dns[{index}].type"),
+                    message,
+                ));
             }
         }
         for (index, check) in self.file.checks.iter().enumerate() {
