@@ -19,11 +19,52 @@ fn json_summary(output: &std::process::Output) -> serde_json::Value {
 #[test]
 fn base_changes_the_host_then_nothing_and_commits_etc_with_secrets_kept_out() {
     let bed = Testbed::up("e2e-base", "bookworm");
+    // An administrator with a real key pair, to log in with once base is applied.
+    let key = bed.dir.path().join("alice");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@e2e", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(keygen.success());
+    let public = fs::read_to_string(key.with_extension("pub")).expect("alice's public key");
+    bed.write_inventory(&format!(
+        "roles: [base]\n    vars:\n      hostname: e2e-host\n      admin_users: [{{name: alice, keys: [\"{}\"]}}]\n",
+        public.trim()
+    ));
 
     let first = bed.placard(&["apply"]);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     assert_eq!(summary(&first), "1 host: 0 unchanged, 1 changed, 0 failed");
     assert_eq!(bed.read("/etc/hostname").as_deref(), Some("e2e-host\n"));
+    // alice logs in with her key and may use sudo without a password.
+    let alice = std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(&key)
+        .args([
+            "-p",
+            &bed.host.port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            bed.paths.known_hosts().display()
+        ))
+        .args(["alice@127.0.0.1", "sudo", "-n", "id", "-un"])
+        .output()
+        .expect("ssh as alice");
+    assert_eq!(
+        String::from_utf8_lossy(&alice.stdout).trim(),
+        "root",
+        "{}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
     let sshd =
         bed.ssh("sshd -T | grep -E '^(passwordauthentication|permitrootlogin|maxauthtries) '");
     assert!(
