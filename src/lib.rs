@@ -14,6 +14,11 @@
 //! - [`report`] turns the events into progress lines and the end report; [`dns`]
 //!   formats the records `placard dns` prints.
 //!
+//! Beside the apply pipeline, for distro configuration: [`distro`] keeps the pristine
+//! conffiles of the installed packages on a `distro` branch of /etc's repository and
+//! classifies /etc against it (`placard etc drift`); [`merge`] merges a site's changes
+//! onto new pristine files, setting by setting where the file is a list of settings.
+//!
 //! [`sandbox`] boots local Debian hosts with systemd-nspawn, for trying roles and for
 //! the tests. [`commands`] ties the pieces to the command line ([`cli`]).
 

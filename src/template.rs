@@ -104,10 +104,6 @@ impl Renderer {
         self.used_secret.swap(false, Ordering::SeqCst)
     }
 
-    pub fn has_template(&self, name: &str) -> bool {
-        self.templates.contains_key(name)
-    }
-
     /// Renders an inline string, such as a task's `content:`.
     pub fn render_string(&self, text: &str, data: &Value) -> Result<String, String> {
         if !text.contains("{{") {
@@ -314,6 +310,16 @@ fn package_version(name: &str) -> Result<String, String> {
 fn host_file(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
         return Err(format!("host_file needs an absolute path, not `{path}`"));
+    }
+    // Secrets go through {{secret}}, which marks what it renders as secret; host_file
+    // would hand them out unmarked.
+    let private = path.starts_with(crate::resource::secret::SECRETS_DIR)
+        || path.contains("/private/")
+        || path.ends_with(".key")
+        || path.starts_with("/etc/shadow")
+        || path.starts_with("/etc/gshadow");
+    if private || path.split('/').any(|part| part == "..") {
+        return Err(format!("host_file does not read {path}: it is, or may be, a secret; use {{{{secret \"NAME\"}}}} for secrets"));
     }
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text.trim().to_string()),

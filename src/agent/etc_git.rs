@@ -7,7 +7,7 @@
 //! Ours is a second section, between `# begin section managed by placard` and
 //! `# end section managed by placard`: private keys, and every file a role marked as
 //! holding a secret. A file that is ignored after having been committed is removed
-//! from the index (its old versions stay in history; the report says so).
+//! from the index; its old versions stay in history.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -28,7 +28,7 @@ const ALWAYS_IGNORED: &[&str] = &[
     "/ssh/ssh_host_*_key",
     "/ssl/private/",
     "*.key",
-    "/.placard-*",
+    ".placard-*",
     "/shadow",
     "/shadow-",
     "/gshadow",

@@ -16,7 +16,7 @@ pub mod process;
 pub mod verify;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -77,11 +77,6 @@ pub fn main() -> Result<()> {
     Ok(())
 }
 
-/// Reads a bundle from a line-oriented reader (for tests and local use).
-pub fn read_bundle(reader: impl BufRead) -> Result<Bundle> {
-    Ok(serde_json::from_reader(reader)?)
-}
-
 /// Runs one bundle, reporting through `emit`.
 pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Result<()> {
     if bundle.format != bundle::FORMAT {
@@ -97,21 +92,22 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
             data: serde_json::to_value(Facts::gather())?,
         }),
         Job::Verify => {
-            let data = template_data(&bundle.vars, &Facts::gather(), &bundle.host);
-            let renderer = Renderer::new(&std::collections::BTreeMap::new(), SecretSource::Host)
-                .map_err(|f| anyhow::anyhow!(f.message))?;
+            let (data, renderer) = host_renderer(bundle)?;
             let mut failed = 0;
             for role in &bundle.roles {
                 for check in &role.checks {
-                    let (ok, detail) =
+                    let (name, ok, detail) =
                         match check.render(|text| renderer.render_string(text, &data)) {
-                            Ok(check) => verify::run(&check),
-                            Err(message) => (false, message),
+                            Ok(rendered) => {
+                                let (ok, detail) = verify::run(&rendered);
+                                (rendered.name, ok, detail)
+                            }
+                            Err(message) => (check.name.clone(), false, message),
                         };
                     failed += usize::from(!ok);
                     emit(Event::Check {
                         role: role.name.clone(),
-                        name: check.name.clone(),
+                        name,
                         ok,
                         detail,
                     });
@@ -130,11 +126,18 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
     Ok(())
 }
 
-/// The roles' DNS records, rendered with the host's facts and files.
-fn dns_records(bundle: &Bundle) -> Result<serde_json::Value> {
+/// What every job that renders needs: the template data (variables and this host's
+/// facts) and a renderer reading the host's secrets.
+fn host_renderer(bundle: &Bundle) -> Result<(serde_json::Value, Renderer)> {
     let data = template_data(&bundle.vars, &Facts::gather(), &bundle.host);
     let renderer = Renderer::new(&bundle.templates, SecretSource::Host)
         .map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
+    Ok((data, renderer))
+}
+
+/// The roles' DNS records, rendered with the host's facts and files.
+fn dns_records(bundle: &Bundle) -> Result<serde_json::Value> {
+    let (data, renderer) = host_renderer(bundle)?;
     let mut records = Vec::new();
     for role in &bundle.roles {
         for record in &role.dns {
@@ -221,7 +224,7 @@ fn apply(
     });
 
     let repo = if check {
-        etc_git::EtcRepo::open(&paths.etc)?
+        None
     } else {
         let (repo, created) = etc_git::EtcRepo::open_or_init(&paths.etc)?;
         if created {
@@ -249,10 +252,7 @@ fn apply(
         Some(repo)
     };
 
-    let facts = Facts::gather();
-    let data = template_data(&bundle.vars, &facts, &bundle.host);
-    let renderer = Renderer::new(&bundle.templates, SecretSource::Host)
-        .map_err(|f| anyhow::anyhow!("template {:?}: {}", f.template, f.message))?;
+    let (data, renderer) = host_renderer(bundle)?;
     let mut context = Context::new(check);
     let mut notified: BTreeSet<(usize, String)> = BTreeSet::new();
     let (mut ok, mut changed, mut failed) = (0, 0, 0);
@@ -311,7 +311,13 @@ fn apply(
                         break 'roles;
                     }
                 }
-                let result = run_task(&renderer, &task.spec, &item_data, &mut context);
+                let result = run_task(
+                    &renderer,
+                    &task.spec,
+                    &item_data,
+                    &mut context,
+                    repo.as_ref(),
+                );
                 let (status, reason, diff) = match result {
                     Ok(outcome) if outcome.changed => {
                         changed += 1;
@@ -367,7 +373,7 @@ fn apply(
             } else if check {
                 (TaskStatus::Changed, "would run: notified".to_string())
             } else {
-                match run_task(&renderer, &handler.spec, &data, &mut context) {
+                match run_task(&renderer, &handler.spec, &data, &mut context, repo.as_ref()) {
                     Ok(outcome) => (TaskStatus::Changed, outcome.reason),
                     Err(error) => {
                         failed += 1;
@@ -411,12 +417,18 @@ fn run_task(
     spec: &crate::resource::Spec,
     data: &serde_json::Value,
     context: &mut Context,
+    repo: Option<&etc_git::EtcRepo>,
 ) -> Result<crate::resource::Outcome> {
     renderer.take_used_secret();
     let rendered = renderer
         .render_spec(spec, data)
         .map_err(|f| anyhow::anyhow!("{}: {}", f.field, f.message))?;
-    context.sensitive = renderer.take_used_secret();
+    context.sensitive = renderer.take_used_secret() || rendered.holds_secret();
+    // A file about to hold a secret is kept out of /etc's git before it is written, so
+    // that a run interrupted after writing it cannot leave it to the next stray commit.
+    if let (true, Some(repo), Some(path)) = (context.sensitive, repo, rendered.path()) {
+        repo.update_ignores(&BTreeSet::from([std::path::PathBuf::from(path)]))?;
+    }
     rendered.run(context)
 }
 

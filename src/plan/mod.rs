@@ -223,16 +223,10 @@ pub fn render_record(
     record: &crate::dns::DnsRecord,
     data: &Value,
 ) -> Result<Option<crate::dns::DnsRecord>, String> {
-    if let Some(when) = &record.when {
-        match renderer.render_string(when, data)?.trim() {
-            "true" => {}
-            "false" | "" => return Ok(None),
-            other => {
-                return Err(format!(
-                    "`when` must render to true or false, not `{other}`"
-                ))
-            }
-        }
+    if !crate::role::task::condition(record.when.as_deref(), |text| {
+        renderer.render_string(text, data)
+    })? {
+        return Ok(None);
     }
     Ok(Some(crate::dns::DnsRecord {
         name: renderer.render_string(&record.name, data)?,

@@ -26,6 +26,11 @@ pub fn unified(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
         .to_string()
 }
 
+/// What stands for the diff of a file whose content holds a secret.
+pub fn hidden(path: &str) -> String {
+    format!("--- {path}\n+++ {path}\n(content holds a secret; diff hidden)\n")
+}
+
 fn is_binary(bytes: &[u8]) -> bool {
     bytes.iter().take(8000).any(|b| *b == 0)
 }

@@ -32,10 +32,6 @@ pub struct CommandSpec {
     pub chdir: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Runs every time, changing the host each time. Only for handlers and one-off
-    /// actions; a task with it is never reported as unchanged.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub always: bool,
 }
 
 impl CommandSpec {
@@ -72,7 +68,7 @@ impl CommandSpec {
 
     /// Whether this command has a guard; tasks must have one (handlers need not).
     pub fn is_guarded(&self) -> bool {
-        self.creates.is_some() || self.unless.is_some() || self.always
+        self.creates.is_some() || self.unless.is_some()
     }
 
     pub fn run(&self, context: &mut Context) -> Result<Outcome> {
@@ -84,10 +80,12 @@ impl CommandSpec {
         if let Some(unless) = &self.unless {
             let argv: Vec<&str> = unless.iter().map(String::as_str).collect();
             if process::succeeds(&argv)? {
-                return Ok(Outcome::unchanged(format!(
-                    "`{}` succeeded",
-                    unless.join(" ")
-                )));
+                let shown = if context.sensitive {
+                    "the guard command".to_string()
+                } else {
+                    format!("`{}`", unless.join(" "))
+                };
+                return Ok(Outcome::unchanged(format!("{shown} succeeded")));
             }
         }
         // A command whose arguments hold a secret is never spelled out in the report.

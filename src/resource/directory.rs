@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::file::{attribute_changes, resolve_owner, set_attributes};
+use super::file::{attribute_changes, attributes, set_attributes};
 use super::{check, Context, FieldError, Outcome};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,24 +39,16 @@ impl DirectorySpec {
 
     pub fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = Path::new(&self.path);
-        let owner = match resolve_owner(self.owner.as_deref(), self.group.as_deref()) {
-            Ok(owner) => owner,
-            // In a check run, the task that creates the account has not really run.
-            Err(error) if context.check => {
-                context.record_change(Path::new(&self.path));
-                return Ok(Outcome::changed(format!(
-                    "{}: would be written once the account exists ({error})",
-                    self.path
-                )));
-            }
-            Err(error) => return Err(error),
+        let (owner, mode) = match attributes(
+            &self.path,
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            self.mode.as_deref(),
+            context,
+        )? {
+            Ok(attributes) => attributes,
+            Err(outcome) => return Ok(outcome),
         };
-        let mode = self
-            .mode
-            .as_deref()
-            .map(|m| check::mode("mode", m))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e.message))?;
         let metadata = fs::symlink_metadata(path).ok();
         match &metadata {
             Some(m) if !m.is_dir() => bail!("{} exists and is not a directory", self.path),

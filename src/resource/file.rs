@@ -114,24 +114,16 @@ impl FileSpec {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let owner = match resolve_owner(self.owner.as_deref(), self.group.as_deref()) {
-            Ok(owner) => owner,
-            // In a check run, the task that creates the account has not really run.
-            Err(error) if context.check => {
-                context.record_change(Path::new(&self.path));
-                return Ok(Outcome::changed(format!(
-                    "{}: would be written once the account exists ({error})",
-                    self.path
-                )));
-            }
-            Err(error) => return Err(error),
+        let (owner, mode) = match attributes(
+            &self.path,
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            self.mode.as_deref(),
+            context,
+        )? {
+            Ok(attributes) => attributes,
+            Err(outcome) => return Ok(outcome),
         };
-        let mode = self
-            .mode
-            .as_deref()
-            .map(|m| check::mode("mode", m))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e.message))?;
 
         let content_changed = current.as_deref() != Some(desired.as_bytes());
         let metadata = fs::symlink_metadata(&path).ok();
@@ -142,10 +134,7 @@ impl FileSpec {
         let diff = if !content_changed {
             None
         } else if sensitive {
-            Some(format!(
-                "--- {0}\n+++ {0}\n(content holds a secret; diff hidden)\n",
-                self.path
-            ))
+            Some(crate::report::diff::hidden(&self.path))
         } else {
             Some(crate::report::diff::unified(
                 &self.path,
@@ -162,10 +151,11 @@ impl FileSpec {
         what.extend(attributes);
         context.record_change(&path);
         if !context.check {
-            // A new file takes the mode asked for, or the old file's, or 0644.
+            // A new file takes the mode asked for, or the old file's, or 0644 — 0600
+            // when it holds a secret.
             let mode = mode
                 .or(metadata.as_ref().map(|m| m.mode() & 0o7777))
-                .unwrap_or(0o644);
+                .unwrap_or(if sensitive { 0o600 } else { 0o644 });
             let uid_gid = owner
                 .or(metadata.as_ref().map(|m| (Some(m.uid()), Some(m.gid()))))
                 .unwrap_or((None, None));
@@ -200,6 +190,36 @@ fn remove(path: &Path, context: &mut Context) -> Result<Outcome> {
 }
 
 type Owner = (Option<u32>, Option<u32>);
+
+/// An owner and a mode, each when the spec asks for one.
+type Attributes = (Option<Owner>, Option<u32>);
+
+/// The owner and mode a spec asks for, looked up on the host. In a check run an account
+/// that a task before this one would create does not exist yet: the inner `Err` is then
+/// the outcome to report instead of failing.
+pub fn attributes(
+    path: &str,
+    owner: Option<&str>,
+    group: Option<&str>,
+    mode: Option<&str>,
+    context: &mut Context,
+) -> Result<Result<Attributes, Outcome>> {
+    let owner = match resolve_owner(owner, group) {
+        Ok(owner) => owner,
+        Err(error) if context.check => {
+            context.record_change(Path::new(path));
+            return Ok(Err(Outcome::changed(format!(
+                "{path}: would be written once the account exists ({error})"
+            ))));
+        }
+        Err(error) => return Err(error),
+    };
+    let mode = mode
+        .map(|m| check::mode("mode", m))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    Ok(Ok((owner, mode)))
+}
 
 /// Looks up user and group names on the host.
 pub fn resolve_owner(owner: Option<&str>, group: Option<&str>) -> Result<Option<Owner>> {
@@ -300,19 +320,24 @@ pub(crate) fn replace(
         }
         Some(argv) => {
             // The validator checks the live configuration: put the new file in place, keep
-            // the old one aside, and put it back if the validator refuses.
+            // the old one as a second name (a hard link, so the path never goes missing)
+            // and rename it back over the path if the validator refuses.
             let backup = directory.join(format!(
                 ".placard-old-{}",
                 path.file_name()
                     .map(|n| n.to_string_lossy())
                     .unwrap_or_default()
             ));
+            let _ = fs::remove_file(&backup);
             let had_old = path.exists();
             if had_old {
-                fs::rename(path, &backup)
-                    .with_context(|| format!("cannot set {} aside", path.display()))?;
+                fs::hard_link(path, &backup)
+                    .with_context(|| format!("cannot keep a copy of {}", path.display()))?;
             }
-            persist(temporary, path)?;
+            if let Err(error) = persist(temporary, path) {
+                let _ = fs::remove_file(&backup);
+                return Err(error);
+            }
             if let Err(error) = run_validator(argv, path) {
                 if had_old {
                     fs::rename(&backup, path)

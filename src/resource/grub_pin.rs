@@ -205,7 +205,17 @@ impl GrubPinSpec {
         context.record_change(Path::new(&self.file));
         if !context.check {
             fs::remove_file(&self.file).with_context(|| format!("cannot remove {}", self.file))?;
-            process::run_ok(&["update-grub"])?;
+            // If GRUB cannot be updated, the drop-in comes back: the next run then finds
+            // the pin still there and tries again, instead of believing it is gone.
+            if let Err(error) = process::run_ok(&["update-grub"]) {
+                fs::write(&self.file, current).with_context(|| {
+                    format!("update-grub failed and {} cannot be restored", self.file)
+                })?;
+                return Err(error.context(format!(
+                    "update-grub failed; {} is kept, so the kernel is still pinned",
+                    self.file
+                )));
+            }
             if let Some(package) = &release {
                 process::run_ok(&["apt-mark", "unhold", "--", package])?;
             }

@@ -147,23 +147,25 @@ fn write_edit(
     context: &mut Context,
     what: &str,
 ) -> Result<Outcome> {
-    let Some(edited) = edited else {
-        return Ok(Outcome::unchanged(format!("{path} already has {what}")));
-    };
-    let diff = if context.sensitive {
-        format!("--- {path}\n+++ {path}\n(content holds a secret; diff hidden)\n")
-    } else {
-        crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
-    };
     let what = if context.sensitive {
         "a setting that holds a secret"
     } else {
         what
     };
+    let Some(edited) = edited else {
+        return Ok(Outcome::unchanged(format!("{path} already has {what}")));
+    };
+    let diff = if context.sensitive {
+        crate::report::diff::hidden(path)
+    } else {
+        crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
+    };
     context.record_change(Path::new(path));
     if !context.check {
         let metadata = fs::metadata(path).ok();
-        let mode = metadata.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
+        // A new file holding a secret is root's alone.
+        let fresh = if context.sensitive { 0o600 } else { 0o644 };
+        let mode = metadata.as_ref().map_or(fresh, |m| m.mode() & 0o7777);
         let owner = metadata
             .as_ref()
             .map_or((None, None), |m| (Some(m.uid()), Some(m.gid())));

@@ -97,6 +97,21 @@ impl Spec {
         }
     }
 
+    /// The file this resource writes, for resources that write one.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Spec::File(spec) => Some(&spec.path),
+            Spec::Line(spec) => Some(&spec.path),
+            Spec::Setting(spec) => Some(&spec.path),
+            _ => None,
+        }
+    }
+
+    /// Whether the spec itself says its content is secret (`file: {secret: true}`).
+    pub fn holds_secret(&self) -> bool {
+        matches!(self, Spec::File(spec) if spec.secret)
+    }
+
     /// Checks what serde cannot: absolute paths, octal modes, names that are names.
     /// Runs on rendered specs, on the controller before any host is contacted and again
     /// on the agent.
@@ -177,8 +192,6 @@ pub struct Context {
     /// Whether the rendered content of the current task used a secret: its diff is never
     /// shown and the file is kept out of /etc's git history.
     pub sensitive: bool,
-    /// Files this run changed (or would change).
-    pub changed_paths: BTreeSet<PathBuf>,
     /// Files whose content holds secrets, to keep out of git.
     pub sensitive_paths: BTreeSet<PathBuf>,
     /// Set when a unit file changed, so that systemd rereads units before the next
@@ -207,7 +220,6 @@ impl Context {
         if self.sensitive {
             self.sensitive_paths.insert(path.to_path_buf());
         }
-        self.changed_paths.insert(path.to_path_buf());
     }
 }
 

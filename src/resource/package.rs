@@ -14,6 +14,10 @@ use super::{check, one_or_many, Context, FieldError, Outcome};
 use crate::agent::process;
 use crate::facts::dpkg;
 
+/// apt waits this long for dpkg's lock instead of failing at once: on a host with
+/// unattended-upgrades, apt-daily-upgrade holds it now and then.
+const APT_LOCK_WAIT: &str = "DPkg::Lock::Timeout=300";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PackageSpec {
@@ -135,45 +139,21 @@ impl PackageSpec {
                     Ok(Outcome::changed(done.join("; ")))
                 }
             }
-            PackageState::Absent => {
-                let present: Vec<&str> = names
-                    .iter()
-                    .copied()
-                    .filter(|n| status.is_installed(n))
-                    .collect();
-                if present.is_empty() {
-                    return Ok(Outcome::unchanged(format!(
-                        "{} not installed",
-                        describe(&names)
-                    )));
-                }
-                if !context.check {
-                    let mut argv = vec!["apt-get", "remove", "-y", "-q", "--"];
-                    argv.extend(&present);
-                    process::run_ok(&argv)?;
-                }
-                Ok(Outcome::changed(format!("remove {}", present.join(", "))))
-            }
-            PackageState::Purged => {
-                // dpkg keeps a removed package's conffiles until it is purged.
-                let present: Vec<&str> = names
-                    .iter()
-                    .copied()
-                    .filter(|n| status.get(n).is_some_and(|p| p.state != "not-installed"))
-                    .collect();
-                if present.is_empty() {
-                    return Ok(Outcome::unchanged(format!(
-                        "{} not installed, nor its configuration",
-                        describe(&names)
-                    )));
-                }
-                if !context.check {
-                    let mut argv = vec!["apt-get", "purge", "-y", "-q", "--"];
-                    argv.extend(&present);
-                    process::run_ok(&argv)?;
-                }
-                Ok(Outcome::changed(format!("purge {}", present.join(", "))))
-            }
+            PackageState::Absent => remove(
+                &names,
+                |n| status.is_installed(n),
+                "remove",
+                "not installed",
+                context,
+            ),
+            // dpkg keeps a removed package's conffiles until it is purged.
+            PackageState::Purged => remove(
+                &names,
+                |n| status.get(n).is_some_and(|p| p.state != "not-installed"),
+                "purge",
+                "not installed, nor its configuration",
+                context,
+            ),
         }
     }
 
@@ -202,9 +182,30 @@ fn describe(names: &[&str]) -> String {
     }
 }
 
+/// `apt-get remove` or `purge` of the packages for which `present` holds.
+fn remove(
+    names: &[&str],
+    present: impl Fn(&str) -> bool,
+    verb: &str,
+    absent: &str,
+    context: &Context,
+) -> Result<Outcome> {
+    let present: Vec<&str> = names.iter().copied().filter(|n| present(n)).collect();
+    if present.is_empty() {
+        return Ok(Outcome::unchanged(format!("{} {absent}", describe(names))));
+    }
+    if !context.check {
+        let mut argv = vec!["apt-get", verb, "-y", "-q", "-o", APT_LOCK_WAIT, "--"];
+        argv.extend(&present);
+        process::run_ok(&argv)?;
+    }
+    Ok(Outcome::changed(format!("{verb} {}", present.join(", "))))
+}
+
 fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> Result<()> {
     if !context.apt_updated && (lists_are_stale() || !all_known_to_apt(names)) {
-        process::run_ok(&["apt-get", "update", "-q"]).context("apt-get update failed")?;
+        process::run_ok(&["apt-get", "update", "-q", "-o", APT_LOCK_WAIT])
+            .context("apt-get update failed")?;
         context.apt_updated = true;
     }
     let mut argv = vec![
@@ -212,6 +213,8 @@ fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> R
         "install",
         "-y",
         "-q",
+        "-o",
+        APT_LOCK_WAIT,
         "-o",
         "Dpkg::Options::=--force-confdef",
         "-o",

@@ -86,16 +86,22 @@ impl ServiceSpec {
             }
         }
         if let Some(enabled) = self.enabled {
-            let is_enabled = matches!(
+            // Units that `systemctl enable/disable` cannot change (static ones, aliases,
+            // generated units) are left as they are, so that a second run stays quiet.
+            let fixed = matches!(
                 enablement.as_str(),
-                "enabled" | "enabled-runtime" | "static" | "indirect" | "generated" | "alias"
+                "static" | "indirect" | "generated" | "alias"
             );
-            if enablement == "not-found" && !context.check {
+            let is_enabled = matches!(enablement.as_str(), "enabled" | "enabled-runtime");
+            if fixed {
+                fine.push(enablement.clone());
+            } else if enablement == "not-found" && !enabled {
+                fine.push("not installed".to_string());
+            } else if enablement == "not-found" && !context.check {
                 anyhow::bail!(
                     "unit {unit} does not exist on this host (is its package installed?)"
                 );
-            }
-            if is_enabled == enabled {
+            } else if is_enabled == enabled {
                 fine.push(if enabled { "enabled" } else { "disabled" }.to_string());
             } else {
                 self.act(context, if enabled { &["enable"] } else { &["disable"] })?;

@@ -144,7 +144,16 @@ pub fn condition_holds(
     task: &Task,
     render: impl Fn(&str) -> Result<String, String>,
 ) -> Result<bool, String> {
-    let Some(when) = &task.when else {
+    condition(task.when.as_deref(), render)
+}
+
+/// Whether a `when` condition holds (no condition always does); shared by tasks,
+/// handlers and DNS records.
+pub fn condition(
+    when: Option<&str>,
+    render: impl Fn(&str) -> Result<String, String>,
+) -> Result<bool, String> {
+    let Some(when) = when else {
         return Ok(true);
     };
     let rendered = render(when)?;

@@ -49,9 +49,9 @@ if [ ! -x "$bin" ]; then
   fi
   chmod 0700 "$part"
   mv "$part" "$bin"
-  for old in "$dir"/placard-*; do
-    [ "$old" = "$bin" ] || rm -f "$old"
-  done
+  # Older versions go, but not an upload in progress nor one made in the last hour:
+  # a run of another version, by another admin, may be about to start it.
+  find "$dir" -maxdepth 1 -name "placard-*" ! -name "placard-@HASH@" ! -name "*.part.*" -mmin +60 -delete
 fi
 echo READY
 exec "$bin" agent

@@ -63,7 +63,10 @@ pub fn verify_host_key(
                     line,
                 });
             }
-            if known.algorithm() == key.algorithm() && changed.is_none() {
+            // A known host presenting a key of another type is as suspect as a changed
+            // key: the client asks for the recorded types first, so a genuine server
+            // that still has its recorded key offers that one.
+            if changed.is_none() {
                 changed = Some((path.clone(), line));
             }
         }
