@@ -643,3 +643,34 @@ async fn silent_server_times_out_and_closed_port_is_reported() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_host_offering_a_key_of_another_type_is_refused() {
+    bounded(async {
+        let f = fixture();
+        // known_hosts records an RSA key for the host; the server only has ed25519.
+        let other = f.dir.join("other_rsa");
+        keygen(&other, "rsa", "");
+        let rsa = fs::read_to_string(other.with_extension("pub")).expect("rsa public key");
+        let key: Vec<&str> = rsa.split_whitespace().take(2).collect();
+        let known_hosts = f.dir.join("known_hosts");
+        fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{} {}\n", f.sshd.port, key.join(" ")),
+        )
+        .expect("known_hosts");
+        let mut opts = options(&f.dir);
+        opts.accept_new_host_keys = true;
+        let target = f.sshd.target("web1", Some(&f.key));
+        let err = Connection::connect(&target, &opts)
+            .await
+            .expect_err("a key of another type must be refused");
+        assert!(
+            matches!(err, SshError::HostKeyChanged { .. }),
+            "wrong error: {err}"
+        );
+        let after = fs::read_to_string(&known_hosts).expect("known_hosts");
+        assert_eq!(after.lines().count(), 1, "nothing was learned");
+    })
+    .await
+}
