@@ -86,6 +86,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
 /// `placard capture HOST -o DIR`: the agent gathers, the controller writes the draft.
 fn capture(args: &CaptureArgs) -> Result<Exit> {
     let common = &args.host.common;
+    // Checked before the host is contacted, and again before anything is written.
+    crate::distro::draft::check_empty(&args.output)?;
     let job = Job::Capture {
         release: args.release.clone(),
     };

@@ -79,7 +79,9 @@ pub struct Written {
     pub secrets: Vec<String>,
 }
 
-pub fn write(dir: &Path, capture: &Capture, reach: &Reach) -> Result<Written> {
+/// A draft goes into a new or empty folder only, so a capture never overwrites an
+/// admin's work.
+pub fn check_empty(dir: &Path) -> Result<()> {
     if dir.exists()
         && fs::read_dir(dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
@@ -91,6 +93,11 @@ pub fn write(dir: &Path, capture: &Capture, reach: &Reach) -> Result<Written> {
             dir.display()
         );
     }
+    Ok(())
+}
+
+pub fn write(dir: &Path, capture: &Capture, reach: &Reach) -> Result<Written> {
+    check_empty(dir)?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let put = |relative: &str, content: &[u8]| -> Result<()> {
         let path = dir.join(relative);
