@@ -91,7 +91,7 @@ fn capture(args: &CaptureArgs) -> Result<Exit> {
     let job = Job::Capture {
         release: args.release.clone(),
     };
-    let reports = execute(common, &[args.host.host.clone()], job, 1, true)?;
+    let reports = execute(common, std::slice::from_ref(&args.host.host), job, 1, true)?;
     let Some(data) = output_data(&reports, "capture") else {
         return Ok(Exit::Failed);
     };
@@ -156,7 +156,7 @@ fn migrate(host: &HostArgs, from: Option<&Path>) -> Result<Exit> {
     let (source, files) = crate::distro::migrate::load(from)?;
     let reports = execute(
         &host.common,
-        &[host.host.clone()],
+        std::slice::from_ref(&host.host),
         Job::Migrate { source, files },
         1,
         true,
