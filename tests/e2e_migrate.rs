@@ -69,6 +69,16 @@ const EDITED: &[&str] = &[
     "sysctl.conf",
 ];
 
+/// git on the host's /etc, run from this machine (the hosts have no git program).
+fn host_git(bed: &Testbed, args: &[&str]) -> std::process::Output {
+    Command::new("git")
+        .arg("-C")
+        .arg(bed.root_path("/etc"))
+        .args(args)
+        .output()
+        .expect("run git")
+}
+
 fn output_event(text: &str, key: &str) -> serde_json::Value {
     let line = text
         .lines()
@@ -373,10 +383,9 @@ fn issue_5_capture_a_debian_12_host_and_migrate_it_onto_debian_13() {
     assert!(new
         .root_path("/var/lib/placard/migrate/dovecot/conf.d/10-auth.conf.old-live")
         .is_file());
-    assert!(new
-        .ssh("git -C /etc log -1 --format=%s")
+    assert!(stdout(&host_git(&new, &["log", "-1", "--format=%s"]))
         .starts_with("placard etc migrate: the site's changes from"));
-    assert_eq!(new.ssh("git -C /etc status --porcelain"), "");
+    assert_eq!(stdout(&host_git(&new, &["status", "--porcelain"])), "");
 
     // Again: nothing left to write.
     let second = new.placard(&[
@@ -404,7 +413,7 @@ fn issue_5_capture_a_debian_12_host_and_migrate_it_onto_debian_13() {
         let patch =
             std::fs::read_to_string(draft.join(format!("patches/{path}.patch"))).expect("patch");
         let ours = placard::distro::draft::apply_patch(&base, &patch).expect("the patch applies");
-        let theirs = new.ssh_output(&format!("git -C /etc show distro:{path}"));
+        let theirs = host_git(&new, &["show", &format!("distro:{path}")]);
         let conflicted = if theirs.status.success() {
             let theirs = String::from_utf8_lossy(&theirs.stdout);
             placard::merge::line::merge(&base, &ours, &theirs).conflicts > 0
