@@ -31,13 +31,20 @@ pub enum Command {
     /// zone-file lines; values only the host knows, such as its DKIM key, are read there.
     Dns(HostArgs),
     /// /etc in git on a host: status, log, diff; drift (against the packages' pristine
-    /// files); init (create the repository).
+    /// files); init (create the repository); migrate (replay a capture's site changes).
     Etc {
         #[arg(value_enum)]
         command: EtcArg,
         #[command(flatten)]
         host: HostArgs,
+        /// migrate: the draft folder `placard capture` wrote.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
     },
+    /// Write a draft site repository for rebuilding a legacy host: its manually installed
+    /// packages (checked against the target release), its modified conffiles as patches,
+    /// the files the site added, its enabled services, an inventory and a `site` role.
+    Capture(CaptureArgs),
     /// The roles: list them, or show one's purpose and variables.
     Roles {
         #[command(subcommand)]
@@ -63,6 +70,20 @@ pub enum EtcArg {
     Diff,
     Drift,
     Init,
+    /// Replay a capture's site changes onto this host's own pristine files (--from DIR).
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// The folder to write the draft into (new or empty).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// The Debian release the site will be rebuilt on; packages are checked against it.
+    #[arg(long, default_value = "trixie")]
+    pub release: String,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::cli::{Cli, Command, Common, EtcArg, RolesCommand, RunArgs, SandboxCommand};
+use crate::cli::{
+    CaptureArgs, Cli, Command, Common, EtcArg, HostArgs, RolesCommand, RunArgs, SandboxCommand,
+};
 use crate::controller;
 use crate::error::{Diagnostic, InvalidInput};
 use crate::inventory::Inventory;
@@ -44,13 +46,31 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Verify(args) => run_hosts(&args, Job::Verify, false),
         Command::Facts(args) => run_one(&args.common, &args.host, Job::Facts),
         Command::Dns(args) => run_one(&args.common, &args.host, Job::Dns),
-        Command::Etc { command, host } => {
+        Command::Etc {
+            command: EtcArg::Migrate,
+            host,
+            from,
+        } => migrate(&host, from.as_deref()),
+        Command::Capture(args) => capture(&args),
+        Command::Etc {
+            command,
+            host,
+            from,
+        } => {
+            if from.is_some() {
+                return Err(InvalidInput::from(Diagnostic::new(
+                    &host.common.inventory,
+                    "--from names a capture folder, for `placard etc migrate` only",
+                ))
+                .into());
+            }
             let command = match command {
                 EtcArg::Status => EtcCommand::Status,
                 EtcArg::Log => EtcCommand::Log,
                 EtcArg::Diff => EtcCommand::Diff,
                 EtcArg::Drift => EtcCommand::Drift,
                 EtcArg::Init => EtcCommand::Init,
+                EtcArg::Migrate => unreachable!("handled above"),
             };
             run_one(&host.common, &host.host, Job::Etc { command })
         }
@@ -61,6 +81,109 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Sandbox { command } => sandbox_command(command),
         Command::Agent => crate::agent::main().map(|()| Exit::Done),
     }
+}
+
+/// `placard capture HOST -o DIR`: the agent gathers, the controller writes the draft.
+fn capture(args: &CaptureArgs) -> Result<Exit> {
+    let common = &args.host.common;
+    // Checked before the host is contacted, and again before anything is written.
+    crate::distro::draft::check_empty(&args.output)?;
+    let job = Job::Capture {
+        release: args.release.clone(),
+    };
+    let reports = execute(common, std::slice::from_ref(&args.host.host), job, 1, true)?;
+    let Some(data) = output_data(&reports, "capture") else {
+        return Ok(Exit::Failed);
+    };
+    let captured: crate::distro::capture::Capture =
+        serde_json::from_value(data).context("the agent's capture cannot be read")?;
+    let inventory = Inventory::load(&common.inventory)?;
+    let entry = inventory.file.hosts.get(&args.host.host);
+    let reach = crate::distro::draft::Reach {
+        name: args.host.host.clone(),
+        address: entry.and_then(|e| e.address.clone()),
+        port: entry.and_then(|e| e.port),
+        user: entry.and_then(|e| e.user.clone()),
+        known_hosts: inventory
+            .file
+            .ssh
+            .known_hosts
+            .iter()
+            .map(|p| inventory.resolve_path(p))
+            .collect(),
+        identity: entry
+            .and_then(|e| e.identity.as_deref())
+            .or(inventory.file.ssh.identity.as_deref())
+            .map(|p| inventory.resolve_path(p)),
+    };
+    let written = crate::distro::draft::write(&args.output, &captured, &reach)?;
+    println!(
+        "draft written to {}: {} packages, {} patches, {} site files, {} services",
+        written.folder.display(),
+        written.packages,
+        written.patches,
+        written.site_files,
+        written.services
+    );
+    for line in &written.renamed {
+        println!("  renamed in {}: {line}", args.release);
+    }
+    for line in &written.missing {
+        println!("  missing from {}: {line}", args.release);
+    }
+    for secret in &written.secrets {
+        println!("  secret, move by hand: /etc/{secret}");
+    }
+    println!(
+        "  next: read {0}/README.md; placard plan -i {0}/inventory/hosts.yml",
+        written.folder.display()
+    );
+    Ok(Exit::Done)
+}
+
+/// `placard etc migrate --from DIR HOST`.
+fn migrate(host: &HostArgs, from: Option<&Path>) -> Result<Exit> {
+    let Some(from) = from else {
+        return Err(InvalidInput::from(
+            Diagnostic::new(
+                &host.common.inventory,
+                "`placard etc migrate` needs the capture folder",
+            )
+            .help("placard etc migrate --from DIR HOST, where DIR is what `placard capture` wrote"),
+        )
+        .into());
+    };
+    let (source, files) = crate::distro::migrate::load(from)?;
+    let reports = execute(
+        &host.common,
+        std::slice::from_ref(&host.host),
+        Job::Migrate { source, files },
+        1,
+        true,
+    )?;
+    let conflicts = output_data(&reports, "migrate")
+        .and_then(|m| m["conflicts"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    Ok(if reports.iter().any(HostReport::failed) {
+        Exit::Failed
+    } else if conflicts > 0 {
+        // Like plan: something is left for the admin.
+        Exit::Pending
+    } else {
+        Exit::Done
+    })
+}
+
+/// The `key` object of the first host's output event.
+fn output_data(reports: &[HostReport], key: &str) -> Option<serde_json::Value> {
+    reports
+        .first()?
+        .events
+        .iter()
+        .find_map(|event| match event {
+            crate::plan::Event::Output { data } => data.get(key).cloned(),
+            _ => None,
+        })
 }
 
 fn run_hosts(args: &RunArgs, job: Job, plan_exit: bool) -> Result<Exit> {

@@ -118,6 +118,9 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
         Job::Etc { command } => emit(Event::Output {
             data: etc_command(bundle, paths, *command)?,
         }),
+        Job::Capture { .. } | Job::Migrate { .. } => emit(Event::Output {
+            data: distro_job(bundle, paths)?,
+        }),
         Job::Dns => emit(Event::Output {
             data: dns_records(bundle)?,
         }),
@@ -183,6 +186,35 @@ fn etc_command(bundle: &Bundle, paths: &Paths, command: EtcCommand) -> Result<se
             let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
             json!({ "drift": crate::distro::drift::run(&crate::distro::host::Roots::host(etc))? })
         }
+    })
+}
+
+/// `capture` and `etc migrate`: both need /etc's repository (they write the distro
+/// branch, and migrate commits), and one run at a time.
+fn distro_job(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
+    let etc = paths.etc.as_path();
+    if etc_git::EtcRepo::open(etc)?.is_none() {
+        bail!(
+            "{} is not a git repository yet, so there is nowhere to keep the distro branch of pristine files; nothing was written. \
+             Run `placard etc init HOST` to create it (`placard apply` creates it too)",
+            etc.display()
+        );
+    }
+    let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
+    let roots = crate::distro::host::Roots::host(etc);
+    Ok(match &bundle.job {
+        Job::Capture { release } => {
+            json!({ "capture": crate::distro::capture::run(&roots, release)? })
+        }
+        Job::Migrate { source, files } => json!({
+            "migrate": crate::distro::migrate::run(
+                etc,
+                std::path::Path::new(crate::distro::migrate::CONFLICTS_DIR),
+                source,
+                files,
+            )?
+        }),
+        _ => bail!("not a distro job"),
     })
 }
 

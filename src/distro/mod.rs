@@ -7,14 +7,23 @@
 //!   files the system generates;
 //! - [`branch`] commits them on the `distro` branch, from blobs, never touching live /etc;
 //! - [`classify`] (pure) sorts files into pristine, modified, site, leftover, generated;
-//! - [`drift`] ties them together for `placard etc drift`.
+//! - [`drift`] ties them together for `placard etc drift`;
+//! - [`capture`] gathers what a draft site needs to rebuild the host (`placard capture`),
+//!   checking packages against the target release's lists ([`archive`]); [`draft`]
+//!   writes the draft on the controller;
+//! - [`migrate`] replays a draft's patches onto a new host's own pristine files
+//!   (`placard etc migrate`).
 //!
 //! This runs on the host, in the agent. The three-way merges that `etc upgrade` will
 //! run on these files are in [`crate::merge`].
 
+pub mod archive;
 pub mod branch;
+pub mod capture;
 pub mod classify;
+pub mod draft;
 pub mod drift;
 pub mod host;
+pub mod migrate;
 pub mod pristine;
 pub mod tables;

@@ -51,6 +51,15 @@ pub enum Job {
     Dns,
     /// Show /etc's git repository.
     Etc { command: EtcCommand },
+    /// Gather what a draft site needs to rebuild the host, checking its packages
+    /// against `release` (`placard capture`).
+    Capture { release: String },
+    /// Replay a draft's site changes onto the host's own pristine files
+    /// (`placard etc migrate`).
+    Migrate {
+        source: String,
+        files: Vec<crate::distro::migrate::MigrateFile>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -249,6 +249,19 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
         }
     } else if let Some(drift) = data.get("drift") {
         print_drift(out, drift);
+    } else if let Some(capture) = data.get("capture") {
+        // The controller writes the draft and says what it holds.
+        let count = |key: &str| capture[key].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "  captured {} packages, {} modified conffiles, {} site files, {} services",
+            count("packages"),
+            count("modified"),
+            count("site_files"),
+            count("services")
+        );
+    } else if let Some(migrate) = data.get("migrate") {
+        print_migrate(out, migrate);
     } else if let Some(message) = data
         .get("init")
         .and_then(|i| i.get("message"))
@@ -281,6 +294,51 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
             out,
             "{}",
             serde_json::to_string_pretty(data).unwrap_or_default()
+        );
+    }
+}
+
+/// `etc migrate`: what merged and was committed, what is left for the admin, and where.
+fn print_migrate(out: &mut dyn Write, migrate: &serde_json::Value) {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+    let list = |key: &str| migrate[key].as_array().cloned().unwrap_or_default();
+    let merged = list("merged");
+    let _ = writeln!(out, "  merged cleanly and committed ({}):", merged.len());
+    for file in &merged {
+        let _ = writeln!(out, "    /etc/{}", text(&file["path"]));
+    }
+    let unchanged = list("unchanged");
+    if !unchanged.is_empty() {
+        let _ = writeln!(out, "  already merged ({})", unchanged.len());
+    }
+    for validation in list("validations") {
+        let verdict = if validation["ok"] == true {
+            "passed"
+        } else {
+            "FAILED"
+        };
+        let _ = writeln!(out, "  {} {verdict}", text(&validation["command"]));
+    }
+    let conflicts = list("conflicts");
+    let _ = writeln!(
+        out,
+        "  left for you in {} ({}); live /etc keeps its files:",
+        text(&migrate["folder"]),
+        conflicts.len()
+    );
+    for conflict in &conflicts {
+        let _ = writeln!(
+            out,
+            "    /etc/{}: {}",
+            text(&conflict["path"]),
+            text(&conflict["reason"])
+        );
+    }
+    for missing in list("unavailable") {
+        let _ = writeln!(
+            out,
+            "  unavailable: {}",
+            missing.as_str().unwrap_or_default()
         );
     }
 }

@@ -1,0 +1,455 @@
+//! `placard etc migrate --from DIR NEWHOST`: the site's edits of the old host's
+//! conffiles, replayed onto the new host's own pristine files by the three-way merge of
+//! [`crate::merge`]: base = the old pristine file (from the capture), ours = the old
+//! live file (the pristine file with the capture's patch), theirs = the new host's
+//! pristine file (from its own distro branch, brought up to date first).
+//!
+//! On the host: stray changes in /etc are committed first; clean merges are written and
+//! checked by the service's validator where one exists (a file that fails it is put
+//! back and handed to the admin); then one commit. A merge with anything to decide is
+//! never written to live /etc: it goes, with the three inputs, under
+//! [`CONFLICTS_DIR`] for the admin. The controller side, [`load`], reads the draft.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use git2::Repository;
+use serde::{Deserialize, Serialize};
+
+use super::branch;
+use super::draft;
+use super::host::{self, Roots};
+use crate::agent::{etc_git::EtcRepo, process};
+use crate::merge::{self, Issue};
+
+/// Where conflicts are left for the admin, outside /etc; emptied at each migrate.
+pub const CONFLICTS_DIR: &str = "/var/lib/placard/migrate";
+
+/// One captured conffile, as the bundle carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrateFile {
+    /// Relative to /etc.
+    pub path: String,
+    pub package: String,
+    /// The old host's pristine file.
+    pub base: String,
+    /// The old host's live file.
+    pub ours: String,
+}
+
+/// The validators of the services whose files a migrate may write: a path prefix under
+/// /etc, the program (absolute, to tell whether it is installed) and its argv.
+const VALIDATORS: &[(&str, &str, &[&str])] = &[
+    ("ssh/", "/usr/sbin/sshd", &["/usr/sbin/sshd", "-t"]),
+    (
+        "postfix/",
+        "/usr/sbin/postfix",
+        &["/usr/sbin/postfix", "check"],
+    ),
+    (
+        "dovecot/",
+        "/usr/bin/doveconf",
+        &["/usr/bin/doveconf", "-n"],
+    ),
+    ("sudoers", "/usr/sbin/visudo", &["/usr/sbin/visudo", "-c"]),
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Migration {
+    pub source: String,
+    /// Written to live /etc and committed.
+    pub merged: Vec<MergedFile>,
+    /// Already as the merge would write them (a second run).
+    pub unchanged: Vec<String>,
+    /// Left under `folder` for the admin; live /etc keeps its file.
+    pub conflicts: Vec<Conflict>,
+    pub validations: Vec<Validation>,
+    pub commit: Option<String>,
+    pub folder: String,
+    /// Packages of the new host whose pristine files could not be had.
+    pub unavailable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MergedFile {
+    pub path: String,
+    pub method: merge::Method,
+    /// Site settings carried over (merges by setting).
+    pub replayed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    pub path: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<Issue>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub command: String,
+    pub ok: bool,
+    pub files: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+/// The controller's side: the captured files of a draft, each live file rebuilt from
+/// its pristine version and patch (so an admin's edit of a patch counts).
+pub fn load(dir: &Path) -> Result<(String, Vec<MigrateFile>)> {
+    let manifest = draft::read_manifest(dir)?;
+    let mut files = Vec::new();
+    for entry in &manifest.modified {
+        let patch_path = dir.join(format!("patches/{}.patch", entry.path));
+        let Ok(patch) = fs::read_to_string(&patch_path) else {
+            // The admin deleted the patch: that change is not wanted on the new host.
+            continue;
+        };
+        let pristine_path = dir.join(format!("pristine/{}", entry.path));
+        let base = fs::read_to_string(&pristine_path)
+            .with_context(|| format!("cannot read {}", pristine_path.display()))?;
+        let ours = draft::apply_patch(&base, &patch)
+            .with_context(|| format!("{}", patch_path.display()))?;
+        files.push(MigrateFile {
+            path: entry.path.clone(),
+            package: entry.package.clone(),
+            base,
+            ours,
+        });
+    }
+    Ok((manifest.hostname, files))
+}
+
+/// Runs on the new host, whose /etc repository must exist.
+pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Result<Migration> {
+    let repo = EtcRepo::open(etc)?
+        .with_context(|| format!("{} is not a git repository", etc.display()))?;
+    repo.update_ignores(&Default::default())?;
+    let stray = repo.changes()?;
+    repo.commit_all(
+        "changes found before placard etc migrate",
+        &stray.iter().map(|f| format!("  {f}\n")).collect::<String>(),
+    )?;
+
+    let roots = Roots::host(etc);
+    let (status, known) = host::read_known(&roots)?;
+    let git = Repository::open(etc)?;
+    let update = branch::update(&git, &known, &roots)?;
+
+    if folder.exists() {
+        fs::remove_dir_all(folder).with_context(|| format!("cannot empty {}", folder.display()))?;
+    }
+    let mut migration = Migration {
+        source: source.to_string(),
+        merged: Vec::new(),
+        unchanged: Vec::new(),
+        conflicts: Vec::new(),
+        validations: Vec::new(),
+        commit: None,
+        folder: folder.display().to_string(),
+        unavailable: update
+            .unavailable
+            .iter()
+            .map(|u| format!("{} {}: {}", u.package, u.version, u.message))
+            .collect(),
+    };
+    // Written files and their previous content, to put back if a validator refuses.
+    let mut written: Vec<(String, Option<Vec<u8>>, merge::Merged)> = Vec::new();
+
+    for file in files {
+        if !valid_relative(&file.path) {
+            migration.conflicts.push(Conflict {
+                path: file.path.clone(),
+                reason: "not a path under /etc; ignored".into(),
+                issues: Vec::new(),
+            });
+            continue;
+        }
+        let installed = status
+            .packages
+            .get(&file.package)
+            .is_some_and(|p| p.state == "installed");
+        let theirs = update
+            .pristine
+            .get(&file.path)
+            .map(|p| String::from_utf8_lossy(&p.content).into_owned());
+        if theirs.is_none() {
+            let reason = if !installed {
+                format!(
+                    "{} is not installed on this host: install it (the draft's site role does), then migrate again",
+                    file.package
+                )
+            } else if update.unavailable.iter().any(|u| u.package == file.package) {
+                format!(
+                    "the pristine files of {} could not be had here (see unavailable)",
+                    file.package
+                )
+            } else {
+                format!(
+                    "{} no longer ships /etc/{}: the site's file is left for you",
+                    file.package, file.path
+                )
+            };
+            leave(folder, file, None, &file.ours, &reason, &[])?;
+            migration.conflicts.push(Conflict {
+                path: file.path.clone(),
+                reason,
+                issues: Vec::new(),
+            });
+            continue;
+        }
+        let merged = merge::merge(&file.path, &file.base, &file.ours, theirs.as_deref());
+        if !merged.is_clean() {
+            let reason = describe(&merged.issues);
+            leave(
+                folder,
+                file,
+                theirs.as_deref(),
+                &merged.text,
+                &reason,
+                &merged.issues,
+            )?;
+            migration.conflicts.push(Conflict {
+                path: file.path.clone(),
+                reason,
+                issues: merged.issues,
+            });
+            continue;
+        }
+        let target = etc.join(&file.path);
+        let previous = fs::read(&target).ok();
+        if previous.as_deref() == Some(merged.text.as_bytes()) {
+            migration.unchanged.push(file.path.clone());
+            continue;
+        }
+        write_atomically(&target, merged.text.as_bytes())?;
+        written.push((file.path.clone(), previous, merged));
+    }
+
+    for (prefix, program, argv) in VALIDATORS {
+        let files: Vec<&(String, Option<Vec<u8>>, merge::Merged)> = written
+            .iter()
+            .filter(|(path, _, _)| path.starts_with(prefix))
+            .collect();
+        if files.is_empty() || !Path::new(program).exists() {
+            continue;
+        }
+        let output = process::run(argv, None)?;
+        let ok = output.status.success();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let paths: Vec<String> = files.iter().map(|(p, _, _)| p.clone()).collect();
+        migration.validations.push(Validation {
+            command: argv.join(" "),
+            ok,
+            files: paths.clone(),
+            output: if ok { String::new() } else { text.clone() },
+        });
+        if !ok {
+            for entry in &files {
+                restore_and_leave(etc, folder, entry, argv, &text)?;
+                migration.conflicts.push(Conflict {
+                    path: entry.0.clone(),
+                    reason: format!(
+                        "the merge was clean but `{}` refused the result; /etc keeps its file",
+                        argv.join(" ")
+                    ),
+                    issues: Vec::new(),
+                });
+            }
+        }
+    }
+    let refused: Vec<String> = migration.conflicts.iter().map(|c| c.path.clone()).collect();
+    migration.merged = written
+        .into_iter()
+        .filter(|(path, _, _)| !refused.contains(path))
+        .map(|(path, _, merged)| MergedFile {
+            path,
+            method: merged.method,
+            replayed: merged.replayed.len(),
+        })
+        .collect();
+    if !migration.merged.is_empty() {
+        let body: String = migration
+            .merged
+            .iter()
+            .map(|m| format!("  {}\n", m.path))
+            .collect();
+        migration.commit = repo.commit_all(
+            &format!(
+                "placard etc migrate: the site's changes from {source} ({} files)",
+                migration.merged.len()
+            ),
+            &body,
+        )?;
+    }
+    Ok(migration)
+}
+
+fn restore_and_leave(
+    etc: &Path,
+    folder: &Path,
+    (path, previous, merged): &(String, Option<Vec<u8>>, merge::Merged),
+    argv: &[&str],
+    output: &str,
+) -> Result<()> {
+    let target = etc.join(path);
+    match previous {
+        Some(bytes) => write_atomically(&target, bytes)?,
+        None => fs::remove_file(&target)
+            .with_context(|| format!("cannot remove {}", target.display()))?,
+    }
+    let left = folder.join(path);
+    if let Some(parent) = left.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::write(&left, &merged.text)?;
+    fs::write(
+        sibling(&left, "placard-issues"),
+        format!(
+            "The merge was clean, but `{}` refused it:\n{output}",
+            argv.join(" ")
+        ),
+    )?;
+    Ok(())
+}
+
+/// `path.suffix` beside `path`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{suffix}"));
+    PathBuf::from(name)
+}
+
+/// Leaves a file for the admin: the merge's text (markers included), the three inputs,
+/// and what is to decide.
+fn leave(
+    folder: &Path,
+    file: &MigrateFile,
+    theirs: Option<&str>,
+    text: &str,
+    reason: &str,
+    issues: &[Issue],
+) -> Result<()> {
+    let left = folder.join(&file.path);
+    if let Some(parent) = left.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    fs::set_permissions(folder, fs::Permissions::from_mode(0o700))?;
+    fs::write(&left, text)?;
+    fs::write(sibling(&left, "old-pristine"), &file.base)?;
+    fs::write(sibling(&left, "old-live"), &file.ours)?;
+    if let Some(theirs) = theirs {
+        fs::write(sibling(&left, "new-pristine"), theirs)?;
+    }
+    let mut note = format!("{reason}\n");
+    for issue in issues {
+        note.push_str(&format!(
+            "{}\n",
+            serde_json::to_string(issue).unwrap_or_default()
+        ));
+    }
+    fs::write(sibling(&left, "placard-issues"), note)?;
+    Ok(())
+}
+
+/// One line for the admin per kind of issue.
+pub fn describe(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|issue| match issue {
+            Issue::Conflict { section, key, .. } => {
+                let at = if section.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in {section}")
+                };
+                format!("the site and the new release both changed {key}{at}")
+            }
+            Issue::Renamed { key, new_names, .. } if new_names.is_empty() => {
+                format!("the new release removed {key}")
+            }
+            Issue::Renamed { key, new_names, .. } => {
+                format!("the new release renamed {key} to {}", new_names.join(", "))
+            }
+            Issue::Lines { conflicts } => format!("{conflicts} conflicting hunks (line merge)"),
+            Issue::FileRemoved => "the new release no longer ships this file".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A relative path without `..`: a bundle may come from an edited draft.
+fn valid_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Writes beside the target and renames over it, keeping the target's mode.
+fn write_atomically(target: &Path, content: &[u8]) -> Result<()> {
+    let mode = fs::metadata(target).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let temporary = sibling(target, "placard-new");
+    let mut out = fs::File::create(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    out.write_all(content)?;
+    out.sync_all()?;
+    fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))?;
+    fs::rename(&temporary, target)
+        .with_context(|| format!("cannot replace {}", target.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_reach_etc() {
+        assert!(valid_relative("ssh/sshd_config"));
+        assert!(!valid_relative("../root/.ssh/authorized_keys"));
+        assert!(!valid_relative("/etc/passwd"));
+        assert!(!valid_relative(""));
+    }
+
+    #[test]
+    fn a_draft_is_read_back_with_each_live_file_rebuilt_from_its_patch() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let pristine = "#PasswordAuthentication yes\nUsePAM yes\n";
+        let live = "PasswordAuthentication no\nUsePAM yes\n";
+        fs::create_dir_all(dir.path().join("pristine/ssh")).expect("folders");
+        fs::create_dir_all(dir.path().join("patches/ssh")).expect("folders");
+        fs::write(dir.path().join("pristine/ssh/sshd_config"), pristine).expect("write");
+        fs::write(
+            dir.path().join("patches/ssh/sshd_config.patch"),
+            draft::patch_text("ssh/sshd_config", pristine, live),
+        )
+        .expect("write");
+        let manifest = r#"{"hostname":"old","os":"Debian 12","release":"trixie","mirror":"m","archive_error":null,"packages":[],
+            "modified":[{"path":"ssh/sshd_config","package":"openssh-server"},{"path":"nut/upsmon.conf","package":"nut-client"}],
+            "deleted":[],"site_files":[],"site_links":[],"services":[],"secrets":[],"left_out":[],"unavailable":[]}"#;
+        fs::write(dir.path().join(draft::MANIFEST), manifest).expect("write");
+        let (source, files) = load(dir.path()).expect("a draft");
+        assert_eq!(source, "old");
+        assert_eq!(
+            files,
+            [MigrateFile {
+                path: "ssh/sshd_config".into(),
+                package: "openssh-server".into(),
+                base: pristine.into(),
+                ours: live.into(),
+            }],
+            "the file whose patch the admin deleted is not migrated"
+        );
+    }
+}
