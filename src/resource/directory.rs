@@ -25,15 +25,11 @@ pub struct DirectorySpec {
 impl DirectorySpec {
     pub fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
-        if let Some(mode) = &self.mode {
-            check::mode("mode", mode)?;
-        }
-        if let Some(owner) = &self.owner {
-            check::account_name("owner", owner)?;
-        }
-        if let Some(group) = &self.group {
-            check::account_name("group", group)?;
-        }
+        check::attributes(
+            self.mode.as_deref(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+        )?;
         Ok(())
     }
 

@@ -86,15 +86,11 @@ impl FileSpec {
                 "an absent file has no content; remove `content`, `template` or `copy`",
             ));
         }
-        if let Some(mode) = &self.mode {
-            check::mode("mode", mode)?;
-        }
-        if let Some(owner) = &self.owner {
-            check::account_name("owner", owner)?;
-        }
-        if let Some(group) = &self.group {
-            check::account_name("group", group)?;
-        }
+        check::attributes(
+            self.mode.as_deref(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+        )?;
         if let Some(validate) = &self.validate {
             check::not_empty("validate", validate)?;
         }

@@ -273,6 +273,24 @@ pub mod check {
         })
     }
 
+    /// The `mode`, `owner` and `group` fields of a file or folder, when given.
+    pub fn attributes(
+        mode: Option<&str>,
+        owner: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<(), FieldError> {
+        if let Some(mode) = mode {
+            self::mode("mode", mode)?;
+        }
+        if let Some(owner) = owner {
+            account_name("owner", owner)?;
+        }
+        if let Some(group) = group {
+            account_name("group", group)?;
+        }
+        Ok(())
+    }
+
     /// A user or group name as useradd accepts it.
     pub fn account_name(field: &str, name: &str) -> Result<(), FieldError> {
         let valid = !name.is_empty()
