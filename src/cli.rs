@@ -31,12 +31,17 @@ pub enum Command {
     /// zone-file lines; values only the host knows, such as its DKIM key, are read there.
     Dns(HostArgs),
     /// /etc in git on a host: status, log, diff; drift (against the packages' pristine
-    /// files); init (create the repository).
+    /// files); init (create the repository); upgrade (to the Debian release given with
+    /// --release, merging the distro's changes into local conffiles); resolve (take the
+    /// admin's resolutions of the upgrade's conflicts).
     Etc {
         #[arg(value_enum)]
         command: EtcArg,
         #[command(flatten)]
         host: HostArgs,
+        /// `etc upgrade`: the Debian release to upgrade to, by codename (e.g. trixie).
+        #[arg(long)]
+        release: Option<String>,
     },
     /// The roles: list them, or show one's purpose and variables.
     Roles {
@@ -63,6 +68,8 @@ pub enum EtcArg {
     Diff,
     Drift,
     Init,
+    Upgrade,
+    Resolve,
 }
 
 #[derive(Debug, Args)]

@@ -44,13 +44,22 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Verify(args) => run_hosts(&args, Job::Verify, false),
         Command::Facts(args) => run_one(&args.common, &args.host, Job::Facts),
         Command::Dns(args) => run_one(&args.common, &args.host, Job::Dns),
-        Command::Etc { command, host } => {
+        Command::Etc {
+            command,
+            host,
+            release,
+        } => {
             let command = match command {
                 EtcArg::Status => EtcCommand::Status,
                 EtcArg::Log => EtcCommand::Log,
                 EtcArg::Diff => EtcCommand::Diff,
                 EtcArg::Drift => EtcCommand::Drift,
                 EtcArg::Init => EtcCommand::Init,
+                EtcArg::Upgrade => {
+                    let release = upgrade_release(&host.common, release)?;
+                    return run_one(&host.common, &host.host, Job::EtcUpgrade { release });
+                }
+                EtcArg::Resolve => return run_one(&host.common, &host.host, Job::EtcResolve),
             };
             run_one(&host.common, &host.host, Job::Etc { command })
         }
@@ -60,6 +69,35 @@ pub fn run(cli: Cli) -> Result<Exit> {
         ),
         Command::Sandbox { command } => sandbox_command(command),
         Command::Agent => crate::agent::main().map(|()| Exit::Done),
+    }
+}
+
+/// `etc upgrade`'s release: given, and a Debian codename placard knows, checked before
+/// any host is contacted.
+fn upgrade_release(common: &Common, release: Option<String>) -> Result<String> {
+    let known = crate::distro::upgrade::RELEASES
+        .iter()
+        .map(|(name, number)| format!("{name} ({number})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match release {
+        Some(release) if crate::distro::upgrade::release_number(&release).is_some() => Ok(release),
+        Some(release) => Err(InvalidInput::from(
+            Diagnostic::new(
+                &common.inventory,
+                format!("`{release}` is not a Debian release placard knows"),
+            )
+            .help(format!("name it by codename: {known}")),
+        )
+        .into()),
+        None => Err(InvalidInput::from(
+            Diagnostic::new(
+                &common.inventory,
+                "`etc upgrade` needs the release to upgrade to",
+            )
+            .help("e.g. `placard etc upgrade HOST --release trixie`"),
+        )
+        .into()),
     }
 }
 

@@ -7,7 +7,9 @@
 //!   files the system generates;
 //! - [`branch`] commits them on the `distro` branch, from blobs, never touching live /etc;
 //! - [`classify`] (pure) sorts files into pristine, modified, site, leftover, generated;
-//! - [`drift`] ties them together for `placard etc drift`.
+//! - [`drift`] ties them together for `placard etc drift`;
+//! - [`upgrade`] drives a release upgrade and merges the distro's changes into the
+//!   locally modified conffiles (`placard etc upgrade`, `placard etc resolve`).
 //!
 //! This runs on the host, in the agent. The three-way merges that `etc upgrade` will
 //! run on these files are in [`crate::merge`].
@@ -18,3 +20,4 @@ pub mod drift;
 pub mod host;
 pub mod pristine;
 pub mod tables;
+pub mod upgrade;

@@ -51,6 +51,11 @@ pub enum Job {
     Dns,
     /// Show /etc's git repository.
     Etc { command: EtcCommand },
+    /// Upgrade the host's packages to `release`, keeping local conffiles, then merge the
+    /// distro's changes into them ([`crate::distro::upgrade`]).
+    EtcUpgrade { release: String },
+    /// Take the admin's resolutions of upgrade conflicts into /etc.
+    EtcResolve,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
