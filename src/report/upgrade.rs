@@ -56,7 +56,7 @@ pub fn describe_issue(issue: &Value) -> String {
         }
         "lines" => format!("{} conflicting hunk(s) of lines", issue["conflicts"]),
         "file_removed" => "the new release no longer ships this file".to_string(),
-        other => format!("{other}"),
+        other => other.to_string(),
     }
 }
 

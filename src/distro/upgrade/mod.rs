@@ -69,6 +69,7 @@ pub fn release_number(codename: &str) -> Option<u32> {
 
 /// Where conflicts wait for the admin, and the upgrade's state.
 pub const WORKTREE: &str = "/var/lib/placard/etc-upgrade";
+const STILL_MARKED: &str = "it still holds conflict markers";
 /// apt's messages of the last upgrade, kept for the admin.
 const APT_LOG: &str = "apt.log";
 /// Files dpkg and ucf leave beside a conffile they did not replace, or replaced.
@@ -150,13 +151,21 @@ pub struct ResolveReport {
 }
 
 impl ResolveReport {
-    /// A message when something was refused: the run then counts as failed.
+    /// A message when a resolved file could not be taken (its validator failed, or it
+    /// cannot be read): the run then counts as failed. A file that still holds markers
+    /// is refused too, but is only not resolved yet: the admin may take files in one at
+    /// a time.
     pub fn refusal(&self) -> Option<String> {
-        (!self.refused.is_empty()).then(|| {
+        let failed: Vec<&(String, String)> = self
+            .refused
+            .iter()
+            .filter(|(_, why)| why != STILL_MARKED)
+            .collect();
+        (!failed.is_empty()).then(|| {
             format!(
                 "{} file(s) not taken: {}",
-                self.refused.len(),
-                self.refused
+                failed.len(),
+                failed
                     .iter()
                     .map(|(path, why)| format!("/etc/{path}: {why}"))
                     .collect::<Vec<_>>()
@@ -782,9 +791,9 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
     let mut ready: Vec<(String, Option<Vec<u8>>)> = Vec::new();
     for path in pending.keys() {
         match fs::read(worktree.file(path)) {
-            Ok(content) if markers::has_markers(&String::from_utf8_lossy(&content)) => report
-                .refused
-                .push((path.clone(), "it still holds conflict markers".into())),
+            Ok(content) if markers::has_markers(&String::from_utf8_lossy(&content)) => {
+                report.refused.push((path.clone(), STILL_MARKED.into()))
+            }
             Ok(content) => ready.push((path.clone(), Some(content))),
             // The admin deleted it: the new release's removal of the file is accepted.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
