@@ -137,20 +137,33 @@ fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles
     assert_eq!(init.status.code(), Some(0), "{}", stderr(&init));
     bed.ssh(EDITS);
 
-    let (upgrade, code) = output(
-        &bed,
-        &[
-            "etc",
+    let upgraded = std::panic::catch_unwind(|| {
+        output(
+            &bed,
+            &[
+                "etc",
+                "upgrade",
+                &host,
+                "--release",
+                "trixie",
+                "--format",
+                "json",
+            ],
             "upgrade",
-            &host,
-            "--release",
-            "trixie",
-            "--format",
-            "json",
-        ],
-        "upgrade",
-    );
+        )
+    });
     copy_debs(&archives, Path::new(DEB_CACHE));
+    let (upgrade, code) = upgraded.unwrap_or_else(|_| {
+        let log = bed
+            .read("/var/lib/placard/etc-upgrade/apt.log")
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "the upgrade failed; apt's log ends with:\n{}",
+            tail.join("\n")
+        )
+    });
     assert_eq!(code, Some(0), "{upgrade:#}");
     assert!(
         std::time::Instant::now() < deadline,

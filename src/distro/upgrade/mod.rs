@@ -363,11 +363,22 @@ fn apt_get(args: &[&str], log: &Path) -> Result<String> {
         let _ = writeln!(file, "$ apt-get {}\n{stdout}{stderr}", args.join(" "));
     }
     if !output.status.success() {
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.starts_with("E:"))
-            .take(6)
-            .collect();
+        // dpkg names the failing package and its maintainer script's complaint in lines
+        // with "error" on stdout and stderr; apt's own summary starts with E:.
+        let mut errors: Vec<&str> = Vec::new();
+        let mut listing = false;
+        for line in stdout.lines().chain(stderr.lines()) {
+            listing =
+                (listing && line.starts_with(' ')) || line.starts_with("Errors were encountered");
+            if listing
+                || line.starts_with("E:")
+                || line.starts_with("dpkg: error")
+                || line.contains("Fatal:")
+            {
+                errors.push(line.trim());
+            }
+        }
+        errors.truncate(16);
         let detail = if errors.is_empty() {
             stderr.lines().rev().take(6).collect::<Vec<_>>().join("; ")
         } else {
@@ -558,6 +569,22 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         message: format!("apt-get update, then dist-upgrade to {release} keeping local conffiles (apt's output: {})", log.display()),
     });
     apt_get(&["update", "-q"], &log)?;
+    // Debian's release notes: a minimal upgrade first, then the full one, so that
+    // essential libraries (the 64-bit time_t transition) are not pulled out from under
+    // programs maintainer scripts run.
+    apt_get(
+        &[
+            "-y",
+            "-q",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "-o",
+            "Dpkg::Use-Pty=0",
+            "upgrade",
+            "--without-new-pkgs",
+        ],
+        &log,
+    )?;
     let output = apt_get(
         &[
             "-y",
