@@ -93,6 +93,17 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
             text(&missing["message"])
         );
     }
+    let unconfigured = list(&upgrade["unconfigured"]);
+    if !unconfigured.is_empty() {
+        let _ = writeln!(
+            out,
+            "  dpkg could not configure with the kept configuration: {}",
+            unconfigured.iter().map(text).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(error) = upgrade["apt_error"].as_str() {
+        let _ = writeln!(out, "  still unconfigured after the merge: {error}");
+    }
     let merged = list(&upgrade["merged"]);
     if !merged.is_empty() {
         let _ = writeln!(out, "  merged ({}):", merged.len());
@@ -165,6 +176,9 @@ pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
             text(&refused[0]),
             text(&refused[1])
         );
+    }
+    if let Some(error) = resolve["apt_error"].as_str() {
+        let _ = writeln!(out, "  dpkg still cannot configure: {error}");
     }
     for reloaded in list(&resolve["reloaded"]) {
         let _ = writeln!(out, "  {}", text(&reloaded));

@@ -134,6 +134,10 @@ pub struct UpgradeReport {
     pub reloaded: Vec<String>,
     pub commits: Vec<String>,
     pub worktree: String,
+    /// Packages dpkg could not configure with the configuration it kept.
+    pub unconfigured: Vec<String>,
+    /// Why dpkg still cannot configure them after the merge (the conflicts, usually).
+    pub apt_error: Option<String>,
 }
 
 /// What `etc resolve` did.
@@ -145,6 +149,8 @@ pub struct ResolveReport {
     pub refused: Vec<(String, String)>,
     pub reloaded: Vec<String>,
     pub commit: Option<String>,
+    /// Why dpkg still cannot configure the packages the upgrade left unconfigured.
+    pub apt_error: Option<String>,
     /// Conflicts still waiting in the worktree.
     pub pending: Vec<String>,
     pub worktree: String,
@@ -314,31 +320,77 @@ fn blob_at(repo: &Repository, commit: Oid, path: &str) -> Result<Option<(Vec<u8>
     Ok(Some((blob.content().to_vec(), entry.filemode())))
 }
 
-/// The files of the distro commit that differ on the live host: the locally modified
-/// ones (links and files the site deleted are not merged).
-fn modified_files(repo: &Repository, etc: &Path, commit: Oid) -> Result<Vec<String>> {
+/// Every file of the distro commit (not links, not placard's records). Unmodified ones
+/// are merged too: dpkg keeps an unmodified file with --force-confold when its package
+/// moved it from ucf to dpkg's conffiles (Dovecot in Debian 13), and the merge then
+/// simply takes the new version.
+fn pristine_files(repo: &Repository, commit: Oid) -> Result<Vec<String>> {
     let tree = repo.find_commit(commit)?.tree()?;
     let mut found = Vec::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |folder, entry| {
         let path = format!("{folder}{}", entry.name().unwrap_or_default());
-        if entry.kind() != Some(git2::ObjectType::Blob)
-            || entry.filemode() == MODE_LINK
-            || path.starts_with(".placard-")
+        if entry.kind() == Some(git2::ObjectType::Blob)
+            && entry.filemode() != MODE_LINK
+            && !path.starts_with(".placard-")
         {
-            return git2::TreeWalkResult::Ok;
-        }
-        let live = etc.join(&path);
-        if live.is_symlink() {
-            return git2::TreeWalkResult::Ok;
-        }
-        if let (Ok(content), Ok(blob)) = (fs::read(&live), repo.find_blob(entry.id())) {
-            if content != blob.content() {
-                found.push(path);
-            }
+            found.push(path);
         }
         git2::TreeWalkResult::Ok
     })?;
     Ok(found)
+}
+
+/// dpkg's status with the packages dpkg could not configure counted as installed: their
+/// new files are on disk and their .debs in apt's cache, and a package that failed to
+/// configure for want of a merged configuration (Dovecot 2.4 refusing 2.3's settings)
+/// is exactly one whose files must be merged.
+fn known_with_unconfigured(roots: &Roots) -> Result<(super::classify::Known, Vec<String>)> {
+    let (_, mut known) = host::read_known(roots)?;
+    let info = roots.system_path(host::DPKG_INFO);
+    let mut unconfigured = Vec::new();
+    for (name, package) in known.status.packages.iter_mut() {
+        if !matches!(
+            package.state.as_str(),
+            "half-configured" | "unpacked" | "triggers-awaited" | "triggers-pending"
+        ) {
+            continue;
+        }
+        unconfigured.push(name.clone());
+        package.state = "installed".to_string();
+        for stem in [format!("{name}:{}", package.architecture), name.clone()] {
+            if let Ok(list) = fs::read_to_string(info.join(format!("{stem}.list"))) {
+                for path in host::parse_list(&list) {
+                    if !roots.etc.join(&path).is_dir() {
+                        known.owned.insert(path, name.clone());
+                    }
+                }
+                let sums =
+                    fs::read_to_string(info.join(format!("{stem}.md5sums"))).unwrap_or_default();
+                known.md5sums.extend(host::parse_md5sums(&sums));
+                break;
+            }
+        }
+    }
+    Ok((known, unconfigured))
+}
+
+/// Finishes configuring packages dpkg left unconfigured; apt's message when it fails.
+fn configure_pending(log: &Path) -> Option<String> {
+    apt_get(
+        &[
+            "-y",
+            "-q",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "-o",
+            "Dpkg::Use-Pty=0",
+            "-f",
+            "install",
+        ],
+        log,
+    )
+    .err()
+    .map(|e| format!("{e:#}"))
 }
 
 fn apt_get(args: &[&str], log: &Path) -> Result<String> {
@@ -510,6 +562,8 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         reloaded: Vec::new(),
         commits: Vec::new(),
         worktree: worktree.root.join("files").to_string_lossy().into_owned(),
+        unconfigured: Vec::new(),
+        apt_error: None,
     };
     // 1. The merge base: the distro branch of the installed packages.
     repo.update_ignores(&BTreeSet::new())?;
@@ -540,7 +594,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                 "the distro branch is empty: no installed package ships files under /etc",
             )?;
             let tip = Oid::from_str(tip)?;
-            (tip, modified_files(git, etc, tip)?)
+            (tip, pristine_files(git, tip)?)
         }
     };
     worktree.save_state(&State {
@@ -585,6 +639,9 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         ],
         &log,
     )?;
+    // A package whose maintainer script fails on the configuration the site kept is
+    // left unconfigured: the merge is what repairs it, so the run goes on, and dpkg
+    // finishes once the merged files are in place (or at `etc resolve`).
     let output = apt_get(
         &[
             "-y",
@@ -596,8 +653,15 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
             "dist-upgrade",
         ],
         &log,
-    )?;
-    report.upgraded = !output.contains("0 upgraded, 0 newly installed, 0 to remove");
+    );
+    report.upgraded = output.as_ref().map_or(true, |o| {
+        !o.contains("0 upgraded, 0 newly installed, 0 to remove")
+    });
+    if let Err(error) = output {
+        emit(Event::Notice {
+            message: format!("{error:#}; merging, then configuring again"),
+        });
+    }
 
     // The maintainer's versions dpkg and ucf left beside kept files: read, then removed.
     let mut beside: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
@@ -623,7 +687,8 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
     }
 
     // 3. The new pristine files.
-    let (_, known) = host::read_known(&roots)?;
+    let (known, unconfigured) = known_with_unconfigured(&roots)?;
+    report.unconfigured = unconfigured;
     let after = branch::update(git, &known, &roots)?;
     report.packages = after.changes.clone();
     report.unavailable = after.unavailable.clone();
@@ -675,6 +740,9 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                     None => continue, // the site deleted it
                 },
             };
+            if theirs_bytes.is_none() && ours_bytes == base_bytes {
+                continue; // an unmodified file the new release dropped: drift's leftover
+            }
             if theirs_bytes.as_deref() == Some(&ours_bytes[..]) {
                 continue; // dpkg installed the new file, or the site already had it
             }
@@ -791,6 +859,18 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
             report.commits.push(id);
         }
     }
+    if !report.unconfigured.is_empty() {
+        report.apt_error = configure_pending(&log);
+        if let Some(id) = commit(
+            emit,
+            &repo,
+            "placard etc upgrade: packages configured after the merge",
+            &list(&repo.changes()?),
+            None,
+        )? {
+            report.commits.push(id);
+        }
+    }
     report.pending = pending
         .keys()
         .filter(|p| !report.conflicts.iter().any(|c| &c.path == *p))
@@ -855,6 +935,10 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
         }
     }
     if !report.resolved.is_empty() {
+        let (_, unconfigured) = known_with_unconfigured(&Roots::host(etc))?;
+        if !unconfigured.is_empty() {
+            report.apt_error = configure_pending(&worktree.root.join(APT_LOG));
+        }
         report.commit = repo.commit_all(
             &format!(
                 "placard etc resolve: {} upgrade conflict(s) resolved",
