@@ -117,7 +117,7 @@ pub struct UpgradeReport {
     pub to: String,
     /// apt source files switched to the new release.
     pub sources: Vec<String>,
-    /// Whether apt upgraded anything.
+    /// Whether package versions changed (the distro branch got a new commit).
     pub upgraded: bool,
     /// Package changes recorded on the distro branch by this run.
     pub packages: Vec<String>,
@@ -654,9 +654,6 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         ],
         &log,
     );
-    report.upgraded = output.as_ref().map_or(true, |o| {
-        !o.contains("0 upgraded, 0 newly installed, 0 to remove")
-    });
     if let Err(error) = output {
         emit(Event::Notice {
             message: format!("{error:#}; merging, then configuring again"),
@@ -690,6 +687,8 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
     let (known, unconfigured) = known_with_unconfigured(&roots)?;
     report.unconfigured = unconfigured;
     let after = branch::update(git, &known, &roots)?;
+    // Whether package versions changed: what the distro branch recorded.
+    report.upgraded = after.commit.is_some();
     report.packages = after.changes.clone();
     report.unavailable = after.unavailable.clone();
     let tip = after
