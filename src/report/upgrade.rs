@@ -123,7 +123,13 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
                 text(&file["path"]),
                 text(&file["validated"])
             );
+            for notice in list(&file["notices"]) {
+                let _ = writeln!(out, "        {}", text(&notice["message"]));
+            }
         }
+    }
+    for line in list(&upgrade["still_invalid"]) {
+        let _ = writeln!(out, "  {}", text(&line));
     }
     let conflicts = list(&upgrade["conflicts"]);
     if !conflicts.is_empty() {

@@ -258,8 +258,23 @@ mod tests {
         let ours =
             "# Authentication\nauth_mechanisms = plain login\n!include auth-system.conf.ext\n";
         let theirs = "# Authentication, rewritten\nauth_mechanisms = plain oauthbearer\n!include auth-system.conf.ext\n";
-        let merged = merge::merge("dovecot/conf.d/10-auth.conf", base, ours, Some(theirs));
-        assert!(!merged.is_clean());
+        // The merge by setting keeps the site's value here (a notice, no issue); the block
+        // is drawn for an `Issue::Conflict` however it came about.
+        let clean = merge::merge("dovecot/conf.d/10-auth.conf", base, ours, Some(theirs));
+        assert!(clean.is_clean() && clean.notices.len() == 1);
+        let merged = Merged {
+            method: Method::Settings(Syntax::Dovecot),
+            text: theirs.to_string(),
+            replayed: Vec::new(),
+            notices: Vec::new(),
+            issues: vec![Issue::Conflict {
+                section: String::new(),
+                key: "auth_mechanisms".into(),
+                base: Some(vec!["plain".into()]),
+                ours: Some(vec!["plain login".into()]),
+                theirs: Some(vec!["plain oauthbearer".into()]),
+            }],
+        };
         let text = conflict_text(&merged, base, ours, "trixie");
         assert_eq!(
             text,

@@ -90,7 +90,11 @@ pub struct MergedFile {
     pub method: Method,
     /// The site's settings carried over (merges by setting).
     pub replayed: Vec<merge::settings::Replayed>,
-    /// The validator that passed, or why none ran.
+    /// Settings both the site and the new release changed, differently: the site's
+    /// value was kept, Debian's new default was not.
+    pub notices: Vec<merge::Notice>,
+    /// The validator that passed, or why none ran, or (when the live configuration
+    /// already failed it before the merge) that it still fails.
     pub validated: String,
 }
 
@@ -138,6 +142,10 @@ pub struct UpgradeReport {
     pub unconfigured: Vec<String>,
     /// Why dpkg still cannot configure them after the merge (the conflicts, usually).
     pub apt_error: Option<String>,
+    /// Daemons whose live configuration failed its validator before the merge and still
+    /// fails after the clean merges were written ("dovecot: configuration still invalid
+    /// until the conflicts are resolved: …").
+    pub still_invalid: Vec<String>,
 }
 
 /// What `etc resolve` did.
@@ -504,6 +512,68 @@ fn write_checked(
     Ok(verdict)
 }
 
+/// What became of a group of clean merges (see [`write_group`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupVerdict {
+    /// Written; the validator passed, or there is none to run.
+    Passed,
+    /// The live configuration already failed its validator: the merges were written
+    /// and it still fails.
+    StillInvalid,
+    /// The live configuration passed, the merges made it fail: the old files are back.
+    RolledBack,
+}
+
+/// Writes a group of clean merges with the rule of [`validate`]: the validator runs on
+/// the live configuration first. When it passes (or is not installed), the merges are
+/// written and checked, and a failure puts the old files back — a configuration that
+/// fails its validator never replaces a working one. When the live configuration
+/// already fails, it is not a working one: the merges are written anyway (they cannot
+/// make it worse) and the validator's new verdict is reported, not held against them.
+/// Returns the verdict and the line for the report.
+fn write_group(
+    etc: &Path,
+    validator: Option<Validator>,
+    files: &[(String, Option<Vec<u8>>)],
+) -> Result<(GroupVerdict, String)> {
+    let broken_before = validator.is_some_and(|v| matches!(v.check(), Verdict::Failed(_)));
+    if !broken_before {
+        let verdict = write_checked(etc, validator, files)?;
+        let line = describe(&verdict, validator);
+        return Ok(match verdict {
+            Verdict::Failed(_) => (GroupVerdict::RolledBack, line),
+            _ => (GroupVerdict::Passed, line),
+        });
+    }
+    for (path, content) in files {
+        let live = etc.join(path);
+        match content {
+            Some(content) => write_atomic(&live, content)?,
+            None if live.exists() => fs::remove_file(&live)
+                .with_context(|| format!("cannot remove {}", live.display()))?,
+            None => {}
+        }
+    }
+    let verdict = validator.map_or(Verdict::NotInstalled, |v| v.check());
+    let line = match (&verdict, validator) {
+        (Verdict::Failed(message), Some(v)) => {
+            return Ok((
+                GroupVerdict::StillInvalid,
+                format!(
+                    "{}: configuration still invalid until the conflicts are resolved: {message}",
+                    v.unit.unwrap_or(v.argv[0])
+                ),
+            ))
+        }
+        (Verdict::Passed, Some(v)) => format!(
+            "{} passed (it failed on the live configuration before the merge)",
+            v.name
+        ),
+        _ => describe(&verdict, validator),
+    };
+    Ok((GroupVerdict::Passed, line))
+}
+
 fn describe(verdict: &Verdict, validator: Option<Validator>) -> String {
     match (verdict, validator) {
         (Verdict::Passed, Some(v)) => format!("{} passed", v.name),
@@ -564,6 +634,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         worktree: worktree.root.join("files").to_string_lossy().into_owned(),
         unconfigured: Vec::new(),
         apt_error: None,
+        still_invalid: Vec::new(),
     };
     // 1. The merge base: the distro branch of the installed packages.
     repo.update_ignores(&BTreeSet::new())?;
@@ -755,6 +826,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                     method: Method::Lines,
                     text: String::new(),
                     replayed: Vec::new(),
+                    notices: Vec::new(),
                     issues: vec![Issue::Lines { conflicts: 1 }],
                 };
                 conflicts.push((
@@ -782,22 +854,24 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                 .iter()
                 .map(|(path, (_, merged))| (path.clone(), Some(merged.text.clone().into_bytes())))
                 .collect();
-            let verdict = write_checked(etc, validator, &files)?;
-            let validated = describe(&verdict, validator);
+            let (verdict, validated) = write_group(etc, validator, &files)?;
             for (path, (_, merged)) in group {
-                if let Verdict::Failed(_) = verdict {
+                if let GroupVerdict::RolledBack = verdict {
                     conflicts.push((path, merged, validated.clone()));
                 } else {
                     report.merged.push(MergedFile {
                         path,
                         method: merged.method,
                         replayed: merged.replayed,
+                        notices: merged.notices,
                         validated: validated.clone(),
                     });
                 }
             }
-            if !matches!(verdict, Verdict::Failed(_)) {
-                report.reloaded.extend(validator.and_then(|v| v.reload()));
+            match verdict {
+                GroupVerdict::Passed => report.reloaded.extend(validator.and_then(|v| v.reload())),
+                GroupVerdict::StillInvalid => report.still_invalid.push(validated),
+                GroupVerdict::RolledBack => {}
             }
         }
 
@@ -832,6 +906,25 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                     .collect::<Vec<_>>()
                     .as_slice(),
             ));
+            body.push('\n');
+        }
+        let notices: Vec<String> = report
+            .merged
+            .iter()
+            .flat_map(|m| {
+                m.notices
+                    .iter()
+                    .map(move |n| format!("{}: {}", m.path, n.message))
+            })
+            .collect();
+        if !notices.is_empty() {
+            body.push_str("\nSite values kept over Debian's new defaults:\n");
+            body.push_str(&list(&notices));
+            body.push('\n');
+        }
+        if !report.still_invalid.is_empty() {
+            body.push_str("\nStill invalid:\n");
+            body.push_str(&list(&report.still_invalid));
             body.push('\n');
         }
         if !report.conflicts.is_empty() {

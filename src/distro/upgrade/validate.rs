@@ -11,6 +11,13 @@
 //!
 //! A validator checks the configuration as the daemon will read it, so files of one
 //! daemon are written together and checked once: a failure is blamed on all of them.
+//! The validator runs on the live configuration first: when it passes, a group that
+//! makes it fail is not written (the old files go back, the merges become conflicts) —
+//! a configuration that fails its validator never replaces a working one. When the live
+//! configuration already fails (Debian 13 leaves Dovecot 2.3's files live, which 2.4
+//! refuses), it is not a working one: the clean merges are written anyway, since they
+//! cannot make it worse, and the report says the daemon's configuration is still
+//! invalid until the conflicts are resolved.
 //! When the program is not installed, the file is written unchecked and the report says
 //! so. Programs run with an argv, never a shell line.
 
