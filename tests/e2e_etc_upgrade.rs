@@ -47,7 +47,8 @@ postfix reload >/dev/null 2>&1 || true
 "#;
 
 /// Per edited file, a line the site wrote that must survive the upgrade: in live /etc
-/// when the merge was clean, in the worktree file when it was not.
+/// when the merge was clean, in the worktree file when it was not. (Clean merges also
+/// keep the values the host's postinst wrote, as notices name them.)
 const SITE_LINES: &[(&str, &str)] = &[
     ("ssh/sshd_config", "PasswordAuthentication no"),
     ("ssh/sshd_config", "X11Forwarding no"),
@@ -213,6 +214,33 @@ fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles
     for (path, line) in SITE_LINES {
         site_keys.entry(path).or_default().push(key_of(line));
     }
+    // Settings both the host and Debian 13 set, differently (main.cf's debconf values
+    // against Debian 13's template), keep the host's value and are named in a notice.
+    let mut notice_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in upgrade["merged"].as_array().expect("merged") {
+        let path = file["path"].as_str().expect("a path").to_string();
+        for notice in file["notices"].as_array().into_iter().flatten() {
+            assert!(
+                notice["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("kept the site's")),
+                "{notice}"
+            );
+            let key = notice["key"].as_str().expect("a key");
+            notice_keys
+                .entry(path.clone())
+                .or_default()
+                .push(key.to_ascii_lowercase());
+        }
+    }
+    for key in ["alias_maps", "myorigin", "mydestination", "mynetworks"] {
+        assert!(
+            notice_keys
+                .get("postfix/main.cf")
+                .is_some_and(|keys| keys.iter().any(|k| k == key)),
+            "main.cf keeps the host's {key}, with a notice: {notice_keys:?}"
+        );
+    }
     for path in &merged {
         let live = bed.ssh(&format!("cat /etc/{path}"));
         for (_, line) in SITE_LINES.iter().filter(|(p, _)| p == path) {
@@ -224,7 +252,8 @@ fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles
         let old = bed.ssh(&format!("git -C /etc show distro~1:{path}"));
         let new = bed.ssh(&format!("git -C /etc show distro:{path}"));
         let old_lines: Vec<&str> = old.lines().collect();
-        let keys = site_keys.get(path.as_str()).cloned().unwrap_or_default();
+        let mut keys = site_keys.get(path.as_str()).cloned().unwrap_or_default();
+        keys.extend(notice_keys.get(path.as_str()).cloned().unwrap_or_default());
         let added: Vec<&str> = new
             .lines()
             .filter(|l| !old_lines.contains(l) && !l.trim().is_empty())

@@ -130,7 +130,25 @@ impl Validator {
         if !enabled {
             return None;
         }
+        let active = |unit: &str| {
+            systemctl(&["is-active", "--quiet", unit]).is_ok_and(|o| o.status.success())
+        };
         Some(match systemctl(&["reload-or-restart", unit]) {
+            // A release upgrade can change how a daemon is run: Debian 13's postfix.service
+            // runs the master itself, where Debian 12's started postfix@-.service, so a
+            // reload of the old master leaves the new unit stopped. It is started again.
+            Ok(output) if output.status.success() && !active(unit) => {
+                match systemctl(&["restart", unit]) {
+                    Ok(output) if output.status.success() => {
+                        format!("restarted {unit} (it was stopped after its reload)")
+                    }
+                    Ok(output) => format!(
+                        "`systemctl restart {unit}` failed: {}",
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    ),
+                    Err(error) => format!("cannot run systemctl: {error}"),
+                }
+            }
             Ok(output) if output.status.success() => format!("reloaded {unit}"),
             Ok(output) => format!(
                 "`systemctl reload-or-restart {unit}` failed: {}",
