@@ -31,7 +31,10 @@ pub enum Command {
     /// zone-file lines; values only the host knows, such as its DKIM key, are read there.
     Dns(HostArgs),
     /// /etc in git on a host: status, log, diff; drift (against the packages' pristine
-    /// files); init (create the repository); migrate (replay a capture's site changes).
+    /// files); init (create the repository); migrate (replay a capture's site changes);
+    /// upgrade (to the Debian release given with --release, merging the distro's changes
+    /// into local conffiles); resolve (take the admin's resolutions of the upgrade's
+    /// conflicts).
     Etc {
         #[arg(value_enum)]
         command: EtcArg,
@@ -40,6 +43,9 @@ pub enum Command {
         /// migrate: the draft folder `placard capture` wrote.
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
+        /// `etc upgrade`: the Debian release to upgrade to, by codename (e.g. trixie).
+        #[arg(long)]
+        release: Option<String>,
     },
     /// Write a draft site repository for rebuilding a legacy host: its manually installed
     /// packages (checked against the target release), its modified conffiles as patches,
@@ -70,6 +76,8 @@ pub enum EtcArg {
     Diff,
     Drift,
     Init,
+    Upgrade,
+    Resolve,
     /// Replay a capture's site changes onto this host's own pristine files (--from DIR).
     Migrate,
 }

@@ -50,12 +50,14 @@ pub fn run(cli: Cli) -> Result<Exit> {
             command: EtcArg::Migrate,
             host,
             from,
+            ..
         } => migrate(&host, from.as_deref()),
         Command::Capture(args) => capture(&args),
         Command::Etc {
             command,
             host,
             from,
+            release,
         } => {
             if from.is_some() {
                 return Err(InvalidInput::from(Diagnostic::new(
@@ -71,6 +73,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 EtcArg::Drift => EtcCommand::Drift,
                 EtcArg::Init => EtcCommand::Init,
                 EtcArg::Migrate => unreachable!("handled above"),
+                EtcArg::Upgrade => {
+                    let release = upgrade_release(&host.common, release)?;
+                    return run_one(&host.common, &host.host, Job::EtcUpgrade { release });
+                }
+                EtcArg::Resolve => return run_one(&host.common, &host.host, Job::EtcResolve),
             };
             run_one(&host.common, &host.host, Job::Etc { command })
         }
@@ -184,6 +191,35 @@ fn output_data(reports: &[HostReport], key: &str) -> Option<serde_json::Value> {
             crate::plan::Event::Output { data } => data.get(key).cloned(),
             _ => None,
         })
+}
+
+/// `etc upgrade`'s release: given, and a Debian codename placard knows, checked before
+/// any host is contacted.
+fn upgrade_release(common: &Common, release: Option<String>) -> Result<String> {
+    let known = crate::distro::upgrade::RELEASES
+        .iter()
+        .map(|(name, number)| format!("{name} ({number})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match release {
+        Some(release) if crate::distro::upgrade::release_number(&release).is_some() => Ok(release),
+        Some(release) => Err(InvalidInput::from(
+            Diagnostic::new(
+                &common.inventory,
+                format!("`{release}` is not a Debian release placard knows"),
+            )
+            .help(format!("name it by codename: {known}")),
+        )
+        .into()),
+        None => Err(InvalidInput::from(
+            Diagnostic::new(
+                &common.inventory,
+                "`etc upgrade` needs the release to upgrade to",
+            )
+            .help("e.g. `placard etc upgrade HOST --release trixie`"),
+        )
+        .into()),
+    }
 }
 
 fn run_hosts(args: &RunArgs, job: Job, plan_exit: bool) -> Result<Exit> {

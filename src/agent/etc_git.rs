@@ -119,6 +119,18 @@ impl EtcRepo {
 
     /// Commits everything not ignored; None when nothing changed.
     pub fn commit_all(&self, summary: &str, body: &str) -> Result<Option<String>> {
+        self.commit_all_merging(summary, body, None)
+    }
+
+    /// Like [`EtcRepo::commit_all`]; with `merged`, the commit also has that commit as a
+    /// second parent (`etc upgrade` records the merge of the new distro tip this way), and
+    /// is made even when the tree did not change.
+    pub fn commit_all_merging(
+        &self,
+        summary: &str,
+        body: &str,
+        merged: Option<git2::Oid>,
+    ) -> Result<Option<String>> {
         if self.root.join(".etckeeper").exists() && Path::new("/usr/bin/etckeeper").exists() {
             let root = self.root.to_string_lossy();
             // etckeeper records owners and modes in /etc/.etckeeper before each commit.
@@ -141,7 +153,7 @@ impl EtcRepo {
         index.write()?;
         let tree_id = index.write_tree()?;
         let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-        if parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
+        if merged.is_none() && parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
             return Ok(None);
         }
         let tree = self.repo.find_tree(tree_id)?;
@@ -154,7 +166,8 @@ impl EtcRepo {
         } else {
             format!("{summary}\n\n{body}\n")
         };
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        let merged = merged.map(|id| self.repo.find_commit(id)).transpose()?;
+        let parents: Vec<&git2::Commit> = parent.iter().chain(merged.iter()).collect();
         let id = self.repo.commit(
             Some("HEAD"),
             &signature,
@@ -164,6 +177,11 @@ impl EtcRepo {
             &parents,
         )?;
         Ok(Some(id.to_string()))
+    }
+
+    /// The repository itself, for the distro branch and upgrades.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
     }
 
     /// The last `count` commits: id, time (seconds since the epoch), summary.

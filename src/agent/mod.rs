@@ -121,6 +121,25 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
         Job::Capture { .. } | Job::Migrate { .. } => emit(Event::Output {
             data: distro_job(bundle, paths)?,
         }),
+        Job::EtcUpgrade { release } => {
+            let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
+            let report = crate::distro::upgrade::run(&paths.etc, release, emit)?;
+            emit(Event::Output {
+                data: json!({ "upgrade": report }),
+            });
+        }
+        Job::EtcResolve => {
+            let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
+            let report = crate::distro::upgrade::resolve(&paths.etc)?;
+            let refused = report.refusal();
+            emit(Event::Output {
+                data: json!({ "resolve": report }),
+            });
+            // Files that still hold markers, or whose validator failed, fail the run.
+            if let Some(message) = refused {
+                emit(Event::Error { message });
+            }
+        }
         Job::Dns => emit(Event::Output {
             data: dns_records(bundle)?,
         }),

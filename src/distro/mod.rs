@@ -13,6 +13,8 @@
 //!   writes the draft on the controller;
 //! - [`migrate`] replays a draft's patches onto a new host's own pristine files
 //!   (`placard etc migrate`).
+//! - [`upgrade`] drives a release upgrade and merges the distro's changes into the
+//!   locally modified conffiles (`placard etc upgrade`, `placard etc resolve`).
 //!
 //! This runs on the host, in the agent. The three-way merges that `etc upgrade` will
 //! run on these files are in [`crate::merge`].
@@ -27,3 +29,4 @@ pub mod host;
 pub mod migrate;
 pub mod pristine;
 pub mod tables;
+pub mod upgrade;

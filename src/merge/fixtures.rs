@@ -179,7 +179,7 @@ fn issue_5_dovecot_settings_renamed_in_2_4_are_reported_with_their_new_names() {
 }
 
 #[test]
-fn dovecot_a_setting_both_sides_changed_is_a_named_conflict_not_markers() {
+fn dovecot_a_setting_both_sides_changed_keeps_the_sites_value_and_names_it() {
     // Debian 12 sets auth_mechanisms = plain; Debian 13 leaves it commented out.
     let base = fixture!("bookworm", "dovecot/conf.d/10-auth.conf");
     let new = fixture!("trixie", "dovecot/conf.d/10-auth.conf");
@@ -189,12 +189,14 @@ fn dovecot_a_setting_both_sides_changed_is_a_named_conflict_not_markers() {
         "auth_mechanisms = plain login",
     );
     let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
-    match &merged.issues[..] {
-        [Issue::Conflict {
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    match &merged.notices[..] {
+        [Notice {
             key,
             base,
             ours,
             theirs,
+            message,
             ..
         }] => {
             assert_eq!(key, "auth_mechanisms");
@@ -206,10 +208,79 @@ fn dovecot_a_setting_both_sides_changed_is_a_named_conflict_not_markers() {
                     None
                 )
             );
+            assert!(
+                message.contains("Debian's new default is unset"),
+                "{message}"
+            );
         }
-        other => panic!("expected one conflict, got {other:?}"),
+        other => panic!("expected one notice, got {other:?}"),
     }
     assert!(!merged.text.contains("<<<<<<<"));
+    assert_eq!(
+        merged
+            .text
+            .lines()
+            .filter(|l| l.trim() == "auth_mechanisms = plain login")
+            .count(),
+        1,
+        "{}",
+        merged.text
+    );
+}
+
+#[test]
+fn issue_5_postfix_main_cf_keeps_the_hosts_debconf_values_over_debian_13s_new_template() {
+    // The pristine source of main.cf is the template: Debian 12's leaves alias_maps,
+    // myorigin, mydestination and mynetworks unset, Debian 13's sets them; the host's
+    // postinst set them from debconf. Both sides set them, differently: the host's
+    // values stay, each named in a notice.
+    let base = fixture!("bookworm", "postfix/main.cf.debian");
+    let new = fixture!("trixie", "postfix/main.cf.debian");
+    let live = edit(
+        fixture!("bookworm", "postfix/main.cf"),
+        "myhostname = mail",
+        "myhostname = mx.club.example",
+    );
+    let merged = merge("postfix/main.cf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    let ours_settings = settings::settings_of(&live, Syntax::Postfix);
+    let base_settings = settings::settings_of(base, Syntax::Postfix);
+    let merged_settings = settings::settings_of(&merged.text, Syntax::Postfix);
+    let host_set = ours_settings
+        .iter()
+        .filter(|(id, values)| base_settings.get(*id) != Some(*values));
+    for ((_, key), values) in host_set {
+        assert_eq!(
+            merged_settings.get(&(String::new(), key.clone())),
+            Some(values),
+            "the host's {key} is kept:\n{}",
+            merged.text
+        );
+    }
+    for key in ["alias_maps", "myorigin", "mydestination", "mynetworks"] {
+        let notice = merged
+            .notices
+            .iter()
+            .find(|n| n.key == key)
+            .unwrap_or_else(|| panic!("a notice for {key}: {:?}", merged.notices));
+        assert!(
+            notice
+                .message
+                .starts_with(&format!("{key}: kept the site's value `"))
+                && notice.message.contains("Debian's new default is `"),
+            "{}",
+            notice.message
+        );
+    }
+    assert!(merged.text.contains("\nmyhostname = mx.club.example\n"));
+    assert!(merged.text.contains("\nalias_maps = hash:/etc/aliases\n"));
+    assert!(!merged
+        .text
+        .contains("\nalias_maps = $alias_database, nis:mail.aliases\n"));
+    assert!(
+        merged.text.contains("\nmynetworks_style = host\n"),
+        "Debian 13's new setting"
+    );
 }
 
 #[test]

@@ -5,8 +5,11 @@
 //! A file placard can read as a list of settings ([`settings::Syntax::for_path`]) is
 //! merged by setting: the site's changes are replayed onto the new file, whose comments
 //! and layout win, so a comment the distro rewrote next to a site setting is no
-//! conflict. Settings a release renamed or removed ([`renames`]) are reported by name.
-//! Every other file is merged by line ([`line`]).
+//! conflict. When the site and the new release both set or changed a setting, to
+//! different values, the site's value wins and the merge stays clean: the result names
+//! the setting in a [`Notice`] so the admin sees Debian's new default. Settings a release
+//! renamed or removed ([`renames`]) are reported by name as issues. Every other file is
+//! merged by line ([`line`]), with its conflicts.
 
 pub mod line;
 pub mod renames;
@@ -28,8 +31,10 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Issue {
-    /// The site and the new release both changed this setting, differently. The new
-    /// release's value is in the merged text.
+    /// The site and the new release both changed this setting, differently, with the new
+    /// release's value in the merged text. The merge by setting no longer produces it
+    /// (the site's value wins, see [`Notice`]); the marked text for it is kept in
+    /// `distro::upgrade::markers`.
     Conflict {
         section: String,
         key: String,
@@ -51,6 +56,54 @@ pub enum Issue {
     FileRemoved,
 }
 
+/// A clean merge's note for the admin: the site (old pristine → live) and the new
+/// release (old pristine → new pristine) both set or changed this setting, to different
+/// values; the site's value was kept (`ours`, `None` when the site removed it) and
+/// Debian's new default (`theirs`, `None` when the new release leaves it unset) was not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notice {
+    pub section: String,
+    pub key: String,
+    pub base: Option<Vec<String>>,
+    pub ours: Option<Vec<String>>,
+    pub theirs: Option<Vec<String>>,
+    /// "kept the site's value X; Debian's new default is Y".
+    pub message: String,
+}
+
+impl Notice {
+    pub fn new(
+        section: String,
+        key: String,
+        base: Option<Vec<String>>,
+        ours: Option<Vec<String>>,
+        theirs: Option<Vec<String>>,
+    ) -> Notice {
+        let shown = |values: &Option<Vec<String>>| match values {
+            Some(values) => format!("`{}`", values.join("; ")),
+            None => "unset".to_string(),
+        };
+        let name = if section.is_empty() {
+            key.clone()
+        } else {
+            format!("{section} / {key}")
+        };
+        let kept = match &ours {
+            Some(_) => format!("kept the site's value {}", shown(&ours)),
+            None => "kept the site's removal".to_string(),
+        };
+        let message = format!("{name}: {kept}; Debian's new default is {}", shown(&theirs));
+        Notice {
+            section,
+            key,
+            base,
+            ours,
+            theirs,
+            message,
+        }
+    }
+}
+
 /// The outcome of merging one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Merged {
@@ -60,6 +113,9 @@ pub struct Merged {
     pub text: String,
     /// The site settings carried over (merges by setting only).
     pub replayed: Vec<settings::Replayed>,
+    /// Settings where the site's value was kept over the new release's (merges by
+    /// setting only); they do not make the merge unclean.
+    pub notices: Vec<Notice>,
     pub issues: Vec<Issue>,
 }
 
@@ -78,6 +134,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
             method,
             text: ours.to_string(),
             replayed: Vec::new(),
+            notices: Vec::new(),
             issues: vec![Issue::FileRemoved],
         };
     };
@@ -86,6 +143,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
             method,
             text: theirs.to_string(),
             replayed: Vec::new(),
+            notices: Vec::new(),
             issues: Vec::new(),
         };
     }
@@ -96,6 +154,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
                 method,
                 text: merged.text,
                 replayed: merged.replayed,
+                notices: merged.notices,
                 issues: merged.issues,
             }
         }
@@ -112,6 +171,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
                 method,
                 text: merged.text,
                 replayed: Vec::new(),
+                notices: Vec::new(),
                 issues,
             }
         }

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::renames;
-use super::Issue;
+use super::{Issue, Notice};
 
 /// The syntaxes placard merges by setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -277,10 +277,14 @@ pub struct Replayed {
 pub struct SettingsMerge {
     pub text: String,
     pub replayed: Vec<Replayed>,
+    /// Settings both sides changed, differently: the site's value was kept.
+    pub notices: Vec<Notice>,
     pub issues: Vec<Issue>,
 }
 
-/// Replays the site's changes (`base` → `ours`) onto `theirs`.
+/// Replays the site's changes (`base` → `ours`) onto `theirs`. A setting both sides
+/// changed, differently, takes the site's value and is named in a [`Notice`]; only a
+/// setting the new release renamed or removed ([`renames`]) is an issue.
 pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMerge {
     let base_parsed = Parsed::new(base, syntax);
     let ours_parsed = Parsed::new(ours, syntax);
@@ -306,6 +310,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
 
     let mut plan = Output::new(&theirs_parsed);
     let mut replayed = Vec::new();
+    let mut notices = Vec::new();
     let mut issues = Vec::new();
     // The site's settings in the order it wrote them, then those it removed.
     let removed = base_settings
@@ -335,15 +340,16 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
                 continue;
             }
         }
+        // Both sides changed it, differently: the site's value is replayed like any
+        // other site change, and the admin is told of Debian's new default.
         if distro != before {
-            issues.push(Issue::Conflict {
-                section,
-                key,
-                base: before.cloned(),
-                ours: after.cloned(),
-                theirs: distro.cloned(),
-            });
-            continue;
+            notices.push(Notice::new(
+                section.clone(),
+                key.clone(),
+                before.cloned(),
+                after.cloned(),
+                distro.cloned(),
+            ));
         }
         match after {
             Some(values) if in_added_section(&section) => replayed.push(Replayed {
@@ -382,6 +388,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
     SettingsMerge {
         text: plan.render(),
         replayed,
+        notices,
         issues,
     }
 }
@@ -667,6 +674,12 @@ fn ensure_newline_string(tail: &mut String, items: &[Slot]) {
     }
 }
 
+/// Every setting of `text` and its values, by section and key (for tests).
+#[cfg(test)]
+pub(crate) fn settings_of(text: &str, syntax: Syntax) -> BTreeMap<SettingId, Vec<String>> {
+    Parsed::new(text, syntax).settings().0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -748,15 +761,47 @@ mod tests {
     }
 
     #[test]
-    fn a_setting_changed_by_both_sides_differently_is_a_conflict() {
+    fn a_setting_changed_by_both_sides_differently_keeps_the_sites_value_with_a_notice() {
         let merged = merge(Syntax::KeyValue, "a = 1\n", "a = 2\n", "a = 3\n");
-        assert!(matches!(&merged.issues[..], [Issue::Conflict { key, .. }] if key == "a"));
-        assert_eq!(
-            merged.text, "a = 3\n",
-            "the new release's value stays until the admin decides"
+        assert!(merged.issues.is_empty(), "{:?}", merged.issues);
+        assert_eq!(merged.text, "a = 2\n", "the site's value wins");
+        match &merged.notices[..] {
+            [notice] => {
+                assert_eq!(notice.key, "a");
+                assert_eq!(
+                    (notice.ours.as_deref(), notice.theirs.as_deref()),
+                    (Some(&["2".to_string()][..]), Some(&["3".to_string()][..]))
+                );
+                assert_eq!(
+                    notice.message,
+                    "a: kept the site's value `2`; Debian's new default is `3`"
+                );
+            }
+            other => panic!("expected one notice, got {other:?}"),
+        }
+        // Both sides adding the key, differently, is the same case.
+        let added = merge(
+            Syntax::KeyValue,
+            "b = 0\n",
+            "b = 0\na = 2\n",
+            "b = 0\na = 3\n",
         );
+        assert!(added.issues.is_empty() && added.text == "b = 0\na = 2\n");
+        assert_eq!(added.notices.len(), 1);
+        // The site removed what the release changed: the removal wins.
+        let removed = merge(
+            Syntax::KeyValue,
+            "a = 1\nb = 0\n",
+            "b = 0\n",
+            "a = 3\nb = 0\n",
+        );
+        assert!(removed.issues.is_empty() && removed.text == "#a = 3\nb = 0\n");
+        assert!(removed.notices[0]
+            .message
+            .contains("kept the site's removal"));
+
         let same = merge(Syntax::KeyValue, "a = 1\n", "a = 2\n", "a = 2\n");
-        assert!(same.issues.is_empty() && same.text == "a = 2\n");
+        assert!(same.issues.is_empty() && same.text == "a = 2\n" && same.notices.is_empty());
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub enum Job {
         source: String,
         files: Vec<crate::distro::migrate::MigrateFile>,
     },
+    /// Upgrade the host's packages to `release`, keeping local conffiles, then merge the
+    /// distro's changes into them ([`crate::distro::upgrade`]).
+    EtcUpgrade { release: String },
+    /// Take the admin's resolutions of upgrade conflicts into /etc.
+    EtcResolve,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -262,6 +262,10 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
         );
     } else if let Some(migrate) = data.get("migrate") {
         print_migrate(out, migrate);
+    } else if let Some(upgrade) = data.get("upgrade") {
+        super::upgrade::print_upgrade(out, upgrade);
+    } else if let Some(resolve) = data.get("resolve") {
+        super::upgrade::print_resolve(out, resolve);
     } else if let Some(message) = data
         .get("init")
         .and_then(|i| i.get("message"))

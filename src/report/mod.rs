@@ -8,6 +8,7 @@
 
 pub mod diff;
 pub mod human;
+pub mod upgrade;
 
 use serde::Serialize;
 

@@ -1,0 +1,222 @@
+//! `etc upgrade` and `etc resolve` for people: what was upgraded, each file merged with
+//! the site settings carried over, each conflict with what the admin must decide (the
+//! settings by name, renamed ones with their new names) and where its file waits.
+//! Reads the JSON the agent sent, so that an older controller never misreads it.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_string()
+}
+
+fn values(value: &Value) -> String {
+    match value.as_array() {
+        Some(list) if !list.is_empty() => list.iter().map(text).collect::<Vec<_>>().join(" | "),
+        _ => "(not set)".to_string(),
+    }
+}
+
+/// One line per thing the admin must decide about a file.
+pub fn describe_issue(issue: &Value) -> String {
+    let key = text(&issue["key"]);
+    match issue["kind"].as_str().unwrap_or_default() {
+        "conflict" => {
+            let section = text(&issue["section"]);
+            let place = if section.is_empty() {
+                String::new()
+            } else {
+                format!(" in `{section}`")
+            };
+            format!(
+                "setting {key}{place}: site {}, was {}, now {}",
+                values(&issue["ours"]),
+                values(&issue["base"]),
+                values(&issue["theirs"])
+            )
+        }
+        "renamed" => {
+            let new: Vec<String> = issue["new_names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            let now = if new.is_empty() {
+                "removed".to_string()
+            } else {
+                format!("renamed to {}", new.join(", "))
+            };
+            format!(
+                "setting {key} = {} {now} ({})",
+                values(&issue["values"]),
+                text(&issue["note"])
+            )
+        }
+        "lines" => format!("{} conflicting hunk(s) of lines", issue["conflicts"]),
+        "file_removed" => "the new release no longer ships this file".to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
+    let list = |value: &Value| -> Vec<Value> { value.as_array().cloned().unwrap_or_default() };
+    let _ = writeln!(
+        out,
+        "  Debian {} → {}{}",
+        text(&upgrade["from"]),
+        text(&upgrade["to"]),
+        if upgrade["upgraded"] == true {
+            ": packages upgraded, local conffiles kept"
+        } else {
+            ": no package to upgrade"
+        }
+    );
+    for source in list(&upgrade["sources"]) {
+        let _ = writeln!(out, "  apt source switched: /etc/{}", text(&source));
+    }
+    let packages = list(&upgrade["packages"]);
+    if !packages.is_empty() {
+        let _ = writeln!(
+            out,
+            "  distro branch: {} package changes recorded",
+            packages.len()
+        );
+    }
+    for missing in list(&upgrade["unavailable"]) {
+        let _ = writeln!(
+            out,
+            "  unavailable: {} {}: {}",
+            text(&missing["package"]),
+            text(&missing["version"]),
+            text(&missing["message"])
+        );
+    }
+    let unconfigured = list(&upgrade["unconfigured"]);
+    if !unconfigured.is_empty() {
+        let _ = writeln!(
+            out,
+            "  dpkg could not configure with the kept configuration: {}",
+            unconfigured.iter().map(text).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(error) = upgrade["apt_error"].as_str() {
+        let _ = writeln!(out, "  still unconfigured after the merge: {error}");
+    }
+    let merged = list(&upgrade["merged"]);
+    if !merged.is_empty() {
+        let _ = writeln!(out, "  merged ({}):", merged.len());
+        for file in merged {
+            let kept: Vec<String> = list(&file["replayed"])
+                .iter()
+                .map(|r| text(&r["key"]))
+                .collect();
+            let kept = if kept.is_empty() {
+                String::new()
+            } else {
+                format!("; site settings kept: {}", kept.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "    /etc/{} ({}{kept})",
+                text(&file["path"]),
+                text(&file["validated"])
+            );
+            for notice in list(&file["notices"]) {
+                let _ = writeln!(out, "        {}", text(&notice["message"]));
+            }
+        }
+    }
+    for line in list(&upgrade["still_invalid"]) {
+        let _ = writeln!(out, "  {}", text(&line));
+    }
+    let conflicts = list(&upgrade["conflicts"]);
+    if !conflicts.is_empty() {
+        let _ = writeln!(
+            out,
+            "  conflicts ({}), live files kept; resolve them in {}, then run `placard etc resolve HOST`:",
+            conflicts.len(),
+            text(&upgrade["worktree"])
+        );
+        for conflict in conflicts {
+            let _ = writeln!(out, "    /etc/{}", text(&conflict["path"]));
+            if let Some(reason) = conflict["reason"].as_str() {
+                let _ = writeln!(out, "        {reason}");
+            }
+            for issue in list(&conflict["issues"]) {
+                let _ = writeln!(out, "        {}", describe_issue(&issue));
+            }
+        }
+    }
+    let pending = list(&upgrade["pending"]);
+    if !pending.is_empty() {
+        let _ = writeln!(
+            out,
+            "  still waiting from an earlier run: {}",
+            pending.iter().map(text).collect::<Vec<_>>().join(", ")
+        );
+    }
+    for reloaded in list(&upgrade["reloaded"]) {
+        let _ = writeln!(out, "  {}", text(&reloaded));
+    }
+    if upgrade["merged"].as_array().is_none_or(Vec::is_empty)
+        && upgrade["conflicts"].as_array().is_none_or(Vec::is_empty)
+    {
+        let _ = writeln!(
+            out,
+            "  nothing to merge: no locally modified file's pristine version changed"
+        );
+    }
+}
+
+pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
+    let list = |value: &Value| -> Vec<Value> { value.as_array().cloned().unwrap_or_default() };
+    for path in list(&resolve["resolved"]) {
+        let _ = writeln!(out, "  taken into /etc: /etc/{}", text(&path));
+    }
+    for refused in list(&resolve["refused"]) {
+        let _ = writeln!(
+            out,
+            "  not taken: /etc/{}: {}",
+            text(&refused[0]),
+            text(&refused[1])
+        );
+    }
+    if let Some(error) = resolve["apt_error"].as_str() {
+        let _ = writeln!(out, "  dpkg still cannot configure: {error}");
+    }
+    for reloaded in list(&resolve["reloaded"]) {
+        let _ = writeln!(out, "  {}", text(&reloaded));
+    }
+    let pending = list(&resolve["pending"]);
+    if pending.is_empty() {
+        let _ = writeln!(out, "  no conflict left from the upgrade");
+    } else {
+        let _ = writeln!(
+            out,
+            "  {} conflict(s) still waiting in {}",
+            pending.len(),
+            text(&resolve["worktree"])
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_read_as_sentences() {
+        let renamed = serde_json::json!({"kind": "renamed", "key": "disable_plaintext_auth", "values": ["no"], "new_names": ["auth_allow_cleartext"], "note": "Dovecot 2.4"});
+        assert_eq!(
+            describe_issue(&renamed),
+            "setting disable_plaintext_auth = no renamed to auth_allow_cleartext (Dovecot 2.4)"
+        );
+        let conflict = serde_json::json!({"kind": "conflict", "section": "", "key": "auth_mechanisms", "base": ["plain"], "ours": ["plain login"], "theirs": null});
+        assert_eq!(
+            describe_issue(&conflict),
+            "setting auth_mechanisms: site plain login, was plain, now (not set)"
+        );
+    }
+}

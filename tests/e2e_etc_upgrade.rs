@@ -1,0 +1,396 @@
+//! `placard etc upgrade --release trixie` and `placard etc resolve`, end to end: a real
+//! Debian 12 host (systemd-nspawn) with local edits to a dozen conffiles is upgraded to
+//! Debian 13 from Debian's mirror, and the distro's changes are merged into the edits.
+//!
+//! The .debs apt downloads are kept between runs in `/var/cache/placard/debs/etc-upgrade`
+//! (copied into the host's apt cache before, and back after), so only the first run on
+//! a machine downloads the trixie packages; the test passes without that folder too.
+//! Postfix is configured to bind no port (`master_service_disable = inet`, one of the
+//! site's edits) and dovecot-core alone has no listener, so the host clashes with no
+//! other on this machine's shared network.
+
+#[path = "common/testbed.rs"]
+mod testbed;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use testbed::{stderr, stdout, Testbed};
+
+const DEB_CACHE: &str = "/var/cache/placard/debs/etc-upgrade";
+
+const INSTALL: &str = "set -e
+echo 'postfix postfix/main_mailer_type select Local only' | debconf-set-selections
+echo 'postfix postfix/mailname string club.example' | debconf-set-selections
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix dovecot-core sudo nut-client git >/dev/null";
+
+/// The site's edits: twelve conffiles, among them files Debian changed between 12 and
+/// 13 (sshd_config around PasswordAuthentication, main.cf around myhostname, Dovecot's
+/// conf.d with settings 2.4 renamed, sysctl.conf which 13 no longer ships).
+const EDITS: &str = r#"set -e
+sed -i 's/^#PasswordAuthentication yes/PasswordAuthentication no/' /etc/ssh/sshd_config
+sed -i 's/^X11Forwarding yes/X11Forwarding no/' /etc/ssh/sshd_config
+sed -i 's/^myhostname = .*/myhostname = mx.club.example/' /etc/postfix/main.cf
+echo 'master_service_disable = inet' >> /etc/postfix/main.cf
+sed -i 's/^#disable_plaintext_auth = yes/disable_plaintext_auth = no/' /etc/dovecot/conf.d/10-auth.conf
+sed -i 's|^mail_location = .*|mail_location = maildir:~/Maildir|' /etc/dovecot/conf.d/10-mail.conf
+echo 'Defaults:%sudo timestamp_timeout=5' >> /etc/sudoers
+sed -i 's/^MODE=none/MODE=netclient/' /etc/nut/nut.conf
+echo 'MONITOR ups@localhost 1 upsmon secret secondary' >> /etc/nut/upsmon.conf
+sed -i 's/^#net.ipv4.ip_forward=1/net.ipv4.ip_forward=1/' /etc/sysctl.conf
+sed -i 's/^UMASK\t\t022/UMASK\t\t027/' /etc/login.defs
+sed -i 's/^#DIR_MODE=0700/DIR_MODE=0750/' /etc/adduser.conf
+sed -i 's|^SHELL=/bin/sh|SHELL=/bin/bash|' /etc/default/useradd
+echo '@club hard nofile 4096' >> /etc/security/limits.conf
+postfix reload >/dev/null 2>&1 || true
+"#;
+
+/// Per edited file, a line the site wrote that must survive the upgrade: in live /etc
+/// when the merge was clean, in the worktree file when it was not. (Clean merges also
+/// keep the values the host's postinst wrote, as notices name them.)
+const SITE_LINES: &[(&str, &str)] = &[
+    ("ssh/sshd_config", "PasswordAuthentication no"),
+    ("ssh/sshd_config", "X11Forwarding no"),
+    ("postfix/main.cf", "myhostname = mx.club.example"),
+    ("postfix/main.cf", "master_service_disable = inet"),
+    ("dovecot/conf.d/10-auth.conf", "disable_plaintext_auth = no"),
+    (
+        "dovecot/conf.d/10-mail.conf",
+        "mail_location = maildir:~/Maildir",
+    ),
+    ("sudoers", "Defaults:%sudo timestamp_timeout=5"),
+    ("nut/nut.conf", "MODE=netclient"),
+    (
+        "nut/upsmon.conf",
+        "MONITOR ups@localhost 1 upsmon secret secondary",
+    ),
+    ("sysctl.conf", "net.ipv4.ip_forward=1"),
+    ("login.defs", "UMASK\t\t027"),
+    ("adduser.conf", "DIR_MODE=0750"),
+    ("default/useradd", "SHELL=/bin/bash"),
+    ("security/limits.conf", "@club hard nofile 4096"),
+];
+
+fn copy_debs(from: &Path, to: &Path) -> usize {
+    let _ = std::fs::create_dir_all(to);
+    let mut copied = 0;
+    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.extension().is_some_and(|e| e == "deb")
+            && !target.exists()
+            && std::fs::copy(&path, &target).is_ok()
+        {
+            copied += 1;
+        }
+    }
+    copied
+}
+
+/// The `data` of the output event of a `--format json` run.
+fn output(bed: &Testbed, args: &[&str], key: &str) -> (serde_json::Value, Option<i32>) {
+    let started = std::time::Instant::now();
+    let run = bed.placard(args);
+    eprintln!(
+        "placard {} took {} s",
+        args.join(" "),
+        started.elapsed().as_secs()
+    );
+    let text = stdout(&run);
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"event\":\"output\""))
+        .unwrap_or_else(|| panic!("no output event in {text}{}", stderr(&run)));
+    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
+    (event["data"][key].clone(), run.status.code())
+}
+
+fn paths(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The key a line sets, for the comparison of distro changes with site edits.
+fn key_of(line: &str) -> String {
+    let line = line.trim().trim_start_matches('#').trim();
+    let end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    line[..end].to_ascii_lowercase()
+}
+
+#[test]
+fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40 * 60);
+    let bed = Testbed::up("e2e-etc-upgrade", "bookworm");
+    let host = bed.host.name.clone();
+    let archives = bed.root_path("/var/cache/apt/archives");
+    eprintln!(
+        "{} cached .debs",
+        copy_debs(Path::new(DEB_CACHE), &archives)
+    );
+    bed.ssh(INSTALL);
+    let init = bed.placard(&["etc", "init", &host]);
+    assert_eq!(init.status.code(), Some(0), "{}", stderr(&init));
+    bed.ssh(EDITS);
+
+    let upgraded = std::panic::catch_unwind(|| {
+        output(
+            &bed,
+            &[
+                "etc",
+                "upgrade",
+                &host,
+                "--release",
+                "trixie",
+                "--format",
+                "json",
+            ],
+            "upgrade",
+        )
+    });
+    copy_debs(&archives, Path::new(DEB_CACHE));
+    let (upgrade, code) = upgraded.unwrap_or_else(|_| {
+        let log = bed
+            .read("/var/lib/placard/etc-upgrade/apt.log")
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "the upgrade failed; apt's log ends with:\n{}",
+            tail.join("\n")
+        )
+    });
+    assert_eq!(code, Some(0), "{upgrade:#}");
+    assert!(
+        std::time::Instant::now() < deadline,
+        "the upgrade took too long"
+    );
+    assert!(bed
+        .ssh("cat /etc/os-release")
+        .contains("VERSION_CODENAME=trixie"));
+    assert_eq!(
+        upgrade["sources"],
+        serde_json::json!(["apt/sources.list.d/debian.sources"])
+    );
+    assert!(bed
+        .ssh("cat /etc/apt/sources.list.d/debian.sources")
+        .contains("Suites: trixie trixie-updates\n"));
+
+    // The distro branch shows both releases; master records the merge of its new tip.
+    assert!(bed
+        .ssh("git -C /etc show distro~1:.placard-packages")
+        .contains("openssh-server 1:9.2p1"));
+    assert!(bed
+        .ssh("git -C /etc show distro:.placard-packages")
+        .contains("openssh-server 1:10."));
+    assert_eq!(
+        bed.ssh("git -C /etc rev-parse HEAD^2"),
+        bed.ssh("git -C /etc rev-parse distro"),
+        "the last commit merges the new distro tip"
+    );
+    assert_eq!(
+        upgrade["distro_base"].as_str().map(str::to_string),
+        Some(bed.ssh("git -C /etc rev-parse distro~1").trim().to_string())
+    );
+
+    let merged = paths(&upgrade["merged"]);
+    let conflicts = paths(&upgrade["conflicts"]);
+    eprintln!("merged: {merged:?}\nconflicts: {conflicts:?}");
+    for headline in ["ssh/sshd_config", "postfix/main.cf"] {
+        assert!(
+            merged.contains(&headline.to_string()),
+            "{headline} merged cleanly: {upgrade:#}"
+        );
+    }
+    assert!(conflicts.contains(&"dovecot/conf.d/10-auth.conf".to_string()));
+    // Every clean merge keeps the site's lines and takes every line Debian 13 added,
+    // except the distro's lines for a setting the site changed.
+    let mut site_keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (path, line) in SITE_LINES {
+        site_keys.entry(path).or_default().push(key_of(line));
+    }
+    // Settings both the host and Debian 13 set, differently (main.cf's debconf values
+    // against Debian 13's template), keep the host's value and are named in a notice.
+    let mut notice_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in upgrade["merged"].as_array().expect("merged") {
+        let path = file["path"].as_str().expect("a path").to_string();
+        for notice in file["notices"].as_array().into_iter().flatten() {
+            assert!(
+                notice["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("kept the site's")),
+                "{notice}"
+            );
+            let key = notice["key"].as_str().expect("a key");
+            notice_keys
+                .entry(path.clone())
+                .or_default()
+                .push(key.to_ascii_lowercase());
+        }
+    }
+    for key in ["alias_maps", "myorigin", "mydestination", "mynetworks"] {
+        assert!(
+            notice_keys
+                .get("postfix/main.cf")
+                .is_some_and(|keys| keys.iter().any(|k| k == key)),
+            "main.cf keeps the host's {key}, with a notice: {notice_keys:?}"
+        );
+    }
+    for path in &merged {
+        let live = bed.ssh(&format!("cat /etc/{path}"));
+        for (_, line) in SITE_LINES.iter().filter(|(p, _)| p == path) {
+            assert!(
+                live.lines().any(|l| l == *line),
+                "/etc/{path} lost the site's {line:?}:\n{live}"
+            );
+        }
+        let old = bed.ssh(&format!("git -C /etc show distro~1:{path}"));
+        let new = bed.ssh(&format!("git -C /etc show distro:{path}"));
+        let old_lines: Vec<&str> = old.lines().collect();
+        let mut keys = site_keys.get(path.as_str()).cloned().unwrap_or_default();
+        keys.extend(notice_keys.get(path.as_str()).cloned().unwrap_or_default());
+        let added: Vec<&str> = new
+            .lines()
+            .filter(|l| !old_lines.contains(l) && !l.trim().is_empty())
+            .filter(|l| !keys.contains(&key_of(l)))
+            .collect();
+        for line in added {
+            assert!(
+                live.lines().any(|l| l == line),
+                "/etc/{path} misses Debian 13's {line:?}:\n{live}"
+            );
+        }
+    }
+    // Conflicts: each named, left with markers in the worktree with the site's lines;
+    // live /etc holds no marker anywhere.
+    for conflict in upgrade["conflicts"].as_array().expect("conflicts") {
+        assert!(
+            !conflict["issues"].as_array().expect("issues").is_empty()
+                || conflict["reason"].is_string(),
+            "{conflict}"
+        );
+        let path = conflict["path"].as_str().expect("a path");
+        let file = conflict["worktree_file"].as_str().expect("a worktree file");
+        let text = bed.ssh(&format!("cat {file}"));
+        if conflict["reason"].is_null() {
+            assert!(text.contains("<<<<<<<"), "{file}:\n{text}");
+        }
+        for (_, line) in SITE_LINES.iter().filter(|(p, _)| *p == path) {
+            assert!(text.contains(line), "{file} lost the site's {line:?}");
+        }
+    }
+    let auth = upgrade["conflicts"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["path"] == "dovecot/conf.d/10-auth.conf")
+        })
+        .expect("10-auth.conf in conflict");
+    assert!(
+        auth["issues"].as_array().is_some_and(|issues| issues
+            .iter()
+            .any(|i| i["kind"] == "renamed"
+                && i["key"] == "disable_plaintext_auth"
+                && i["new_names"] == serde_json::json!(["auth_allow_cleartext"]))),
+        "{auth}"
+    );
+    let markers = bed.ssh_output("grep -rl --exclude-dir=.git '^<<<<<<<' /etc");
+    assert_eq!(
+        markers.status.code(),
+        Some(1),
+        "markers in /etc: {}",
+        stdout(&markers)
+    );
+    assert!(bed
+        .ssh("ls -a /etc/ssh /etc/postfix /etc/dovecot/conf.d /etc")
+        .lines()
+        .all(|l| !l.ends_with(".dpkg-dist") && !l.ends_with(".ucf-dist")));
+    // The merged services still pass their validators and run.
+    bed.ssh("sshd -t && postfix check");
+    assert_eq!(
+        bed.ssh("systemctl is-active ssh postfix"),
+        "active\nactive\n"
+    );
+    assert_eq!(
+        bed.ssh("git -C /etc status --porcelain"),
+        "",
+        "everything is committed"
+    );
+
+    // A second run changes nothing.
+    let head = bed.ssh("git -C /etc rev-parse HEAD distro");
+    let (again, code) = output(
+        &bed,
+        &[
+            "etc",
+            "upgrade",
+            &host,
+            "--release",
+            "trixie",
+            "--format",
+            "json",
+        ],
+        "upgrade",
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(again["merged"], serde_json::json!([]), "{again:#}");
+    assert_eq!(again["conflicts"], serde_json::json!([]), "{again:#}");
+    assert_eq!(again["commits"], serde_json::json!([]), "{again:#}");
+    assert_eq!(again["upgraded"], false);
+    assert_eq!(bed.ssh("git -C /etc rev-parse HEAD distro"), head);
+    let mut waiting: Vec<String> = paths(&upgrade["conflicts"]);
+    waiting.sort();
+    assert_eq!(again["pending"], serde_json::json!(waiting));
+
+    // For people: the conflicts by name, where they wait.
+    let human = bed.placard(&["etc", "upgrade", &host, "--release", "trixie"]);
+    assert!(
+        stdout(&human).contains("still waiting from an earlier run"),
+        "{}",
+        stdout(&human)
+    );
+
+    // resolve: a file with markers is not taken; the admin's resolutions are.
+    let worktree = "/var/lib/placard/etc-upgrade/files";
+    let (refused, code) = output(
+        &bed,
+        &["etc", "resolve", &host, "--format", "json"],
+        "resolve",
+    );
+    assert_eq!(code, Some(0), "markers only mean: not resolved yet");
+    assert_eq!(refused["resolved"], serde_json::json!([]));
+    assert!(refused["refused"].to_string().contains("10-auth.conf"));
+    bed.ssh(&format!(
+        "set -e; cd {worktree}/dovecot/conf.d
+sed -i '/^<<<<<<< /,/^>>>>>>> /d' 10-auth.conf 10-mail.conf
+echo 'auth_allow_cleartext = yes' >> 10-auth.conf
+printf 'mail_driver = maildir\\nmail_path = ~/Maildir\\n' >> 10-mail.conf"
+    ));
+    let (resolved, code) = output(
+        &bed,
+        &["etc", "resolve", &host, "--format", "json"],
+        "resolve",
+    );
+    assert_eq!(code, Some(0), "{resolved:#}");
+    let taken = resolved["resolved"].to_string();
+    assert!(
+        taken.contains("dovecot/conf.d/10-auth.conf")
+            && taken.contains("dovecot/conf.d/10-mail.conf"),
+        "{resolved:#}"
+    );
+    assert!(bed
+        .ssh("cat /etc/dovecot/conf.d/10-auth.conf")
+        .contains("\nauth_allow_cleartext = yes\n"));
+    bed.ssh("doveconf -n >/dev/null");
+    assert_eq!(bed.ssh("systemctl is-active dovecot"), "active\n");
+    assert!(bed
+        .ssh("git -C /etc log -1 --format=%s")
+        .starts_with("placard etc resolve:"));
+    assert_eq!(bed.ssh("git -C /etc status --porcelain"), "");
+    assert!(!resolved["pending"].to_string().contains("dovecot"));
+}
