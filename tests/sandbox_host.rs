@@ -266,11 +266,9 @@ fn bookworm_host_up_ssh_apt_down() {
     });
 }
 
-/// Two hosts at once, bookworm and trixie, each on its own port. Ignored by
-/// default to keep CI cheap (it builds the trixie image on first run):
-/// cargo test -- --ignored
+/// Two hosts at once, bookworm and trixie, each on its own port (the trixie image is
+/// built anyway, for the Debian 13 tests of the roles).
 #[test]
-#[ignore]
 fn bookworm_and_trixie_side_by_side() {
     if skip_unless_possible("bookworm_and_trixie_side_by_side") {
         return;
