@@ -145,6 +145,18 @@ impl ServiceSpec {
         if context.check {
             return Ok(());
         }
+        if matches!(
+            verb.first(),
+            Some(&"start" | &"restart" | &"reload-or-restart")
+        ) {
+            // A package's postinst may have started the unit before it was configured,
+            // and its failed restarts hit systemd's start limit: forget those, so that
+            // the now configured unit can start.
+            let _ = process::run(
+                &["systemctl", "reset-failed", "--", self.name.as_str()],
+                None,
+            );
+        }
         let mut argv = vec!["systemctl"];
         argv.extend(verb);
         argv.extend(["--", self.name.as_str()]);
