@@ -38,5 +38,6 @@ pub mod resource;
 pub mod role;
 pub mod sandbox;
 pub mod source;
+pub mod system;
 pub mod template;
 pub mod transport;

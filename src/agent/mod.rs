@@ -8,15 +8,26 @@
 //!
 //! A failed task stops the tasks after it (they may depend on it), but the handlers
 //! already notified still run: a configuration that was written must be loaded, or the
-//! next run, finding the file unchanged, would never load it.
+//! next run, finding the file unchanged, would never load it. For the same reason the
+//! notified handlers are written down as soon as they are notified
+//! ([`state::PendingHandlers`]): a run that is killed, or whose controller goes away,
+//! leaves them to the next run.
+//!
+//! A run can be killed at any instant. Before anything else, under the lock, the next
+//! run undoes what was left half done ([`recover`]): files staged or kept beside their
+//! targets, a configuration left live mid-validation, and git lock files.
+//!
+//! When the controller's connection goes away (its SSH session ends, so our stdout
+//! has no reader), the run finishes the step it is in, then stops: no further task, no
+//! handler (they stay pending), /etc committed, the lock released.
 
-pub mod etc_git;
 pub mod lock;
-pub mod process;
+pub mod state;
 pub mod verify;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -25,6 +36,7 @@ use serde_json::json;
 use crate::facts::Facts;
 use crate::plan::{bundle, loop_items, template_data, Bundle, EtcCommand, Event, Job, TaskStatus};
 use crate::resource::Context;
+use crate::system::{etc_git, journal::Journal, leftovers};
 use crate::template::{Renderer, SecretSource};
 
 /// Where the agent works; tests point these elsewhere.
@@ -32,6 +44,8 @@ use crate::template::{Renderer, SecretSource};
 pub struct Paths {
     pub etc: std::path::PathBuf,
     pub lock: std::path::PathBuf,
+    /// The agent's own state: the journal, pending handlers, secret-bearing paths.
+    pub state: std::path::PathBuf,
 }
 
 impl Default for Paths {
@@ -39,8 +53,43 @@ impl Default for Paths {
         Paths {
             etc: "/etc".into(),
             lock: lock::LOCK_FILE.into(),
+            state: state::STATE_DIR.into(),
         }
     }
+}
+
+/// Set once the controller's connection is gone; see [`watch_controller`].
+static CONTROLLER_GONE: AtomicBool = AtomicBool::new(false);
+
+fn controller_gone() -> bool {
+    CONTROLLER_GONE.load(Ordering::Relaxed)
+}
+
+/// Watches stdout, the pipe to the controller's SSH session: when its reader goes away,
+/// the kernel reports an error or hang-up on our end, and the run stops after its
+/// current step.
+fn watch_controller() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd as _;
+    std::thread::spawn(|| {
+        let stdout = std::io::stdout();
+        loop {
+            let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {
+                    let gone = fds[0].revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+                    });
+                    if gone {
+                        CONTROLLER_GONE.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// `placard agent`: bundle on stdin, events on stdout.
@@ -50,6 +99,7 @@ pub fn main() -> Result<()> {
         .lock()
         .read_to_end(&mut input)
         .context("cannot read the bundle on stdin")?;
+    watch_controller();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut emit = |event: Event| {
@@ -261,6 +311,21 @@ fn etc_init(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
     Ok(json!({ "init": { "created": true, "commit": commit, "message": message } }))
 }
 
+/// Undoes what a killed run left, before anything else and under the lock: the
+/// journal's steps, leftovers in /etc, and git's lock files. Says what it did.
+pub fn recover(
+    paths: &Paths,
+    journal: &Journal,
+    repo: Option<&etc_git::EtcRepo>,
+) -> Result<Vec<String>> {
+    let mut said = journal.recover()?;
+    said.extend(leftovers::sweep(&paths.etc)?);
+    if let Some(repo) = repo {
+        said.extend(repo.clear_stale_locks()?);
+    }
+    Ok(said)
+}
+
 fn apply(
     bundle: &Bundle,
     paths: &Paths,
@@ -273,20 +338,39 @@ fn apply(
     emit(Event::Started {
         version: env!("CARGO_PKG_VERSION").to_string(),
     });
+    let notice = |emit: &mut dyn FnMut(Event), message: String| emit(Event::Notice { message });
 
+    let mut context = Context::new(check);
+    let state = state::State::new(&paths.state);
+    let mut pending = state::PendingHandlers::default();
+    let mut sensitive = BTreeSet::new();
     let repo = if check {
         None
     } else {
-        let (repo, created) = etc_git::EtcRepo::open_or_init(&paths.etc)?;
+        let journal = Journal::open(&state.journal())?;
+        let existing = etc_git::EtcRepo::open(&paths.etc)?;
+        for message in recover(paths, &journal, existing.as_ref())? {
+            notice(emit, message);
+        }
+        context.journal = Some(journal);
+        let (repo, created) = match existing {
+            Some(repo) => (repo, false),
+            None => etc_git::EtcRepo::open_or_init(&paths.etc)?,
+        };
         if created {
-            emit(Event::Notice {
-                message: format!(
+            notice(
+                emit,
+                format!(
                     "created a git repository in {} to record every change",
                     paths.etc.display()
                 ),
-            });
+            );
         }
-        repo.update_ignores(&BTreeSet::new())?;
+        sensitive = state.sensitive_paths()?;
+        pending = state.pending_handlers()?;
+        for file in repo.update_ignores(&sensitive)? {
+            notice(emit, private_file_notice(&file));
+        }
         let stray = repo.changes()?;
         if let Some(id) = repo.commit_all(
             "changes found before placard run",
@@ -304,9 +388,32 @@ fn apply(
     };
 
     let (data, renderer) = host_renderer(bundle)?;
-    let mut context = Context::new(check);
+    // Handlers a killed run had notified run in this one.
     let mut notified: BTreeSet<(usize, String)> = BTreeSet::new();
+    for (role, handler) in &pending.handlers {
+        match bundle.roles.iter().position(|r| &r.name == role) {
+            Some(index) if bundle.roles[index].handlers.iter().any(|h| &h.name == handler) => {
+                notice(
+                    emit,
+                    format!("handler `{handler}` of role {role} was notified by an interrupted run: it runs in this one"),
+                );
+                notified.insert((index, handler.clone()));
+            }
+            _ => notice(
+                emit,
+                format!("handler `{handler}` of role {role} was notified by an interrupted run, but this run has no such handler; run it by hand if it is still needed"),
+            ),
+        }
+    }
+    let mut tasks = TaskRun {
+        renderer: &renderer,
+        state: &state,
+        repo: repo.as_ref(),
+        sensitive: &mut sensitive,
+        context: &mut context,
+    };
     let (mut ok, mut changed, mut failed) = (0, 0, 0);
+    let mut interrupted = false;
 
     'roles: for (role_index, role) in bundle.roles.iter().enumerate() {
         for task in &role.tasks {
@@ -327,6 +434,10 @@ fn apply(
                 }
             };
             for item_data in runs {
+                if controller_gone() {
+                    interrupted = true;
+                    break 'roles;
+                }
                 let name = renderer
                     .render_string(&task.name, &item_data)
                     .unwrap_or_else(|_| task.name.clone());
@@ -362,17 +473,16 @@ fn apply(
                         break 'roles;
                     }
                 }
-                let result = run_task(
-                    &renderer,
-                    &task.spec,
-                    &item_data,
-                    &mut context,
-                    repo.as_ref(),
-                );
+                tasks.context.timeout = task.timeout.map(|t| t.duration());
+                let result = tasks.run(&task.spec, &item_data);
                 let (status, reason, diff) = match result {
                     Ok(outcome) if outcome.changed => {
                         changed += 1;
+                        let before = notified.len();
                         notified.extend(task.notify.iter().map(|h| (role_index, h.clone())));
+                        if !check && notified.len() > before {
+                            state.set_pending_handlers(&pending_list(bundle, &notified))?;
+                        }
                         (TaskStatus::Changed, outcome.reason, outcome.diff)
                     }
                     Ok(outcome) => {
@@ -399,58 +509,76 @@ fn apply(
         }
     }
 
-    for (role_index, role) in bundle.roles.iter().enumerate() {
-        for handler in role
-            .handlers
-            .iter()
-            .filter(|h| notified.contains(&(role_index, h.name.clone())))
-        {
-            // A handler may have a `when` too: restarting a daemon the host has no
-            // hardware for would only fail.
-            let condition = crate::role::task::condition_holds(handler, |text| {
-                renderer.render_string(text, &data)
-            });
-            let (status, reason) = if let Err(message) = condition {
-                failed += 1;
-                (TaskStatus::Failed, message)
-            } else if condition == Ok(false) {
-                (
-                    TaskStatus::Skipped,
-                    format!(
-                        "skipped: `when: {}` is false",
-                        handler.when.as_deref().unwrap_or_default()
-                    ),
-                )
-            } else if check {
-                (TaskStatus::Changed, "would run: notified".to_string())
-            } else {
-                match run_task(&renderer, &handler.spec, &data, &mut context, repo.as_ref()) {
-                    Ok(outcome) => (TaskStatus::Changed, outcome.reason),
-                    Err(error) => {
-                        failed += 1;
-                        (TaskStatus::Failed, format!("{error:#}"))
+    if !interrupted {
+        for (role_index, role) in bundle.roles.iter().enumerate() {
+            for handler in role
+                .handlers
+                .iter()
+                .filter(|h| notified.contains(&(role_index, h.name.clone())))
+            {
+                // A handler may have a `when` too: restarting a daemon the host has no
+                // hardware for would only fail.
+                let condition = crate::role::task::condition_holds(handler, |text| {
+                    renderer.render_string(text, &data)
+                });
+                let (status, reason) = if let Err(message) = condition {
+                    failed += 1;
+                    (TaskStatus::Failed, message)
+                } else if condition == Ok(false) {
+                    (
+                        TaskStatus::Skipped,
+                        format!(
+                            "skipped: `when: {}` is false",
+                            handler.when.as_deref().unwrap_or_default()
+                        ),
+                    )
+                } else if check {
+                    (TaskStatus::Changed, "would run: notified".to_string())
+                } else {
+                    tasks.context.timeout = handler.timeout.map(|t| t.duration());
+                    match tasks.run(&handler.spec, &data) {
+                        Ok(outcome) => (TaskStatus::Changed, outcome.reason),
+                        Err(error) => {
+                            failed += 1;
+                            (TaskStatus::Failed, format!("{error:#}"))
+                        }
                     }
-                }
-            };
-            emit(Event::Task {
-                role: role.name.clone(),
-                task: handler.name.clone(),
-                handler: true,
-                status,
-                reason,
-                diff: None,
-            });
+                };
+                emit(Event::Task {
+                    role: role.name.clone(),
+                    task: handler.name.clone(),
+                    handler: true,
+                    status,
+                    reason,
+                    diff: None,
+                });
+            }
+        }
+        if !check {
+            state.set_pending_handlers(&state::PendingHandlers::default())?;
         }
     }
 
     if let (Some(repo), false) = (&repo, check) {
-        repo.update_ignores(&context.sensitive_paths)?;
+        let mut all_sensitive = context.sensitive_paths.clone();
+        all_sensitive.extend(sensitive.iter().cloned());
+        for file in repo.update_ignores(&all_sensitive)? {
+            emit(Event::Notice {
+                message: private_file_notice(&file),
+            });
+        }
         let roles: Vec<&str> = bundle.roles.iter().map(|r| r.name.as_str()).collect();
         let files = repo.changes()?;
         let summary = format!(
             "placard: {}{}",
             roles.join(", "),
-            if failed > 0 { " (failed)" } else { "" }
+            if interrupted {
+                " (interrupted: the controller went away)"
+            } else if failed > 0 {
+                " (failed)"
+            } else {
+                ""
+            }
         );
         if let Some(id) = repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))? {
             emit(Event::Commit {
@@ -459,8 +587,58 @@ fn apply(
             });
         }
     }
+    if interrupted {
+        emit(Event::Error {
+            message: "the controller's connection went away: the run stopped after its current step; notified handlers run at the next apply".to_string(),
+        });
+    }
     emit(done(ok, changed, failed, started));
     Ok(())
+}
+
+fn private_file_notice(file: &str) -> String {
+    format!(
+        "/etc/{file} is not world-readable, so it may hold a secret: it is kept out of /etc's git history. \
+         To record it anyway, add `!/{file}` to /etc/.gitignore after placard's section"
+    )
+}
+
+/// The notified handlers, by role name, as the state file keeps them.
+fn pending_list(bundle: &Bundle, notified: &BTreeSet<(usize, String)>) -> state::PendingHandlers {
+    state::PendingHandlers {
+        handlers: notified
+            .iter()
+            .map(|(index, handler)| (bundle.roles[*index].name.clone(), handler.clone()))
+            .collect(),
+    }
+}
+
+/// What every task of a run shares.
+struct TaskRun<'a> {
+    renderer: &'a Renderer,
+    state: &'a state::State,
+    repo: Option<&'a etc_git::EtcRepo>,
+    /// Secret-bearing paths recorded in the agent's state, from this and earlier runs.
+    sensitive: &'a mut BTreeSet<std::path::PathBuf>,
+    context: &'a mut Context,
+}
+
+impl TaskRun<'_> {
+    fn run(
+        &mut self,
+        spec: &crate::resource::Spec,
+        data: &serde_json::Value,
+    ) -> Result<crate::resource::Outcome> {
+        run_task(
+            self.renderer,
+            spec,
+            data,
+            self.context,
+            self.repo,
+            self.state,
+            self.sensitive,
+        )
+    }
 }
 
 fn run_task(
@@ -469,16 +647,23 @@ fn run_task(
     data: &serde_json::Value,
     context: &mut Context,
     repo: Option<&etc_git::EtcRepo>,
+    state: &state::State,
+    sensitive: &mut BTreeSet<std::path::PathBuf>,
 ) -> Result<crate::resource::Outcome> {
     renderer.take_used_secret();
     let rendered = renderer
         .render_spec(spec, data)
         .map_err(|f| anyhow::anyhow!("{}: {}", f.field, f.message))?;
     context.sensitive = renderer.take_used_secret() || rendered.holds_secret();
-    // A file about to hold a secret is kept out of /etc's git before it is written, so
-    // that a run interrupted after writing it cannot leave it to the next stray commit.
+    // A file about to hold a secret is recorded in the agent's state and kept out of
+    // /etc's git before it is written, so that a run interrupted after writing it
+    // cannot leave it to the next stray commit, even if .gitignore were lost.
     if let (true, Some(repo), Some(path)) = (context.sensitive, repo, rendered.path()) {
-        repo.update_ignores(&BTreeSet::from([std::path::PathBuf::from(path)]))?;
+        let path = std::path::PathBuf::from(path);
+        if sensitive.insert(path.clone()) {
+            state.set_sensitive_paths(sensitive)?;
+        }
+        repo.update_ignores(&BTreeSet::from([path]))?;
     }
     rendered.run(context)
 }

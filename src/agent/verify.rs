@@ -7,15 +7,17 @@ use std::io::{BufRead, BufReader};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use super::process;
 use crate::role::CheckSpec;
+use crate::system::command::{self, deadline};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one check: whether it passed, and what was seen.
 pub fn run(check: &CheckSpec) -> (bool, String) {
     if let Some(unit) = &check.service {
-        let output = process::run(&["systemctl", "is-active", "--", unit], None);
+        let output =
+            command::Program::new(&["systemctl", "is-active", "--", unit], deadline::QUERY)
+                .output();
         let state = output
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|e| e.to_string());
@@ -41,7 +43,7 @@ pub fn run(check: &CheckSpec) -> (bool, String) {
     }
     if let Some(argv) = &check.command {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        return match process::run(&argv, None) {
+        return match command::Program::new(&argv, deadline::QUERY).output() {
             Ok(output) => {
                 let text = String::from_utf8_lossy(if output.stdout.is_empty() {
                     &output.stderr

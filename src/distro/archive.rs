@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::process;
+use crate::system::command::{self, deadline};
 
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// The keys of every Debian release, shipped by debian-archive-keyring; the host's own
@@ -248,7 +248,7 @@ pub fn fetch(release: &str, mirror: &str, components: &[String]) -> Result<Index
         "APT::Update::Error-Mode=any".into(),
     ];
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    process::run_ok(&argv)
+    command::run_ok(&argv, deadline::APT)
         .with_context(|| format!("cannot download the package lists of {release} from {mirror}"))?;
     let mut index = Index::default();
     let mut found = false;

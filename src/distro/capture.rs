@@ -22,7 +22,7 @@ use super::archive::{self, Verdict};
 use super::classify::Class;
 use super::drift;
 use super::host::Roots;
-use crate::agent::process;
+use crate::system::command::{self, deadline};
 
 /// Files that describe the machine, not the site: a rebuilt host gets its own.
 pub const HOST_SPECIFIC: &[(&str, &str)] = &[
@@ -209,7 +209,7 @@ pub fn run(roots: &Roots, release: &str) -> Result<Capture> {
         }
     }
 
-    let manual = process::run_ok(&["apt-mark", "showmanual"])?;
+    let manual = command::run_ok(&["apt-mark", "showmanual"], deadline::QUERY)?;
     let names: Vec<String> = manual
         .lines()
         .map(str::trim)
@@ -291,13 +291,16 @@ fn os_name(etc: &Path) -> String {
 /// `systemctl list-unit-files --state=enabled`, without template units (they are
 /// enabled per instance) and without targets and mounts (the system's, not the site's).
 fn enabled_units() -> Result<Vec<String>> {
-    let output = process::run_ok(&[
-        "systemctl",
-        "list-unit-files",
-        "--state=enabled",
-        "--no-legend",
-        "--no-pager",
-    ])?;
+    let output = command::run_ok(
+        &[
+            "systemctl",
+            "list-unit-files",
+            "--state=enabled",
+            "--no-legend",
+            "--no-pager",
+        ],
+        deadline::QUERY,
+    )?;
     Ok(parse_enabled_units(&output))
 }
 

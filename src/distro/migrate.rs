@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::branch;
 use super::draft;
 use super::host::{self, Roots};
-use crate::agent::{etc_git::EtcRepo, process};
 use crate::merge::{self, Issue};
+use crate::system::command::{self, deadline};
+use crate::system::etc_git::EtcRepo;
 
 /// Where conflicts are left for the admin, outside /etc; emptied at each migrate.
 pub const CONFLICTS_DIR: &str = "/var/lib/placard/migrate";
@@ -238,7 +239,7 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
         if files.is_empty() || !Path::new(program).exists() {
             continue;
         }
-        let output = process::run(argv, None)?;
+        let output = command::Program::new(argv, deadline::VALIDATE).output()?;
         let ok = output.status.success();
         let text = format!(
             "{}{}",

@@ -9,13 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{check, Context, FieldError, Outcome};
-use crate::agent::process;
+use crate::system::command::{deadline, Program};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +78,10 @@ impl CommandSpec {
         }
         if let Some(unless) = &self.unless {
             let argv: Vec<&str> = unless.iter().map(String::as_str).collect();
-            if process::succeeds(&argv)? {
+            if Program::new(&argv, context.deadline(deadline::QUERY))
+                .shown_as(self.guard_shown(context))
+                .succeeds()?
+            {
                 let shown = if context.sensitive {
                     "the guard command".to_string()
                 } else {
@@ -97,34 +99,33 @@ impl CommandSpec {
         if context.check {
             return Ok(Outcome::changed(format!("run {shown}")));
         }
-        let mut command = match (&self.argv, &self.shell) {
-            (Some(argv), _) => {
-                let mut command = Command::new(&argv[0]);
-                command.args(&argv[1..]);
-                command
-            }
-            (None, Some(script)) => {
-                let mut command = Command::new("/bin/sh");
-                command.args(["-e", "-c", script]);
-                command
-            }
+        let argv: Vec<&str> = match (&self.argv, &self.shell) {
+            (Some(argv), _) => argv.iter().map(String::as_str).collect(),
+            (None, Some(script)) => vec!["/bin/sh", "-e", "-c", script],
             (None, None) => anyhow::bail!("a command has neither argv nor shell"),
         };
-        command
-            .envs(&self.env)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(std::process::Stdio::null());
-        if let Some(chdir) = &self.chdir {
-            command.current_dir(chdir);
+        let mut program =
+            Program::new(&argv, context.deadline(deadline::COMMAND)).shown_as(shown.clone());
+        for (name, value) in &self.env {
+            program = program.env(name, value);
         }
-        let output = command
-            .output()
-            .with_context(|| format!("cannot run {shown}"))?;
-        process::check_status(&[shown.as_str()], &output)?;
+        if let Some(chdir) = &self.chdir {
+            program = program.directory(chdir);
+        }
+        program
+            .run_ok()
+            .with_context(|| format!("the task's command failed: {shown}"))?;
         if let Some(creates) = &self.creates {
             context.record_change(Path::new(creates));
         }
         Ok(Outcome::changed(format!("ran {shown}")))
+    }
+
+    fn guard_shown(&self, context: &Context) -> String {
+        match (&self.unless, context.sensitive) {
+            (Some(unless), false) => unless.join(" "),
+            _ => "the guard command".to_string(),
+        }
     }
 
     fn describe(&self) -> String {

@@ -12,7 +12,6 @@
 //! if it fails.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -20,7 +19,9 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{check, Context, FieldError, Outcome};
-use crate::agent::process;
+use crate::system::atomic::{self, Attributes};
+use crate::system::command::{self, deadline};
+use crate::system::journal::{self, Step};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -155,12 +156,17 @@ impl FileSpec {
             let uid_gid = owner
                 .or(metadata.as_ref().map(|m| (Some(m.uid()), Some(m.gid()))))
                 .unwrap_or((None, None));
+            let attributes = Attributes {
+                mode,
+                uid: uid_gid.0,
+                gid: uid_gid.1,
+            };
             replace(
                 &path,
                 desired.as_bytes(),
-                mode,
-                uid_gid,
+                attributes,
                 self.validate.as_deref(),
+                context,
             )?;
         }
         Ok(Outcome::changed(format!("{}: {}", self.path, what.join(", "))).with_diff(diff))
@@ -188,7 +194,7 @@ fn remove(path: &Path, context: &mut Context) -> Result<Outcome> {
 type Owner = (Option<u32>, Option<u32>);
 
 /// An owner and a mode, each when the spec asks for one.
-type Attributes = (Option<Owner>, Option<u32>);
+type Wanted = (Option<Owner>, Option<u32>);
 
 /// The owner and mode a spec asks for, looked up on the host. In a check run an account
 /// that a task before this one would create does not exist yet: the inner `Err` is then
@@ -199,7 +205,7 @@ pub fn attributes(
     group: Option<&str>,
     mode: Option<&str>,
     context: &mut Context,
-) -> Result<Result<Attributes, Outcome>> {
+) -> Result<Result<Wanted, Outcome>> {
     let owner = match resolve_owner(owner, group) {
         Ok(owner) => owner,
         Err(error) if context.check => {
@@ -282,99 +288,87 @@ pub fn set_attributes(path: &Path, mode: u32, owner: Owner) -> Result<()> {
 pub(crate) fn replace(
     path: &Path,
     content: &[u8],
-    mode: u32,
-    owner: Owner,
+    attributes: Attributes,
     validate: Option<&[String]>,
+    context: &Context,
 ) -> Result<()> {
-    let directory = path
-        .parent()
-        .context("a file path has a parent directory")?;
-    if !directory.is_dir() {
-        bail!(
-            "directory {} does not exist; add a `directory` task before this one",
-            directory.display()
-        );
-    }
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".placard-")
-        .tempfile_in(directory)
-        .with_context(|| format!("cannot create a temporary file in {}", directory.display()))?;
-    temporary.write_all(content)?;
-    temporary.as_file().sync_all()?;
-    set_attributes(temporary.path(), mode, owner)?;
-
+    let journal = context.journal.as_ref();
+    let staged = atomic::Staged::new(path, content, attributes, journal)?;
     let validate = validate.filter(|v| !v.is_empty());
     match validate {
         Some(argv) if argv.iter().any(|a| a.contains("%s")) => {
-            let temporary_path = temporary.path().to_string_lossy().into_owned();
-            let argv: Vec<String> = argv
-                .iter()
-                .map(|a| a.replace("%s", &temporary_path))
-                .collect();
-            run_validator(&argv, path)?;
-            persist(temporary, path)
+            let staged_path = staged.path().to_string_lossy().into_owned();
+            let argv: Vec<String> = argv.iter().map(|a| a.replace("%s", &staged_path)).collect();
+            run_validator(&argv, path, context)?;
+            staged.commit()
         }
         Some(argv) => {
             // The validator checks the live configuration: put the new file in place, keep
-            // the old one as a second name (a hard link, so the path never goes missing)
-            // and rename it back over the path if the validator refuses.
-            let backup = directory.join(format!(
-                ".placard-old-{}",
-                path.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            let _ = fs::remove_file(&backup);
+            // the old one under a second name (a hard link, so the path never goes
+            // missing) and rename it back over the path if the validator refuses. The
+            // journal knows of the kept file first, so that a run killed in between puts
+            // the old file back at its next start.
+            let kept = atomic::sibling(path, atomic::KEPT_PREFIX)?;
+            let _ = fs::remove_file(&kept);
             let had_old = path.exists();
-            if had_old {
-                fs::hard_link(path, &backup)
-                    .with_context(|| format!("cannot keep a copy of {}", path.display()))?;
-            }
-            if let Err(error) = persist(temporary, path) {
-                let _ = fs::remove_file(&backup);
-                return Err(error);
-            }
-            if let Err(error) = run_validator(argv, path) {
-                if had_old {
-                    fs::rename(&backup, path)
-                        .with_context(|| format!("cannot restore {}", path.display()))?;
-                } else {
-                    let _ = fs::remove_file(path);
+            let entry = journal
+                .map(|j| {
+                    j.begin(Step::Validating {
+                        target: path.to_path_buf(),
+                        kept: kept.clone(),
+                        had_old,
+                    })
+                })
+                .transpose()?;
+            let end = |entry: Option<journal::Entry>| {
+                if let (Some(journal), Some(entry)) = (journal, entry) {
+                    journal.end(entry);
                 }
+            };
+            if had_old {
+                if let Err(error) = fs::hard_link(path, &kept) {
+                    end(entry);
+                    return Err(error)
+                        .with_context(|| format!("cannot keep a copy of {}", path.display()));
+                }
+            }
+            if let Err(error) = staged.commit() {
+                let _ = fs::remove_file(&kept);
+                end(entry);
                 return Err(error);
             }
-            if had_old {
-                let _ = fs::remove_file(&backup);
-            }
-            Ok(())
+            let verdict = run_validator(argv, path, context);
+            let outcome = match verdict {
+                Ok(()) if had_old => fs::remove_file(&kept)
+                    .with_context(|| format!("cannot remove {}", kept.display())),
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    if had_old {
+                        fs::rename(&kept, path)
+                            .with_context(|| format!("cannot restore {}", path.display()))?;
+                    } else {
+                        let _ = fs::remove_file(path);
+                    }
+                    atomic::sync_folder(path);
+                    Err(error)
+                }
+            };
+            end(entry);
+            outcome
         }
-        None => persist(temporary, path),
+        None => staged.commit(),
     }
 }
 
-fn run_validator(argv: &[String], path: &Path) -> Result<()> {
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let output = process::run(&argv, None)?;
-    process::check_status(&argv, &output).with_context(|| {
-        format!(
-            "the new {} failed validation; the old file is still in place",
-            path.display()
-        )
-    })
-}
-
-fn persist(temporary: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    let file = temporary
-        .persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // The rename is durable only once the directory entry is.
-    drop(file);
-    if let Some(directory) = path.parent() {
-        if let Ok(directory) = fs::File::open(directory) {
-            let _ = directory.sync_all();
-        }
-    }
+fn run_validator(argv: &[String], path: &Path, context: &Context) -> Result<()> {
+    command::Program::new(argv, context.deadline(deadline::VALIDATE))
+        .run_ok()
+        .with_context(|| {
+            format!(
+                "the new {} failed validation; the old file is still in place",
+                path.display()
+            )
+        })?;
     Ok(())
 }
 

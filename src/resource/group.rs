@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::{check, Context, FieldError, Outcome};
-use crate::agent::process;
+use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +41,7 @@ impl GroupSpec {
                         argv.extend(["--gid", gid]);
                     }
                     argv.extend(["--", self.name.as_str()]);
-                    process::run_ok(&argv)?;
+                    command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
                 }
                 context.record_change(std::path::Path::new("/etc/group"));
                 Ok(Outcome::changed(format!("create group {}", self.name)))

@@ -21,9 +21,10 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{check, Context, FieldError, Outcome};
-use crate::agent::process;
 use crate::facts::dpkg::{self, DpkgStatus};
 use crate::facts::grub::{self, Menu};
+use crate::system::atomic::{self, Attributes};
+use crate::system::command::{self, deadline};
 
 /// The marker line that records which kernel a drop-in pins, to release its hold later.
 const MARKER: &str = "# placard-pinned-kernel: ";
@@ -157,22 +158,28 @@ impl GrubPinSpec {
                 super::file::replace(
                     Path::new(&self.file),
                     plan.content.as_bytes(),
-                    0o644,
-                    (None, None),
+                    Attributes::mode(0o644),
                     None,
+                    context,
                 )?;
             }
             if plan.update_grub {
-                process::run_ok(&["update-grub"])?;
+                command::run_ok(&["update-grub"], context.deadline(deadline::SYSTEM))?;
                 let after = grub::read()
                     .with_context(|| format!("update-grub left no {}", grub::GRUB_CFG))?;
                 check_pinned(&after, &plan.id_path).map_err(anyhow::Error::msg)?;
             }
             if hold {
-                process::run_ok(&["apt-mark", "hold", "--", &plan.package])?;
+                command::run_ok(
+                    &["apt-mark", "hold", "--", &plan.package],
+                    context.deadline(deadline::SYSTEM),
+                )?;
             }
             if let Some(previous) = release {
-                process::run_ok(&["apt-mark", "unhold", "--", previous])?;
+                command::run_ok(
+                    &["apt-mark", "unhold", "--", previous],
+                    context.deadline(deadline::SYSTEM),
+                )?;
             }
         }
         Ok(Outcome::changed(done.join("; ")).with_diff(diff))
@@ -207,17 +214,28 @@ impl GrubPinSpec {
             fs::remove_file(&self.file).with_context(|| format!("cannot remove {}", self.file))?;
             // If GRUB cannot be updated, the drop-in comes back: the next run then finds
             // the pin still there and tries again, instead of believing it is gone.
-            if let Err(error) = process::run_ok(&["update-grub"]) {
-                fs::write(&self.file, current).with_context(|| {
+            if let Err(error) =
+                command::run_ok(&["update-grub"], context.deadline(deadline::SYSTEM))
+            {
+                atomic::write_atomic(
+                    Path::new(&self.file),
+                    current.as_bytes(),
+                    Attributes::mode(0o644),
+                    context.journal.as_ref(),
+                )
+                .with_context(|| {
                     format!("update-grub failed and {} cannot be restored", self.file)
                 })?;
-                return Err(error.context(format!(
+                return Err(anyhow::Error::from(error).context(format!(
                     "update-grub failed; {} is kept, so the kernel is still pinned",
                     self.file
                 )));
             }
             if let Some(package) = &release {
-                process::run_ok(&["apt-mark", "unhold", "--", package])?;
+                command::run_ok(
+                    &["apt-mark", "unhold", "--", package],
+                    context.deadline(deadline::SYSTEM),
+                )?;
             }
         }
         Ok(Outcome::changed(done.join("; ")).with_diff(Some(diff)))

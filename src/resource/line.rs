@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file::replace;
 use super::{check, Context, FieldError, Outcome};
+use crate::system::atomic::Attributes;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -165,11 +166,18 @@ fn write_edit(
         let metadata = fs::metadata(path).ok();
         // A new file holding a secret is root's alone.
         let fresh = if context.sensitive { 0o600 } else { 0o644 };
-        let mode = metadata.as_ref().map_or(fresh, |m| m.mode() & 0o7777);
-        let owner = metadata
-            .as_ref()
-            .map_or((None, None), |m| (Some(m.uid()), Some(m.gid())));
-        replace(Path::new(path), edited.as_bytes(), mode, owner, validate)?;
+        let attributes = Attributes {
+            mode: metadata.as_ref().map_or(fresh, |m| m.mode() & 0o7777),
+            uid: metadata.as_ref().map(|m| m.uid()),
+            gid: metadata.as_ref().map(|m| m.gid()),
+        };
+        replace(
+            Path::new(path),
+            edited.as_bytes(),
+            attributes,
+            validate,
+            context,
+        )?;
     }
     Ok(Outcome::changed(format!("{path}: set {what}")).with_diff(Some(diff)))
 }

@@ -25,6 +25,7 @@ pub mod user;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -199,6 +200,12 @@ pub struct Context {
     pub daemon_reload_needed: bool,
     /// Whether `apt-get update` already ran in this run.
     pub apt_updated: bool,
+    /// The current task's `timeout:`, which replaces the default deadline of every
+    /// program it runs.
+    pub timeout: Option<Duration>,
+    /// Where file writes record what they are about to leave on disk; None in unit
+    /// tests that need no recovery.
+    pub journal: Option<crate::system::journal::Journal>,
 }
 
 impl Context {
@@ -207,6 +214,11 @@ impl Context {
             check,
             ..Context::default()
         }
+    }
+
+    /// The deadline of a program of a kind whose default is `default`.
+    pub fn deadline(&self, default: Duration) -> Duration {
+        self.timeout.unwrap_or(default)
     }
 
     /// Records that `path` changed, and what follows from it.

@@ -11,8 +11,8 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{check, one_or_many, Context, FieldError, Outcome};
-use crate::agent::process;
 use crate::facts::dpkg;
+use crate::system::command::{self, deadline};
 
 /// apt waits this long for dpkg's lock instead of failing at once: on a host with
 /// unattended-upgrades, apt-daily-upgrade holds it now and then.
@@ -106,7 +106,7 @@ impl PackageSpec {
                 let mut done = Vec::new();
                 if !missing.is_empty() {
                     if !context.check {
-                        self.preseed()?;
+                        self.preseed(context)?;
                         install(&missing, self.recommends, context)?;
                     }
                     done.push(format!("install {}", missing.join(", ")));
@@ -121,7 +121,7 @@ impl PackageSpec {
                         if !context.check {
                             let mut argv = vec!["apt-mark", if hold { "hold" } else { "unhold" }];
                             argv.extend(&to_change);
-                            process::run_ok(&argv)?;
+                            command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
                         }
                         done.push(format!(
                             "{} {}",
@@ -157,7 +157,7 @@ impl PackageSpec {
         }
     }
 
-    fn preseed(&self) -> Result<()> {
+    fn preseed(&self, context: &Context) -> Result<()> {
         if self.debconf.is_empty() {
             return Ok(());
         }
@@ -169,8 +169,13 @@ impl PackageSpec {
                 preseed.question, preseed.kind, preseed.value
             ));
         }
-        process::run_ok_with_input(&["debconf-set-selections"], selections.as_bytes())
-            .context("cannot give debconf its answers")?;
+        command::Program::new(
+            &["debconf-set-selections"],
+            context.deadline(deadline::SYSTEM),
+        )
+        .stdin(selections)
+        .run_ok()
+        .context("cannot give debconf its answers")?;
         Ok(())
     }
 }
@@ -197,15 +202,18 @@ fn remove(
     if !context.check {
         let mut argv = vec!["apt-get", verb, "-y", "-q", "-o", APT_LOCK_WAIT, "--"];
         argv.extend(&present);
-        process::run_ok(&argv)?;
+        command::run_ok(&argv, context.deadline(deadline::APT))?;
     }
     Ok(Outcome::changed(format!("{verb} {}", present.join(", "))))
 }
 
 fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> Result<()> {
     if !context.apt_updated && (lists_are_stale() || !all_known_to_apt(names)) {
-        process::run_ok(&["apt-get", "update", "-q", "-o", APT_LOCK_WAIT])
-            .context("apt-get update failed")?;
+        command::run_ok(
+            &["apt-get", "update", "-q", "-o", APT_LOCK_WAIT],
+            context.deadline(deadline::APT),
+        )
+        .context("apt-get update failed")?;
         context.apt_updated = true;
     }
     let mut argv = vec![
@@ -227,7 +235,7 @@ fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> R
     }
     argv.push("--");
     argv.extend(names);
-    process::run_ok(&argv)?;
+    command::run_ok(&argv, context.deadline(deadline::APT))?;
     Ok(())
 }
 
@@ -253,5 +261,6 @@ fn lists_are_stale() -> bool {
 fn all_known_to_apt(names: &[&str]) -> bool {
     let mut argv = vec!["apt-cache", "show", "--no-all-versions", "--"];
     argv.extend(names);
-    process::succeeds(&argv).unwrap_or(false)
+    // A question apt cannot answer is taken as "not known": the lists are refreshed.
+    command::succeeds(&argv, deadline::QUERY).unwrap_or(false)
 }

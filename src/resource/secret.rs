@@ -6,8 +6,7 @@
 //! diff, kept out of git) — see [`crate::template`].
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -16,6 +15,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::{Context, FieldError, Outcome};
+use crate::system::atomic::{self, Attributes};
 
 pub const SECRETS_DIR: &str = "/var/lib/placard/secrets";
 
@@ -70,7 +70,7 @@ impl SecretSpec {
                     hex::encode(bytes)
                 }
             };
-            store(&path, &value)?;
+            store(&path, &value, context)?;
         }
         Ok(Outcome::changed(format!("generate secret {}", self.name)))
     }
@@ -105,22 +105,17 @@ pub fn read(name: &str) -> Result<Option<String>> {
     }
 }
 
-fn store(path: &Path, value: &str) -> Result<()> {
+fn store(path: &Path, value: &str, context: &Context) -> Result<()> {
     let directory = path.parent().context("secrets have a folder")?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(directory)?;
     fs::set_permissions(directory, fs::Permissions::from_mode(0o700))?;
-    let temporary = directory.join(format!(".new-{}", std::process::id()));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("cannot create {}", temporary.display()))?;
-    file.write_all(value.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&temporary, path)?;
-    Ok(())
+    atomic::write_atomic(
+        path,
+        value.as_bytes(),
+        Attributes::mode(0o600),
+        context.journal.as_ref(),
+    )
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::{check, Context, FieldError, Outcome};
-use crate::agent::process;
+use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -61,7 +61,10 @@ impl ServiceSpec {
 
     pub fn run(&self, context: &mut Context) -> Result<Outcome> {
         if context.daemon_reload_needed && !context.check {
-            process::run_ok(&["systemctl", "daemon-reload"])?;
+            command::run_ok(
+                &["systemctl", "daemon-reload"],
+                context.deadline(deadline::SYSTEM),
+            )?;
             context.daemon_reload_needed = false;
         }
         let unit = self.name.as_str();
@@ -152,22 +155,23 @@ impl ServiceSpec {
             // A package's postinst may have started the unit before it was configured,
             // and its failed restarts hit systemd's start limit: forget those, so that
             // the now configured unit can start.
-            let _ = process::run(
+            let _ = command::Program::new(
                 &["systemctl", "reset-failed", "--", self.name.as_str()],
-                None,
-            );
+                deadline::QUERY,
+            )
+            .output();
         }
         let mut argv = vec!["systemctl"];
         argv.extend(verb);
         argv.extend(["--", self.name.as_str()]);
-        process::run_ok(&argv)?;
+        command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
         Ok(())
     }
 }
 
 /// The one word systemctl answers `is-enabled` and `is-active` with, whatever its exit code.
 fn systemctl_word(argv: &[&str]) -> Result<String> {
-    let output = process::run(argv, None)?;
+    let output = command::Program::new(argv, deadline::QUERY).output()?;
     let word = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if word.is_empty() {
         // is-enabled prints nothing and fails for a unit it does not know.

@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::{check, Context, FieldError, Outcome};
-use crate::agent::process;
+use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -95,7 +95,7 @@ impl UserSpec {
                     argv.extend(["--groups", &groups]);
                 }
                 argv.extend(["--", self.name.as_str()]);
-                process::run_ok(&argv)?;
+                command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
                 if let Some(secret) = &self.password_secret {
                     set_password(&self.name, secret)?;
                 }
@@ -176,7 +176,7 @@ impl UserSpec {
             if argv.len() > 1 {
                 argv.extend(["--".into(), self.name.clone()]);
                 let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-                process::run_ok(&argv)?;
+                command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
             }
             if let (true, Some(secret)) = (needs_password, &self.password_secret) {
                 set_password(&self.name, secret)?;
@@ -196,7 +196,10 @@ fn set_password(name: &str, secret: &str) -> Result<()> {
     let password = super::secret::read(secret)?.ok_or_else(|| {
         anyhow::anyhow!("secret {secret} does not exist yet; add a `secret` task before this one")
     })?;
-    process::run_ok_with_input(&["chpasswd"], format!("{name}:{password}\n").as_bytes())?;
+    command::Program::new(&["chpasswd"], deadline::SYSTEM)
+        .stdin(format!("{name}:{password}\n"))
+        .shown_as("chpasswd")
+        .run_ok()?;
     Ok(())
 }
 

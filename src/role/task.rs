@@ -22,7 +22,68 @@ pub struct Task {
     /// A condition, rendered like any string: the task runs when it renders to `true`,
     /// is skipped when `false`, e.g. `when: "{{eq watchdog_mode \"bmc\"}}"`.
     pub when: Option<String>,
+    /// The deadline of every program the task runs, instead of the default for its
+    /// kind (see [`crate::system::command::deadline`]).
+    pub timeout: Option<Timeout>,
     pub spec: Spec,
+}
+
+/// A task's `timeout:`: seconds, or a number followed by `s`, `m` or `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TimeoutText", into = "u64")]
+pub struct Timeout(u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimeoutText {
+    Seconds(i64),
+    Text(String),
+}
+
+impl Timeout {
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
+impl From<Timeout> for u64 {
+    fn from(timeout: Timeout) -> u64 {
+        timeout.0
+    }
+}
+
+impl TryFrom<TimeoutText> for Timeout {
+    type Error = String;
+
+    fn try_from(text: TimeoutText) -> Result<Timeout, String> {
+        let seconds = match &text {
+            TimeoutText::Seconds(seconds) => Some(*seconds),
+            TimeoutText::Text(text) => {
+                let text = text.trim();
+                let (number, unit) = match text.char_indices().last() {
+                    Some((at, 's')) => (&text[..at], 1),
+                    Some((at, 'm')) => (&text[..at], 60),
+                    Some((at, 'h')) => (&text[..at], 3600),
+                    _ => (text, 1),
+                };
+                number
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|n| n.checked_mul(unit))
+            }
+        };
+        match seconds {
+            Some(seconds) if seconds > 0 && seconds <= 7 * 24 * 3600 => Ok(Timeout(seconds as u64)),
+            _ => Err(format!(
+                "`timeout` must be a positive number of seconds, up to a week, such as 90, \"90s\", \"15m\" or \"2h\"; found {}",
+                match text {
+                    TimeoutText::Seconds(n) => n.to_string(),
+                    TimeoutText::Text(t) => format!("\"{t}\""),
+                }
+            )),
+        }
+    }
 }
 
 /// A task as YAML writes it: `name`, `notify` and exactly one resource key.
@@ -40,6 +101,8 @@ struct TaskFields {
     loop_over: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     when: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout: Option<Timeout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     package: Option<package::PackageSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +157,7 @@ impl TryFrom<TaskFields> for Task {
                 notify: fields.notify,
                 loop_over: fields.loop_over,
                 when: fields.when,
+                timeout: fields.timeout,
                 spec,
             }),
             Err(specs) if specs.is_empty() => Err(format!(
@@ -119,6 +183,7 @@ impl From<Task> for TaskFields {
             notify: task.notify,
             loop_over: task.loop_over,
             when: task.when,
+            timeout: task.timeout,
             ..TaskFields::default()
         };
         match task.spec {

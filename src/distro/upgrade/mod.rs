@@ -46,9 +46,9 @@ use serde::{Deserialize, Serialize};
 use super::branch;
 use super::host::{self, Roots};
 use super::pristine::{Unavailable, MODE_LINK};
-use crate::agent::etc_git::EtcRepo;
 use crate::merge::{self, Issue, Method};
 use crate::plan::Event;
+use crate::system::etc_git::EtcRepo;
 use validate::{Validator, Verdict};
 
 /// Debian releases placard can upgrade between, by codename, with their numbers.

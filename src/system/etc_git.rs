@@ -6,18 +6,27 @@
 //! before each commit, as etckeeper's own commits do, and keep its .gitignore section.
 //! Ours is a second section, between `# begin section managed by placard` and
 //! `# end section managed by placard`: private keys, and every file a role marked as
-//! holding a secret. A file that is ignored after having been committed is removed
-//! from the index; its old versions stay in history.
+//! holding a secret, and every file that is not world-readable (a key, a password
+//! file: a package that made it private knew why). An admin who wants such a file in
+//! history says so with a `!/PATH` line after our section, which git honours. A file
+//! that is ignored after having been committed is removed from the index; its old
+//! versions stay in history.
+//!
+//! A run killed while git held one of its lock files leaves that file behind, and git
+//! then refuses every later commit. [`EtcRepo::clear_stale_locks`] removes such a file
+//! when no process has it open (the caller holds the host's run lock, so no other
+//! placard run is at work).
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use git2::{IndexAddOption, Repository, Signature, StatusOptions};
 
-use super::process;
+use super::atomic::{self, Attributes};
+use super::command::{self, deadline};
 
 pub const BEGIN: &str = "# begin section managed by placard";
 pub const END: &str = "# end section managed by placard";
@@ -72,16 +81,29 @@ impl EtcRepo {
         ))
     }
 
-    /// Writes our .gitignore section with `sensitive` added to what it already lists.
-    pub fn update_ignores(&self, sensitive: &BTreeSet<PathBuf>) -> Result<()> {
+    /// Writes our .gitignore section with `sensitive` and every file that is not
+    /// world-readable added to what it already lists; returns the private files it
+    /// added, relative to /etc, for the run to name.
+    pub fn update_ignores(&self, sensitive: &BTreeSet<PathBuf>) -> Result<Vec<String>> {
         let path = self.root.join(".gitignore");
-        let current = fs::read_to_string(&path).unwrap_or_default();
+        let current = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            // Writing our section over a file we could not read would lose the rest.
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
         let (before, ours, after) = split_section(&current);
         let mut entries: BTreeSet<String> = ours.into_iter().collect();
         entries.extend(ALWAYS_IGNORED.iter().map(|s| s.to_string()));
         for file in sensitive {
             if let Ok(relative) = file.strip_prefix(&self.root) {
                 entries.insert(format!("/{}", relative.display()));
+            }
+        }
+        let mut private = Vec::new();
+        for relative in self.private_files()? {
+            if entries.insert(format!("/{relative}")) {
+                private.push(relative);
             }
         }
         let mut text = before;
@@ -98,9 +120,97 @@ impl EtcRepo {
         text.push('\n');
         text.push_str(&after);
         if text != current {
-            fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            let attributes = Attributes::of_existing(&path, Attributes::mode(0o644));
+            atomic::write_atomic(&path, text.as_bytes(), attributes, None)?;
         }
-        Ok(())
+        Ok(private)
+    }
+
+    /// Files git would record (tracked, or new and not ignored) that others cannot
+    /// read, relative to /etc. A file that cannot be examined counts as private.
+    fn private_files(&self) -> Result<Vec<String>> {
+        let mut candidates: BTreeSet<String> = BTreeSet::new();
+        let index = self.repo.index().context("cannot read /etc's git index")?;
+        candidates.extend(
+            index
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.path).into_owned()),
+        );
+        let mut options = StatusOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false);
+        let statuses = self.repo.statuses(Some(&mut options))?;
+        candidates.extend(statuses.iter().filter_map(|s| s.path().map(str::to_string)));
+        let mut private = Vec::new();
+        for relative in candidates {
+            let path = self.root.join(&relative);
+            let readable = match fs::symlink_metadata(&path) {
+                Ok(metadata) if metadata.file_type().is_symlink() => true,
+                Ok(metadata) => metadata.mode() & 0o004 != 0 && self.folders_open(&relative)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(_) => false,
+            };
+            if !readable
+                && !self
+                    .repo
+                    .is_path_ignored(Path::new(&relative))
+                    .with_context(|| {
+                        format!("cannot tell whether /etc/{relative} is kept out of git")
+                    })?
+            {
+                private.push(relative);
+            }
+        }
+        Ok(private)
+    }
+
+    /// Whether every folder between /etc and `relative` lets others in.
+    fn folders_open(&self, relative: &str) -> Result<bool> {
+        let mut folder = Path::new(relative).parent();
+        while let Some(current) = folder.filter(|f| !f.as_os_str().is_empty()) {
+            let metadata = fs::metadata(self.root.join(current));
+            if !metadata.is_ok_and(|m| m.mode() & 0o001 != 0) {
+                return Ok(false);
+            }
+            folder = current.parent();
+        }
+        Ok(true)
+    }
+
+    /// Removes git lock files that a killed run left (no process has them open);
+    /// says what it removed. A lock that a live process holds stops the run, naming it.
+    pub fn clear_stale_locks(&self) -> Result<Vec<String>> {
+        let git = self.repo.path().to_path_buf();
+        let mut locks = Vec::new();
+        for name in ["index.lock", "HEAD.lock", "config.lock", "packed-refs.lock"] {
+            let path = git.join(name);
+            if path.exists() {
+                locks.push(path);
+            }
+        }
+        find_locks(&git.join("refs"), &mut locks)?;
+        if locks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let holders = open_files()?;
+        let mut said = Vec::new();
+        for lock in locks {
+            if let Some(holder) = holders.iter().find(|(path, _)| *path == lock) {
+                bail!(
+                    "{} is held by process {}, which is still running; wait for it to finish, then run placard again",
+                    lock.display(),
+                    holder.1
+                );
+            }
+            fs::remove_file(&lock).with_context(|| format!("cannot remove {}", lock.display()))?;
+            said.push(format!(
+                "removed {}, a git lock left by an interrupted run (no process held it)",
+                lock.display()
+            ));
+        }
+        Ok(said)
     }
 
     /// Paths (relative to /etc) that changed since the last commit.
@@ -134,25 +244,16 @@ impl EtcRepo {
         if self.root.join(".etckeeper").exists() && Path::new("/usr/bin/etckeeper").exists() {
             let root = self.root.to_string_lossy();
             // etckeeper records owners and modes in /etc/.etckeeper before each commit.
-            process::run_ok(&["etckeeper", "pre-commit", "-d", &root])
+            command::run_ok(&["etckeeper", "pre-commit", "-d", &root], deadline::SYSTEM)
                 .context("etckeeper pre-commit failed")?;
         }
-        let mut index = self.repo.index()?;
-        // Files that became ignored leave the index, so they leave future commits.
-        let tracked: Vec<PathBuf> = index
-            .iter()
-            .map(|e| PathBuf::from(String::from_utf8_lossy(&e.path).into_owned()))
-            .collect();
-        for path in tracked {
-            if self.repo.is_path_ignored(&path).unwrap_or(false) {
-                index.remove_path(&path)?;
-            }
-        }
-        index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
-        index.update_all(["*"], None)?;
-        index.write()?;
-        let tree_id = index.write_tree()?;
-        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let (tree_id, parent) = self.stage_all().with_context(|| {
+            format!(
+                "cannot record /etc's changes in git; if no git or placard process runs on this host, \
+                 the next placard run removes a stale lock in {} by itself",
+                self.repo.path().display()
+            )
+        })?;
         if merged.is_none() && parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
             return Ok(None);
         }
@@ -177,6 +278,38 @@ impl EtcRepo {
             &parents,
         )?;
         Ok(Some(id.to_string()))
+    }
+
+    /// Puts every change into the index and writes its tree; the tree and HEAD's commit.
+    fn stage_all(&self) -> Result<(git2::Oid, Option<git2::Commit<'_>>)> {
+        let mut index = self.repo.index()?;
+        // Files that became ignored leave the index, so they leave future commits. A
+        // path git cannot answer for stops the commit: it might hold a secret.
+        let tracked: Vec<PathBuf> = index
+            .iter()
+            .map(|e| PathBuf::from(String::from_utf8_lossy(&e.path).into_owned()))
+            .collect();
+        for path in tracked {
+            let ignored = self.repo.is_path_ignored(&path).with_context(|| {
+                format!(
+                    "cannot tell whether /etc/{} is kept out of git",
+                    path.display()
+                )
+            })?;
+            if ignored {
+                index.remove_path(&path)?;
+            }
+        }
+        index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
+        index.update_all(["*"], None)?;
+        index.write()?;
+        let tree_id = index.write_tree()?;
+        let parent = match self.repo.head() {
+            Ok(head) => Some(head.peel_to_commit()?),
+            Err(e) if e.code() == git2::ErrorCode::UnbornBranch => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((tree_id, parent))
     }
 
     /// The repository itself, for the distro branch and upgrades.
@@ -223,6 +356,51 @@ impl EtcRepo {
         })?;
         Ok(text)
     }
+}
+
+/// Every `*.lock` file under `folder`.
+fn find_locks(folder: &Path, locks: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", folder.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", folder.display()))?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            find_locks(&path, locks)?;
+        } else if path.extension().is_some_and(|e| e == "lock") {
+            locks.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Every file some process has open, with the process (`pid (name)`), from /proc.
+fn open_files() -> Result<Vec<(PathBuf, String)>> {
+    let mut open = Vec::new();
+    for entry in fs::read_dir("/proc").context("cannot read /proc")? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // A process may end while we look; its files are then no longer open.
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let command = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        for fd in fds.flatten() {
+            if let Ok(target) = fs::read_link(fd.path()) {
+                open.push((target, format!("{pid} ({})", command.trim())));
+            }
+        }
+    }
+    Ok(open)
 }
 
 /// The text before our section, our section's entries, and the text after it.

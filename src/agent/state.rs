@@ -1,0 +1,133 @@
+//! The agent's own state on the host, under /var/lib/placard (root only): what must
+//! survive a run that was killed.
+//!
+//! - `pending-handlers.json`: handlers notified and not yet run. Written as soon as a
+//!   task notifies one, cleared once the handlers ran; a killed run leaves them to the
+//!   next one, which would otherwise find the new files already in place and never
+//!   reload the daemon that reads them.
+//! - `sensitive-paths.json`: every file a role wrote with a secret in it. /etc's
+//!   .gitignore lists them too, but an admin may edit that file; this list is the
+//!   agent's own, and is merged back into .gitignore at every run.
+//! - `journal/`: see [`crate::system::journal`].
+//!
+//! A state file that cannot be read stops the run and says which file: guessing would
+//! lose a reload or let a secret into git.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::system::atomic::{self, Attributes};
+
+pub const STATE_DIR: &str = "/var/lib/placard";
+
+/// Handlers notified and not yet run: (role, handler) by name.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingHandlers {
+    pub handlers: Vec<(String, String)>,
+}
+
+pub struct State {
+    folder: PathBuf,
+}
+
+impl State {
+    pub fn new(folder: &Path) -> State {
+        State {
+            folder: folder.to_path_buf(),
+        }
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.folder.join("journal")
+    }
+
+    pub fn pending_handlers(&self) -> Result<PendingHandlers> {
+        Ok(self.read("pending-handlers.json")?.unwrap_or_default())
+    }
+
+    pub fn set_pending_handlers(&self, pending: &PendingHandlers) -> Result<()> {
+        if pending.handlers.is_empty() {
+            let path = self.folder.join("pending-handlers.json");
+            return match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+            };
+        }
+        self.write("pending-handlers.json", pending)
+    }
+
+    pub fn sensitive_paths(&self) -> Result<BTreeSet<PathBuf>> {
+        Ok(self.read("sensitive-paths.json")?.unwrap_or_default())
+    }
+
+    pub fn set_sensitive_paths(&self, paths: &BTreeSet<PathBuf>) -> Result<()> {
+        self.write("sensitive-paths.json", paths)
+    }
+
+    fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let path = self.folder.join(name);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        serde_json::from_slice(&text).map(Some).with_context(|| {
+            format!(
+                "{} is not what placard wrote there; nothing was changed. Look at it, fix or remove it, then run again",
+                path.display()
+            )
+        })
+    }
+
+    fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.folder)
+            .with_context(|| format!("cannot create {}", self.folder.display()))?;
+        let text = serde_json::to_vec_pretty(value)?;
+        atomic::write_atomic(
+            &self.folder.join(name),
+            &text,
+            Attributes::mode(0o600),
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_and_a_corrupt_file_stops_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::new(dir.path());
+        assert_eq!(
+            state.pending_handlers().unwrap(),
+            PendingHandlers::default()
+        );
+        let pending = PendingHandlers {
+            handlers: vec![("base".into(), "reload ssh".into())],
+        };
+        state.set_pending_handlers(&pending).unwrap();
+        assert_eq!(state.pending_handlers().unwrap(), pending);
+        state
+            .set_pending_handlers(&PendingHandlers::default())
+            .unwrap();
+        assert!(!dir.path().join("pending-handlers.json").exists());
+
+        let paths = BTreeSet::from([PathBuf::from("/etc/nut/upsd.users")]);
+        state.set_sensitive_paths(&paths).unwrap();
+        assert_eq!(state.sensitive_paths().unwrap(), paths);
+        fs::write(dir.path().join("sensitive-paths.json"), "{half").unwrap();
+        let error = format!("{:#}", state.sensitive_paths().unwrap_err());
+        assert!(error.contains("is not what placard wrote there"), "{error}");
+    }
+}

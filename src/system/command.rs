@@ -1,0 +1,440 @@
+//! Running programs on the host: always an argv, never a shell line built from values,
+//! and always under a deadline.
+//!
+//! Every program runs with one environment policy: `LC_ALL=C` (so that its output can
+//! be read), `DEBIAN_FRONTEND=noninteractive` and `APT_LISTCHANGES_FRONTEND=none` (so
+//! that no package ever waits for a human), and Debian's PATH for root (so that a run
+//! over SSH and a run from a root shell find the same programs). A caller may add
+//! variables of its own on top.
+//!
+//! Each program runs in a process group of its own. When it passes its deadline, the
+//! whole group gets SIGTERM, then SIGKILL a few seconds later, so that a hung validator
+//! cannot keep a grandchild alive that holds the run. Its output is kept up to a cap
+//! (the end is kept, which is where programs say what went wrong).
+//!
+//! What this module leaves to others: deciding which deadline a task gets
+//! ([`crate::resource::Context::deadline`]) and what an exit status means.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// Debian's PATH for root.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How much of each output stream is kept; past it, the start is dropped.
+const OUTPUT_CAP: usize = 32 << 20;
+
+/// How long a program has, between SIGTERM and SIGKILL, to stop by itself.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// How long to wait for the output pipes to close once the program has exited: a
+/// daemon it started may have kept them open, and is not waited for.
+const PIPE_LINGER: Duration = Duration::from_secs(1);
+
+/// The default deadlines, by kind of program. A task's `timeout:` overrides them.
+pub mod deadline {
+    use std::time::Duration;
+
+    /// Programs that only look: dpkg-query, systemctl is-active, getent, a guard.
+    pub const QUERY: Duration = Duration::from_secs(60);
+    /// A validator reading a configuration: sshd -t, postfix check, nginx -t.
+    pub const VALIDATE: Duration = Duration::from_secs(120);
+    /// systemctl start/stop/reload, useradd, update-grub, etckeeper.
+    pub const SYSTEM: Duration = Duration::from_secs(300);
+    /// A `command:` task.
+    pub const COMMAND: Duration = Duration::from_secs(600);
+    /// apt-get install, update, upgrade, download.
+    pub const APT: Duration = Duration::from_secs(1800);
+}
+
+/// Why a program did not give an output to read.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("an empty command was given")]
+    Empty,
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` did not finish within {} and was stopped{}", seconds(*.timeout), tail(.last_output))]
+    TimedOut {
+        command: String,
+        timeout: Duration,
+        last_output: String,
+    },
+    #[error("`{command}` exited with {code}: {detail}")]
+    Failed {
+        command: String,
+        code: String,
+        detail: String,
+    },
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
+
+fn tail(last_output: &str) -> String {
+    if last_output.is_empty() {
+        "; it printed nothing".to_string()
+    } else {
+        format!("; its last output:\n{last_output}")
+    }
+}
+
+/// A program's output, whatever its exit status.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last lines of stderr, else of stdout: where programs say what went wrong.
+    pub fn last_lines(&self, count: usize) -> String {
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        let stdout = String::from_utf8_lossy(&self.stdout);
+        let text = if stderr.trim().is_empty() {
+            stdout.trim().to_string()
+        } else {
+            stderr.trim().to_string()
+        };
+        last_lines(&text, count)
+    }
+}
+
+/// One program to run: its argv, and what it gets.
+#[derive(Debug, Clone)]
+pub struct Program {
+    argv: Vec<OsString>,
+    /// How the program is named in messages; a caller hides secret arguments this way.
+    shown: Option<String>,
+    stdin: Option<Vec<u8>>,
+    env: Vec<(OsString, OsString)>,
+    directory: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl Program {
+    pub fn new<S: Into<OsString> + Clone>(argv: &[S], timeout: Duration) -> Program {
+        Program {
+            argv: argv.iter().cloned().map(Into::into).collect(),
+            shown: None,
+            stdin: None,
+            env: Vec::new(),
+            directory: None,
+            timeout,
+        }
+    }
+
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Program {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Program {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn directory(mut self, directory: impl Into<PathBuf>) -> Program {
+        self.directory = Some(directory.into());
+        self
+    }
+
+    /// Names the program `shown` in every message instead of spelling out its argv.
+    pub fn shown_as(mut self, shown: impl Into<String>) -> Program {
+        self.shown = Some(shown.into());
+        self
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone().unwrap_or_else(|| {
+            self.argv
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+
+    /// Runs the program to its end or its deadline; its output whatever its status.
+    pub fn output(&self) -> Result<Output, CommandError> {
+        let (program, args) = self.argv.split_first().ok_or(CommandError::Empty)?;
+        let mut command = std::process::Command::new(program);
+        command
+            .args(args)
+            .env("LC_ALL", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("APT_LISTCHANGES_FRONTEND", "none")
+            .env("PATH", PATH)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(directory) = &self.directory {
+            command.current_dir(directory);
+        }
+        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        })?;
+        let group = Pid::from_raw(child.id() as i32);
+
+        if let (Some(input), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
+            // A program that does not read its input must not block us: write from a
+            // thread, and let a closed pipe end it.
+            thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+        }
+        let stdout = child.stdout.take().map(collect);
+        let stderr = child.stderr.take().map(collect);
+        let (exited, exit) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = exited.send(child.wait());
+        });
+
+        let mut timed_out = false;
+        let status = match exit.recv_timeout(self.timeout) {
+            Ok(status) => status,
+            Err(_) => {
+                timed_out = true;
+                let _ = killpg(group, Signal::SIGTERM);
+                match exit.recv_timeout(GRACE) {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let _ = killpg(group, Signal::SIGKILL);
+                        exit.recv().unwrap_or_else(|_| {
+                            Err(std::io::Error::other("the program could not be waited for"))
+                        })
+                    }
+                }
+            }
+        };
+        if timed_out {
+            // What is left of the group still holds the pipes: it goes too.
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        let status = status.map_err(|source| CommandError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        })?;
+        let output = Output {
+            status,
+            stdout: stdout.map(receive).unwrap_or_default(),
+            stderr: stderr.map(receive).unwrap_or_default(),
+        };
+        if timed_out {
+            return Err(CommandError::TimedOut {
+                command: self.describe(),
+                timeout: self.timeout,
+                last_output: output.last_lines(12),
+            });
+        }
+        Ok(output)
+    }
+
+    /// Runs the program; a nonzero exit is an error carrying its last output lines.
+    pub fn run_ok(&self) -> Result<Output, CommandError> {
+        let output = self.output()?;
+        self.check(&output)?;
+        Ok(output)
+    }
+
+    /// Whether the program exits 0; its output is discarded.
+    pub fn succeeds(&self) -> Result<bool, CommandError> {
+        Ok(self.output()?.status.success())
+    }
+
+    /// An error naming the program when `output` is not a success.
+    pub fn check(&self, output: &Output) -> Result<(), CommandError> {
+        if output.status.success() {
+            return Ok(());
+        }
+        let code = output
+            .status
+            .code()
+            .map_or_else(|| "a signal".to_string(), |c| c.to_string());
+        Err(CommandError::Failed {
+            command: self.describe(),
+            code,
+            detail: output.last_lines(12),
+        })
+    }
+}
+
+/// Runs `argv` within `timeout` and returns its stdout; a nonzero exit is an error.
+pub fn run_ok<S: Into<OsString> + Clone>(
+    argv: &[S],
+    timeout: Duration,
+) -> Result<String, CommandError> {
+    Ok(Program::new(argv, timeout).run_ok()?.stdout_text())
+}
+
+/// Whether `argv` exits 0 within `timeout`.
+pub fn succeeds<S: Into<OsString> + Clone>(
+    argv: &[S],
+    timeout: Duration,
+) -> Result<bool, CommandError> {
+    Program::new(argv, timeout).succeeds()
+}
+
+/// Reads a pipe to its end on a thread of its own, keeping the last [`OUTPUT_CAP`] bytes.
+fn collect(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => {
+                    kept.extend_from_slice(&chunk[..read]);
+                    if kept.len() > 2 * OUTPUT_CAP {
+                        kept.drain(..kept.len() - OUTPUT_CAP);
+                    }
+                }
+            }
+        }
+        if kept.len() > OUTPUT_CAP {
+            kept.drain(..kept.len() - OUTPUT_CAP);
+        }
+        let _ = sender.send(kept);
+    });
+    receiver
+}
+
+/// What a reader thread collected, once the pipe closed or [`PIPE_LINGER`] passed.
+fn receive(receiver: mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
+    receiver.recv_timeout(PIPE_LINGER).unwrap_or_default()
+}
+
+/// The end of a long output, which is where programs say what went wrong.
+pub fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(count);
+    lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn output_and_status_are_returned() {
+        let output = Program::new(
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            deadline::QUERY,
+        )
+        .output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(output.stdout, b"out\n");
+        assert_eq!(output.last_lines(5), "err");
+    }
+
+    #[test]
+    fn input_reaches_the_program() {
+        let text = Program::new(&["cat"], deadline::QUERY)
+            .stdin("hello\n")
+            .run_ok()
+            .unwrap()
+            .stdout_text();
+        assert_eq!(text, "hello\n");
+    }
+
+    #[test]
+    fn a_failure_names_the_program_and_its_last_words() {
+        let error = run_ok(
+            &["sh", "-c", "echo no such thing >&2; exit 2"],
+            deadline::QUERY,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("`sh -c echo no such thing >&2; exit 2` exited with 2"),
+            "{error}"
+        );
+        assert!(error.ends_with("no such thing"), "{error}");
+    }
+
+    #[test]
+    fn a_hung_program_and_its_children_are_stopped_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("child-survived");
+        // The grandchild ignores SIGTERM and would write the marker after 3 s.
+        let script = format!(
+            "echo started; (trap '' TERM; sleep 3; touch {}) & sleep 600",
+            marker.display()
+        );
+        let started = Instant::now();
+        let error = Program::new(&["sh", "-c", &script], Duration::from_millis(300))
+            .output()
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let message = error.to_string();
+        assert!(matches!(error, CommandError::TimedOut { .. }), "{message}");
+        assert!(message.contains("did not finish within 0.3 s"), "{message}");
+        assert!(message.ends_with("started"), "{message}");
+        thread::sleep(Duration::from_secs(4));
+        assert!(!marker.exists(), "the grandchild was killed with its group");
+    }
+
+    #[test]
+    fn a_daemon_holding_the_pipes_does_not_hold_the_caller() {
+        let started = Instant::now();
+        let output = Program::new(&["sh", "-c", "sleep 5 & echo done"], deadline::QUERY)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let error = run_ok(&["/nonexistent/program"], deadline::QUERY).unwrap_err();
+        assert!(matches!(error, CommandError::Spawn { .. }), "{error}");
+    }
+
+    #[test]
+    fn output_is_capped_at_its_end() {
+        let output = Program::new(
+            &["sh", "-c", "head -c 70000000 /dev/zero; echo; echo last"],
+            deadline::QUERY,
+        )
+        .output()
+        .unwrap();
+        assert!(output.stdout.len() <= 2 * OUTPUT_CAP);
+        assert!(output.stdout.ends_with(b"last\n"));
+    }
+}
