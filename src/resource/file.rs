@@ -375,6 +375,7 @@ fn run_validator(argv: &[String], path: &Path, context: &Context) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::journal::Journal;
 
     fn spec(path: &Path, content: &str) -> FileSpec {
         FileSpec {
@@ -456,5 +457,34 @@ mod tests {
         accepted.validate = Some(vec!["grep".into(), "-q".into(), "good".into(), "%s".into()]);
         assert!(accepted.run(&mut Context::new(false)).unwrap().changed);
         assert_eq!(fs::read_to_string(&path).unwrap(), "good and new\n");
+    }
+
+    #[test]
+    fn a_hung_validator_fails_at_the_task_deadline_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.conf");
+        fs::write(&path, "good\n").unwrap();
+        let journal_folder = dir.path().join("journal");
+        for validate in [
+            vec!["sh".to_string(), "-c".into(), "sleep 30".into(), "%s".into()],
+            vec!["sleep".to_string(), "30".into()],
+        ] {
+            let mut context = Context::new(false);
+            context.timeout = Some(std::time::Duration::from_millis(300));
+            context.journal = Some(Journal::open(&journal_folder).unwrap());
+            let mut hung = spec(&path, "never validated\n");
+            hung.validate = Some(validate);
+            let error = format!("{:#}", hung.run(&mut context).unwrap_err());
+            assert!(error.contains("did not finish within 0.3 s"), "{error}");
+            assert!(error.contains("the old file is still in place"), "{error}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), "good\n");
+            let mut names: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, vec!["app.conf", "journal"], "nothing left beside it");
+            assert_eq!(fs::read_dir(&journal_folder).unwrap().count(), 0, "journal empty");
+        }
     }
 }

@@ -471,4 +471,63 @@ mod tests {
         );
         assert_eq!(repo.log(10).unwrap().len(), 2);
     }
+
+    #[test]
+    fn private_files_stay_out_of_history_unless_the_admin_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("hostname"), "box\n").unwrap();
+        fs::write(root.join("postsrsd.secret"), "s3cret\n").unwrap();
+        fs::set_permissions(root.join("postsrsd.secret"), fs::Permissions::from_mode(0o600))
+            .unwrap();
+        fs::create_dir_all(root.join("private")).unwrap();
+        fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(root.join("private/readable-inside"), "x\n").unwrap();
+        let (repo, _) = EtcRepo::open_or_init(root).unwrap();
+        let private = repo.update_ignores(&BTreeSet::new()).unwrap();
+        assert_eq!(private, vec!["postsrsd.secret", "private/readable-inside"]);
+        repo.commit_all("first", "").unwrap().expect("a commit");
+        let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
+        assert!(tree.get_name("postsrsd.secret").is_none());
+        assert!(tree.get_name("private").is_none());
+        assert!(tree.get_name("hostname").is_some());
+        assert!(repo.update_ignores(&BTreeSet::new()).unwrap().is_empty(), "named once");
+
+        // The admin's `!` line after our section wins, as git decides.
+        let mut ignore = fs::read_to_string(root.join(".gitignore")).unwrap();
+        ignore.push_str("!/postsrsd.secret\n");
+        fs::write(root.join(".gitignore"), ignore).unwrap();
+        assert!(repo.update_ignores(&BTreeSet::new()).unwrap().is_empty());
+        repo.commit_all("second", "").unwrap().expect("a commit");
+        let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
+        assert!(tree.get_name("postsrsd.secret").is_some());
+    }
+
+    #[test]
+    fn a_stale_git_lock_is_removed_and_a_held_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("hostname"), "box\n").unwrap();
+        let (repo, _) = EtcRepo::open_or_init(root).unwrap();
+        repo.commit_all("first", "").unwrap();
+        fs::write(root.join("hostname"), "other\n").unwrap();
+        let lock = root.join(".git/index.lock");
+        fs::write(&lock, "").unwrap();
+        fs::create_dir_all(root.join(".git/refs/heads")).unwrap();
+        fs::write(root.join(".git/refs/heads/master.lock"), "").unwrap();
+        let error = format!("{:#}", repo.commit_all("blocked", "").unwrap_err());
+        assert!(error.contains("removes a stale lock"), "{error}");
+
+        // Held by a live process (this one): named, not removed.
+        let held = fs::File::open(&lock).unwrap();
+        let error = format!("{:#}", repo.clear_stale_locks().unwrap_err());
+        assert!(error.contains("is held by process"), "{error}");
+        assert!(lock.exists());
+        drop(held);
+
+        let said = repo.clear_stale_locks().unwrap();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(!lock.exists());
+        assert!(repo.commit_all("second", "").unwrap().is_some());
+    }
 }
