@@ -388,14 +388,14 @@ fn apply(
     };
 
     let (data, renderer) = host_renderer(bundle)?;
-    // Handlers a killed run had notified run in this one.
+    // Handlers an interrupted run may have notified run in this one.
     let mut notified: BTreeSet<(usize, String)> = BTreeSet::new();
     for (role, handler) in &pending.handlers {
         match bundle.roles.iter().position(|r| &r.name == role) {
             Some(index) if bundle.roles[index].handlers.iter().any(|h| &h.name == handler) => {
                 notice(
                     emit,
-                    format!("handler `{handler}` of role {role} was notified by an interrupted run: it runs in this one"),
+                    format!("handler `{handler}` of role {role} may have been notified by an interrupted run: it runs in this one"),
                 );
                 notified.insert((index, handler.clone()));
             }
@@ -414,6 +414,10 @@ fn apply(
     };
     let (mut ok, mut changed, mut failed) = (0, 0, 0);
     let mut interrupted = false;
+    // The handlers written down as pending. A task's handlers are written down before
+    // it runs: a run killed just after the task changed a file must still leave the
+    // reload to the next run, which will find the file unchanged.
+    let mut written_down = notified.clone();
 
     'roles: for (role_index, role) in bundle.roles.iter().enumerate() {
         for task in &role.tasks {
@@ -473,16 +477,17 @@ fn apply(
                         break 'roles;
                     }
                 }
+                let before = written_down.len();
+                written_down.extend(task.notify.iter().map(|h| (role_index, h.clone())));
+                if !check && written_down.len() > before {
+                    state.set_pending_handlers(&pending_list(bundle, &written_down))?;
+                }
                 tasks.context.timeout = task.timeout.map(|t| t.duration());
                 let result = tasks.run(&task.spec, &item_data);
                 let (status, reason, diff) = match result {
                     Ok(outcome) if outcome.changed => {
                         changed += 1;
-                        let before = notified.len();
                         notified.extend(task.notify.iter().map(|h| (role_index, h.clone())));
-                        if !check && notified.len() > before {
-                            state.set_pending_handlers(&pending_list(bundle, &notified))?;
-                        }
                         (TaskStatus::Changed, outcome.reason, outcome.diff)
                     }
                     Ok(outcome) => {
@@ -554,7 +559,7 @@ fn apply(
                 });
             }
         }
-        if !check {
+        if !check && !written_down.is_empty() {
             state.set_pending_handlers(&state::PendingHandlers::default())?;
         }
     }

@@ -92,12 +92,9 @@ impl State {
             .create(&self.folder)
             .with_context(|| format!("cannot create {}", self.folder.display()))?;
         let text = serde_json::to_vec_pretty(value)?;
-        atomic::write_atomic(
-            &self.folder.join(name),
-            &text,
-            Attributes::mode(0o600),
-            None,
-        )
+        // Not synced: these files are rewritten at most a few times per run, and must
+        // survive a killed agent, which the page cache ensures, not a power cut.
+        atomic::replace_unsynced(&self.folder.join(name), &text, Attributes::mode(0o600))
     }
 }
 

@@ -466,7 +466,12 @@ mod tests {
         fs::write(&path, "good\n").unwrap();
         let journal_folder = dir.path().join("journal");
         for validate in [
-            vec!["sh".to_string(), "-c".into(), "sleep 30".into(), "%s".into()],
+            vec![
+                "sh".to_string(),
+                "-c".into(),
+                "sleep 30".into(),
+                "%s".into(),
+            ],
             vec!["sleep".to_string(), "30".into()],
         ] {
             let mut context = Context::new(false);
@@ -484,7 +489,11 @@ mod tests {
                 .collect();
             names.sort();
             assert_eq!(names, vec!["app.conf", "journal"], "nothing left beside it");
-            assert_eq!(fs::read_dir(&journal_folder).unwrap().count(), 0, "journal empty");
+            assert_eq!(
+                fs::read_dir(&journal_folder).unwrap().count(),
+                0,
+                "journal empty"
+            );
         }
     }
 }

@@ -478,8 +478,11 @@ mod tests {
         let root = dir.path();
         fs::write(root.join("hostname"), "box\n").unwrap();
         fs::write(root.join("postsrsd.secret"), "s3cret\n").unwrap();
-        fs::set_permissions(root.join("postsrsd.secret"), fs::Permissions::from_mode(0o600))
-            .unwrap();
+        fs::set_permissions(
+            root.join("postsrsd.secret"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         fs::create_dir_all(root.join("private")).unwrap();
         fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
         fs::write(root.join("private/readable-inside"), "x\n").unwrap();
@@ -491,7 +494,10 @@ mod tests {
         assert!(tree.get_name("postsrsd.secret").is_none());
         assert!(tree.get_name("private").is_none());
         assert!(tree.get_name("hostname").is_some());
-        assert!(repo.update_ignores(&BTreeSet::new()).unwrap().is_empty(), "named once");
+        assert!(
+            repo.update_ignores(&BTreeSet::new()).unwrap().is_empty(),
+            "named once"
+        );
 
         // The admin's `!` line after our section wins, as git decides.
         let mut ignore = fs::read_to_string(root.join(".gitignore")).unwrap();
