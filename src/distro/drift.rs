@@ -77,7 +77,8 @@ fn modified_diff(
     path: &str,
     deleted: bool,
 ) -> String {
-    if repo.is_path_ignored(path).unwrap_or(false) {
+    // A path git cannot answer for is taken as secret: its diff is withheld.
+    if repo.is_path_ignored(path).unwrap_or(true) {
         return "(diff withheld: /etc's repository keeps this file out of history, as it may hold secrets)\n".to_string();
     }
     let Some(pristine) = update.pristine.get(path) else {

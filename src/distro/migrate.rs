@@ -11,7 +11,6 @@
 //! [`CONFLICTS_DIR`] for the admin. The controller side, [`load`], reads the draft.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +22,7 @@ use super::branch;
 use super::draft;
 use super::host::{self, Roots};
 use crate::merge::{self, Issue};
+use crate::system::atomic::{self, Attributes};
 use crate::system::command::{self, deadline};
 use crate::system::etc_git::EtcRepo;
 
@@ -397,18 +397,11 @@ fn valid_relative(path: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
-/// Writes beside the target and renames over it, keeping the target's mode.
+/// Writes `content` over `target` atomically, keeping the target's owner, group and
+/// mode (root:nut 0640 stays root:nut 0640).
 fn write_atomically(target: &Path, content: &[u8]) -> Result<()> {
-    let mode = fs::metadata(target).map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    let temporary = sibling(target, "placard-new");
-    let mut out = fs::File::create(&temporary)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    out.write_all(content)?;
-    out.sync_all()?;
-    fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))?;
-    fs::rename(&temporary, target)
-        .with_context(|| format!("cannot replace {}", target.display()))?;
-    Ok(())
+    let attributes = Attributes::of_existing(target, Attributes::mode(0o644));
+    atomic::write_atomic(target, content, attributes, None)
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@
 //! A package whose .deb cannot be had is reported by name with apt's message, and the
 //! others go on. Programs run with an argv, never a shell line.
 
+use crate::system::command::{self, deadline};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -158,35 +158,26 @@ fn download_spec(package: &PackageVersion, native: Option<&str>) -> String {
 }
 
 fn native_architecture() -> Option<String> {
-    let output = Command::new("dpkg")
-        .arg("--print-architecture")
-        .env("LC_ALL", "C")
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    let output = command::run_ok(&["dpkg", "--print-architecture"], deadline::QUERY).ok()?;
+    Some(output.trim().to_string())
 }
 
 fn apt_download(specs: &[String], dir: &Path) -> Result<()> {
     // Short timeouts: an unreachable mirror must fail the package, not hang the run.
-    let output = Command::new("apt-get")
-        .args([
-            "download",
-            "-q",
-            "-o",
-            "Acquire::Retries=0",
-            "-o",
-            "Acquire::http::Timeout=20",
-            "-o",
-            "Acquire::https::Timeout=20",
-        ])
-        .args(specs)
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
+    let mut argv = vec![
+        "apt-get",
+        "download",
+        "-q",
+        "-o",
+        "Acquire::Retries=0",
+        "-o",
+        "Acquire::http::Timeout=20",
+        "-o",
+        "Acquire::https::Timeout=20",
+    ];
+    argv.extend(specs.iter().map(String::as_str));
+    let output = command::Program::new(&argv, deadline::APT)
+        .directory(dir)
         .output()
         .context("cannot run apt-get")?;
     if output.status.success() {
@@ -207,16 +198,17 @@ fn apt_download(specs: &[String], dir: &Path) -> Result<()> {
 
 /// Every file and link the .deb puts under /etc, relative to /etc, with its git mode.
 pub fn extract_etc(deb: &Path) -> Result<Vec<(String, Vec<u8>, i32)>> {
-    let mut child = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run dpkg-deb")?;
-    let stdout = child.stdout.take().context("dpkg-deb has no output")?;
+    let mut child = command::Program::new(
+        &[
+            std::ffi::OsStr::new("dpkg-deb"),
+            std::ffi::OsStr::new("--fsys-tarfile"),
+            deb.as_os_str(),
+        ],
+        deadline::SYSTEM,
+    )
+    .stream()
+    .context("cannot run dpkg-deb")?;
+    let stdout = child.stdout().context("dpkg-deb has no output")?;
     let mut files = Vec::new();
     let mut archive = tar::Archive::new(stdout);
     let read = (|| -> Result<()> {
@@ -254,16 +246,7 @@ pub fn extract_etc(deb: &Path) -> Result<Vec<(String, Vec<u8>, i32)>> {
         }
         Ok(())
     })();
-    let output = child
-        .wait_with_output()
-        .context("cannot wait for dpkg-deb")?;
-    if !output.status.success() {
-        bail!(
-            "`dpkg-deb --fsys-tarfile {}` failed: {}",
-            deb.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    child.finish()?;
     read.with_context(|| format!("cannot read the files of {}", deb.display()))?;
     Ok(files)
 }
@@ -335,7 +318,7 @@ mod tests {
         std::os::unix::fs::symlink("tools.conf", tree.join("etc/club/default.conf")).expect("link");
         std::fs::write(tree.join("usr/share/club/README"), "not config\n").expect("write");
         let deb = dir.path().join("club-tools.deb");
-        let built = Command::new("dpkg-deb")
+        let built = std::process::Command::new("dpkg-deb")
             .args(["--root-owner-group", "-b"])
             .arg(&tree)
             .arg(&deb)

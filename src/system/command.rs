@@ -284,6 +284,90 @@ impl Program {
     }
 }
 
+/// A program whose output is read as it comes (a .deb's files, larger than any cap);
+/// its deadline runs from its start, whether or not its output is being read.
+pub struct Streaming {
+    program: Program,
+    child: std::process::Child,
+    stderr: Option<mpsc::Receiver<Vec<u8>>>,
+    stop: mpsc::Sender<()>,
+    timed_out: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Program {
+    /// Starts the program with its stdout to be read through [`Streaming::stdout`].
+    pub fn stream(&self) -> Result<Streaming, CommandError> {
+        let (program, args) = self.argv.split_first().ok_or(CommandError::Empty)?;
+        let mut command = std::process::Command::new(program);
+        command
+            .args(args)
+            .env("LC_ALL", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("PATH", PATH)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        })?;
+        let group = Pid::from_raw(child.id() as i32);
+        let stderr = child.stderr.take().map(collect);
+        let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let timeout = self.timeout;
+        let flag = timed_out.clone();
+        thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(timeout) {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = killpg(group, Signal::SIGTERM);
+                thread::sleep(GRACE);
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+        });
+        Ok(Streaming {
+            program: self.clone(),
+            child,
+            stderr,
+            stop,
+            timed_out,
+        })
+    }
+}
+
+impl Streaming {
+    /// The program's output, to read to its end before [`Streaming::finish`].
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// Waits for the program; an error when it passed its deadline or failed.
+    pub fn finish(mut self) -> Result<Output, CommandError> {
+        drop(self.child.stdout.take());
+        let status = self.child.wait().map_err(|source| CommandError::Spawn {
+            program: self.program.describe(),
+            source,
+        })?;
+        let _ = self.stop.send(());
+        let output = Output {
+            status,
+            stdout: Vec::new(),
+            stderr: self.stderr.take().map(receive).unwrap_or_default(),
+        };
+        if self.timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(CommandError::TimedOut {
+                command: self.program.describe(),
+                timeout: self.program.timeout,
+                last_output: output.last_lines(12),
+            });
+        }
+        self.program.check(&output)?;
+        Ok(output)
+    }
+}
+
 /// Runs `argv` within `timeout` and returns its stdout; a nonzero exit is an error.
 pub fn run_ok<S: Into<OsString> + Clone>(
     argv: &[S],

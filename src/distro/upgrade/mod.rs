@@ -32,12 +32,13 @@ pub mod markers;
 pub mod sources;
 pub mod validate;
 
+use crate::system::atomic::{self, Attributes};
+use crate::system::command::{deadline, Program};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 use git2::{Oid, Repository};
@@ -219,9 +220,23 @@ impl Worktree {
         self.root.join("files").join(path)
     }
 
-    fn state(&self) -> Option<State> {
-        let text = fs::read(self.root.join("state.json")).ok()?;
-        serde_json::from_slice(&text).ok()
+    /// The state of an upgrade under way. A state that cannot be read stops the run:
+    /// it holds the merge base, and starting over without it would merge against the
+    /// wrong pristine files.
+    fn state(&self) -> Result<Option<State>> {
+        let path = self.root.join("state.json");
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        serde_json::from_slice(&text).map(Some).with_context(|| {
+            format!(
+                "{} cannot be read, and it records the upgrade's merge base; nothing was changed. \
+                 Restore it from a backup, or remove it to start the upgrade's merge over",
+                path.display()
+            )
+        })
     }
 
     fn save_state(&self, state: &State) -> Result<()> {
@@ -239,7 +254,10 @@ impl Worktree {
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 Ok(list.into_iter().map(|c| (c.path.clone(), c)).collect())
             }
-            Err(_) => Ok(BTreeMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            // Taking an unreadable list for "no conflicts" would let resolve finish an
+            // upgrade whose files still wait for the admin.
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
@@ -261,40 +279,11 @@ impl Worktree {
     }
 }
 
-/// Writes `content` to `path` through a temporary file in the same folder and a rename,
-/// keeping the mode and owner of the file it replaces (sudoers is 0440).
+/// Writes `content` to `path` atomically, keeping the mode and owner of the file it
+/// replaces (sudoers is 0440).
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let folder = path
-        .parent()
-        .with_context(|| format!("{} has no folder", path.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = folder.join(format!(".placard-new-{name}"));
-    let existing = fs::metadata(path).ok();
-    let mode = existing.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    file.write_all(content)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    drop(file);
-    if let Some(meta) = &existing {
-        let _ = nix::unistd::chown(
-            &temporary,
-            Some(nix::unistd::Uid::from_raw(meta.uid())),
-            Some(nix::unistd::Gid::from_raw(meta.gid())),
-        );
-    }
-    fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))?;
-    fs::rename(&temporary, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
+    let attributes = Attributes::of_existing(path, Attributes::mode(0o644));
+    atomic::write_atomic(path, content, attributes, None)
 }
 
 /// The release the host runs, from os-release.
@@ -402,19 +391,13 @@ fn configure_pending(log: &Path) -> Option<String> {
 }
 
 fn apt_get(args: &[&str], log: &Path) -> Result<String> {
-    let output = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .env("APT_LISTCHANGES_FRONTEND", "none")
+    let mut argv = vec!["apt-get"];
+    argv.extend(args);
+    // A release upgrade downloads and unpacks hundreds of packages: hours, not minutes.
+    let output = Program::new(&argv, 4 * deadline::APT)
         .env("NEEDRESTART_MODE", "a")
         // ucf asks about its files itself; this is its --force-confold.
         .env("UCF_FORCE_CONFFOLD", "1")
-        .env("LC_ALL", "C")
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .stdin(Stdio::null())
         .output()
         .context("cannot run apt-get")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -603,7 +586,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
     let installed = installed_release()?;
     let worktree = Worktree::open(Path::new(WORKTREE))?;
     let state = worktree
-        .state()
+        .state()?
         .filter(|s| s.release == release && !s.finished);
     let from = match release_number(&installed) {
         Some(number) if number + 1 == target => installed.clone(),
@@ -877,7 +860,9 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
 
         for (path, merged, reason) in conflicts {
             let file = worktree.leave(&path, &merged.text)?;
-            let secret = git.is_path_ignored(&path).unwrap_or(false);
+            let secret = git.is_path_ignored(&path).with_context(|| {
+                format!("cannot tell whether /etc/{path} is kept out of git, so whether its conflicts may be shown")
+            })?;
             let conflict = Conflict {
                 path: path.clone(),
                 method: serde_json::to_value(merged.method).unwrap_or_default(),

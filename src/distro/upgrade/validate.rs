@@ -21,8 +21,8 @@
 //! When the program is not installed, the file is written unchecked and the report says
 //! so. Programs run with an argv, never a shell line.
 
+use crate::system::command::{deadline, Program, PATH};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validator {
@@ -69,9 +69,6 @@ pub fn for_path(path: &str) -> Option<Validator> {
     }
 }
 
-/// Where the validators live on Debian; the agent's PATH over SSH may lack sbin.
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// What a validator said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -93,12 +90,7 @@ impl Validator {
         if !self.installed() {
             return Verdict::NotInstalled;
         }
-        let output = Command::new(self.argv[0])
-            .args(&self.argv[1..])
-            .env("PATH", PATH)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output();
+        let output = Program::new(self.argv, deadline::VALIDATE).output();
         match output {
             Ok(output) if output.status.success() => Verdict::Passed,
             Ok(output) => {
@@ -120,11 +112,9 @@ impl Validator {
     pub fn reload(&self) -> Option<String> {
         let unit = self.unit?;
         let systemctl = |args: &[&str]| {
-            Command::new("systemctl")
-                .args(args)
-                .env("PATH", PATH)
-                .stdin(Stdio::null())
-                .output()
+            let mut argv = vec!["systemctl"];
+            argv.extend(args);
+            Program::new(&argv, deadline::SYSTEM).output()
         };
         let enabled = systemctl(&["is-enabled", "--quiet", unit]).is_ok_and(|o| o.status.success());
         if !enabled {
