@@ -19,6 +19,11 @@
 //! classifies /etc against it (`placard etc drift`); [`merge`] merges a site's changes
 //! onto new pristine files, setting by setting where the file is a list of settings.
 //!
+//! At the bottom, [`system`] is how placard touches a host, and everything above calls
+//! it: programs run as an argv under a deadline, files replaced atomically with a journal
+//! of what a run is about to leave on disk, and /etc's git. A run killed at any instant
+//! is undone by the next one before it does anything else.
+//!
 //! [`sandbox`] boots local Debian hosts with systemd-nspawn, for trying roles and for
 //! the tests. [`commands`] ties the pieces to the command line ([`cli`]).
 

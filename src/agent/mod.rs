@@ -297,17 +297,24 @@ fn etc_init(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
             json!({ "init": { "created": false, "message": format!("{} is already a git repository; nothing was written", etc.display()) } }),
         );
     }
-    repo.update_ignores(&BTreeSet::new())?;
+    let private = repo.update_ignores(&BTreeSet::new())?;
     let files = repo.changes()?;
     let commit = repo.commit_all(
         "placard etc init: /etc as found",
         &file_list(files.iter().map(String::as_str)),
     )?;
-    let message = format!(
+    let mut message = format!(
         "created a git repository in {} and committed {} files",
         etc.display(),
         files.len()
     );
+    if !private.is_empty() {
+        message.push_str(&format!(
+            "; kept out, as they are not world-readable and may hold secrets: {} \
+             (to record one anyway, add `!/PATH` to /etc/.gitignore after placard's section)",
+            private.join(", ")
+        ));
+    }
     Ok(json!({ "init": { "created": true, "commit": commit, "message": message } }))
 }
 
