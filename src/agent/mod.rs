@@ -297,7 +297,7 @@ fn etc_init(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
             json!({ "init": { "created": false, "message": format!("{} is already a git repository; nothing was written", etc.display()) } }),
         );
     }
-    let private = repo.update_ignores(&BTreeSet::new())?;
+    let private = repo.update_ignores(&etc_git::Declared::load(&paths.state)?)?;
     let files = repo.changes()?;
     let commit = repo.commit_all(
         "placard etc init: /etc as found",
@@ -350,7 +350,7 @@ fn apply(
     let mut context = Context::new(check);
     let state = state::State::new(&paths.state);
     let mut pending = state::PendingHandlers::default();
-    let mut sensitive = BTreeSet::new();
+    let mut declared = etc_git::Declared::default();
     let repo = if check {
         None
     } else {
@@ -373,9 +373,9 @@ fn apply(
                 ),
             );
         }
-        sensitive = state.sensitive_paths()?;
+        declared = etc_git::Declared::load(&paths.state)?;
         pending = state.pending_handlers()?;
-        for file in repo.update_ignores(&sensitive)? {
+        for file in repo.update_ignores(&declared)? {
             notice(emit, private_file_notice(&file));
         }
         let stray = repo.changes()?;
@@ -416,7 +416,7 @@ fn apply(
         renderer: &renderer,
         state: &state,
         repo: repo.as_ref(),
-        sensitive: &mut sensitive,
+        declared: &mut declared,
         context: &mut context,
     };
     let (mut ok, mut changed, mut failed) = (0, 0, 0);
@@ -572,9 +572,9 @@ fn apply(
     }
 
     if let (Some(repo), false) = (&repo, check) {
-        let mut all_sensitive = context.sensitive_paths.clone();
-        all_sensitive.extend(sensitive.iter().cloned());
-        for file in repo.update_ignores(&all_sensitive)? {
+        let mut all = tasks.declared.clone();
+        all.secret.extend(context.sensitive_paths.iter().cloned());
+        for file in repo.update_ignores(&all)? {
             emit(Event::Notice {
                 message: private_file_notice(&file),
             });
@@ -630,8 +630,8 @@ struct TaskRun<'a> {
     renderer: &'a Renderer,
     state: &'a state::State,
     repo: Option<&'a etc_git::EtcRepo>,
-    /// Secret-bearing paths recorded in the agent's state, from this and earlier runs.
-    sensitive: &'a mut BTreeSet<std::path::PathBuf>,
+    /// What the roles said of the files they wrote, in this and earlier runs.
+    declared: &'a mut etc_git::Declared,
     context: &'a mut Context,
 }
 
@@ -648,7 +648,7 @@ impl TaskRun<'_> {
             self.context,
             self.repo,
             self.state,
-            self.sensitive,
+            self.declared,
         )
     }
 }
@@ -660,7 +660,7 @@ fn run_task(
     context: &mut Context,
     repo: Option<&etc_git::EtcRepo>,
     state: &state::State,
-    sensitive: &mut BTreeSet<std::path::PathBuf>,
+    declared: &mut etc_git::Declared,
 ) -> Result<crate::resource::Outcome> {
     renderer.take_used_secret();
     let rendered = renderer
@@ -669,13 +669,17 @@ fn run_task(
     context.sensitive = renderer.take_used_secret() || rendered.holds_secret();
     // A file about to hold a secret is recorded in the agent's state and kept out of
     // /etc's git before it is written, so that a run interrupted after writing it
-    // cannot leave it to the next stray commit, even if .gitignore were lost.
-    if let (true, Some(repo), Some(path)) = (context.sensitive, repo, rendered.path()) {
-        let path = std::path::PathBuf::from(path);
-        if sensitive.insert(path.clone()) {
-            state.set_sensitive_paths(sensitive)?;
+    // cannot leave it to the next stray commit, even if .gitignore were lost. A file
+    // rendered without one is recorded as public: it may be committed though private.
+    if let (Some(repo), Some(path)) = (repo, rendered.path()) {
+        declared.declare(
+            std::path::Path::new(path),
+            context.sensitive,
+            state.folder(),
+        )?;
+        if context.sensitive {
+            repo.update_ignores(declared)?;
         }
-        repo.update_ignores(&BTreeSet::from([path]))?;
     }
     rendered.run(context)
 }

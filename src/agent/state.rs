@@ -5,15 +5,13 @@
 //!   task notifies one, cleared once the handlers ran; a killed run leaves them to the
 //!   next one, which would otherwise find the new files already in place and never
 //!   reload the daemon that reads them.
-//! - `sensitive-paths.json`: every file a role wrote with a secret in it. /etc's
-//!   .gitignore lists them too, but an admin may edit that file; this list is the
-//!   agent's own, and is merged back into .gitignore at every run.
+//! - `sensitive-paths.json` and `public-paths.json`: what the roles said of the files
+//!   they wrote (see [`crate::system::etc_git::Declared`]).
 //! - `journal/`: see [`crate::system::journal`].
 //!
 //! A state file that cannot be read stops the run and says which file: guessing would
 //! lose a reload or let a secret into git.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -23,7 +21,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::system::atomic::{self, Attributes};
 
-pub const STATE_DIR: &str = "/var/lib/placard";
+pub use crate::system::STATE_DIR;
 
 /// Handlers notified and not yet run: (role, handler) by name.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,12 +60,8 @@ impl State {
         self.write("pending-handlers.json", pending)
     }
 
-    pub fn sensitive_paths(&self) -> Result<BTreeSet<PathBuf>> {
-        Ok(self.read("sensitive-paths.json")?.unwrap_or_default())
-    }
-
-    pub fn set_sensitive_paths(&self, paths: &BTreeSet<PathBuf>) -> Result<()> {
-        self.write("sensitive-paths.json", paths)
+    pub fn folder(&self) -> &Path {
+        &self.folder
     }
 
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
@@ -120,11 +114,8 @@ mod tests {
             .unwrap();
         assert!(!dir.path().join("pending-handlers.json").exists());
 
-        let paths = BTreeSet::from([PathBuf::from("/etc/nut/upsd.users")]);
-        state.set_sensitive_paths(&paths).unwrap();
-        assert_eq!(state.sensitive_paths().unwrap(), paths);
-        fs::write(dir.path().join("sensitive-paths.json"), "{half").unwrap();
-        let error = format!("{:#}", state.sensitive_paths().unwrap_err());
+        fs::write(dir.path().join("pending-handlers.json"), "{half").unwrap();
+        let error = format!("{:#}", state.pending_handlers().unwrap_err());
         assert!(error.contains("is not what placard wrote there"), "{error}");
     }
 }

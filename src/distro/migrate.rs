@@ -24,7 +24,7 @@ use super::host::{self, Roots};
 use crate::merge::{self, Issue};
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{self, deadline};
-use crate::system::etc_git::EtcRepo;
+use crate::system::etc_git::{Declared, EtcRepo};
 
 /// Where conflicts are left for the admin, outside /etc; emptied at each migrate.
 pub const CONFLICTS_DIR: &str = "/var/lib/placard/migrate";
@@ -129,7 +129,7 @@ pub fn load(dir: &Path) -> Result<(String, Vec<MigrateFile>)> {
 pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Result<Migration> {
     let repo = EtcRepo::open(etc)?
         .with_context(|| format!("{} is not a git repository", etc.display()))?;
-    repo.update_ignores(&Default::default())?;
+    repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
     let stray = repo.changes()?;
     repo.commit_all(
         "changes found before placard etc migrate",

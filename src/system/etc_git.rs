@@ -28,6 +28,77 @@ use git2::{IndexAddOption, Repository, Signature, StatusOptions};
 use super::atomic::{self, Attributes};
 use super::command::{self, deadline};
 
+/// What the roles said of the files they wrote: with a secret in them, or without one.
+/// Kept in the agent's state folder, because an admin may edit /etc/.gitignore: a
+/// secret-bearing file stays out of history whatever that file says, and a file a role
+/// rendered from the site without a secret (sudoers.d/placard-admins, 0440) may be
+/// recorded though it is private, since its content is in the site's repository anyway.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Declared {
+    pub secret: BTreeSet<PathBuf>,
+    pub public: BTreeSet<PathBuf>,
+}
+
+impl Declared {
+    const SECRET_FILE: &'static str = "sensitive-paths.json";
+    const PUBLIC_FILE: &'static str = "public-paths.json";
+
+    /// Reads both lists from `state`; a list that cannot be read stops the run.
+    pub fn load(state: &Path) -> Result<Declared> {
+        Ok(Declared {
+            secret: read_list(&state.join(Self::SECRET_FILE))?,
+            public: read_list(&state.join(Self::PUBLIC_FILE))?,
+        })
+    }
+
+    /// Records what a role said of `path`, in memory and, when it is news, in `state`.
+    pub fn declare(&mut self, path: &Path, secret: bool, state: &Path) -> Result<()> {
+        let (mine, other, file) = if secret {
+            (&mut self.secret, &mut self.public, Self::SECRET_FILE)
+        } else {
+            (&mut self.public, &mut self.secret, Self::PUBLIC_FILE)
+        };
+        if !mine.insert(path.to_path_buf()) {
+            return Ok(());
+        }
+        write_list(&state.join(file), mine)?;
+        // A file that now holds no secret may still have held one: it stays secret
+        // until the admin says otherwise. A file that now holds a secret stops being public.
+        if secret && other.remove(path) {
+            write_list(&state.join(Self::PUBLIC_FILE), other)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_list(path: &Path) -> Result<BTreeSet<PathBuf>> {
+    let text = match fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is not what placard wrote there, and it says which files must stay out of /etc's git; \
+             nothing was changed. Look at it, fix or remove it, then run again",
+            path.display()
+        )
+    })
+}
+
+fn write_list(path: &Path, list: &BTreeSet<PathBuf>) -> Result<()> {
+    if let Some(folder) = path.parent() {
+        fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+    }
+    atomic::write_atomic(
+        path,
+        &serde_json::to_vec_pretty(list)?,
+        Attributes::mode(0o600),
+        None,
+    )
+}
+
 pub const BEGIN: &str = "# begin section managed by placard";
 pub const END: &str = "# end section managed by placard";
 
@@ -81,10 +152,11 @@ impl EtcRepo {
         ))
     }
 
-    /// Writes our .gitignore section with `sensitive` and every file that is not
-    /// world-readable added to what it already lists; returns the private files it
-    /// added, relative to /etc, for the run to name.
-    pub fn update_ignores(&self, sensitive: &BTreeSet<PathBuf>) -> Result<Vec<String>> {
+    /// Writes our .gitignore section with the declared secrets and every private file
+    /// added to what it already lists; returns the private files it added, relative to
+    /// /etc, for the run to name. A file declared public leaves the section, unless it
+    /// is also declared secret.
+    pub fn update_ignores(&self, declared: &Declared) -> Result<Vec<String>> {
         let path = self.root.join(".gitignore");
         let current = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -95,15 +167,25 @@ impl EtcRepo {
         let (before, ours, after) = split_section(&current);
         let mut entries: BTreeSet<String> = ours.into_iter().collect();
         entries.extend(ALWAYS_IGNORED.iter().map(|s| s.to_string()));
-        for file in sensitive {
-            if let Ok(relative) = file.strip_prefix(&self.root) {
-                entries.insert(format!("/{}", relative.display()));
-            }
-        }
+        let relative = |file: &PathBuf| {
+            file.strip_prefix(&self.root)
+                .ok()
+                .map(|r| format!("/{}", r.display()))
+        };
+        let secret: BTreeSet<String> = declared.secret.iter().filter_map(relative).collect();
+        let public: BTreeSet<String> = declared
+            .public
+            .iter()
+            .filter_map(relative)
+            .filter(|p| !secret.contains(p))
+            .collect();
+        entries.retain(|entry| !public.contains(entry));
+        entries.extend(secret);
         let mut private = Vec::new();
-        for relative in self.private_files()? {
-            if entries.insert(format!("/{relative}")) {
-                private.push(relative);
+        for file in self.private_files()? {
+            let entry = format!("/{file}");
+            if !public.contains(&entry) && entries.insert(entry) {
+                private.push(file);
             }
         }
         let mut text = before;
@@ -128,6 +210,8 @@ impl EtcRepo {
 
     /// Files git would record (tracked, or new and not ignored) that others cannot
     /// read, relative to /etc. A file that cannot be examined counts as private.
+    /// etckeeper's own metadata (0600, owners and modes, no secret) is etckeeper's to
+    /// commit: its pre-commit hook adds it, and would fail were it ignored.
     fn private_files(&self) -> Result<Vec<String>> {
         let mut candidates: BTreeSet<String> = BTreeSet::new();
         let index = self.repo.index().context("cannot read /etc's git index")?;
@@ -143,6 +227,8 @@ impl EtcRepo {
             .include_ignored(false);
         let statuses = self.repo.statuses(Some(&mut options))?;
         candidates.extend(statuses.iter().filter_map(|s| s.path().map(str::to_string)));
+        candidates.remove(".etckeeper");
+        candidates.remove(".gitignore");
         let mut private = Vec::new();
         for relative in candidates {
             let path = self.root.join(&relative);
@@ -455,8 +541,11 @@ mod tests {
         assert!(repo.commit_all("first", "").unwrap().is_some());
         assert!(repo.changes().unwrap().is_empty());
         // Marking the file as secret takes it out of the next commit.
-        repo.update_ignores(&[root.join("upsd.users")].into_iter().collect())
-            .unwrap();
+        repo.update_ignores(&Declared {
+            secret: [root.join("upsd.users")].into_iter().collect(),
+            public: BTreeSet::new(),
+        })
+        .unwrap();
         repo.commit_all("second", "").unwrap().expect("a commit");
         let head = repo.repo.head().unwrap().peel_to_tree().unwrap();
         assert!(
@@ -487,7 +576,7 @@ mod tests {
         fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
         fs::write(root.join("private/readable-inside"), "x\n").unwrap();
         let (repo, _) = EtcRepo::open_or_init(root).unwrap();
-        let private = repo.update_ignores(&BTreeSet::new()).unwrap();
+        let private = repo.update_ignores(&Declared::default()).unwrap();
         assert_eq!(private, vec!["postsrsd.secret", "private/readable-inside"]);
         repo.commit_all("first", "").unwrap().expect("a commit");
         let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
@@ -495,7 +584,9 @@ mod tests {
         assert!(tree.get_name("private").is_none());
         assert!(tree.get_name("hostname").is_some());
         assert!(
-            repo.update_ignores(&BTreeSet::new()).unwrap().is_empty(),
+            repo.update_ignores(&Declared::default())
+                .unwrap()
+                .is_empty(),
             "named once"
         );
 
@@ -503,7 +594,10 @@ mod tests {
         let mut ignore = fs::read_to_string(root.join(".gitignore")).unwrap();
         ignore.push_str("!/postsrsd.secret\n");
         fs::write(root.join(".gitignore"), ignore).unwrap();
-        assert!(repo.update_ignores(&BTreeSet::new()).unwrap().is_empty());
+        assert!(repo
+            .update_ignores(&Declared::default())
+            .unwrap()
+            .is_empty());
         repo.commit_all("second", "").unwrap().expect("a commit");
         let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
         assert!(tree.get_name("postsrsd.secret").is_some());
@@ -535,5 +629,44 @@ mod tests {
         assert_eq!(said.len(), 2, "{said:?}");
         assert!(!lock.exists());
         assert!(repo.commit_all("second", "").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_private_file_a_role_rendered_without_a_secret_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("etc");
+        let state = dir.path().join("state");
+        fs::create_dir_all(root.join("sudoers.d")).unwrap();
+        let sudoers = root.join("sudoers.d/placard-admins");
+        fs::write(&sudoers, "%placard-admins ALL=(ALL:ALL) ALL\n").unwrap();
+        fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440)).unwrap();
+        let (repo, _) = EtcRepo::open_or_init(&root).unwrap();
+        // Found before any role said anything: private, so kept out.
+        assert_eq!(
+            repo.update_ignores(&Declared::load(&state).unwrap())
+                .unwrap(),
+            vec!["sudoers.d/placard-admins"]
+        );
+        let mut declared = Declared::load(&state).unwrap();
+        declared.declare(&sudoers, false, &state).unwrap();
+        assert_eq!(
+            Declared::load(&state).unwrap(),
+            declared,
+            "kept in the state"
+        );
+        assert!(repo.update_ignores(&declared).unwrap().is_empty());
+        repo.commit_all("first", "").unwrap().expect("a commit");
+        let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
+        assert!(tree.get_path(Path::new("sudoers.d/placard-admins")).is_ok());
+        // The same file with a secret in it leaves history's next commits.
+        declared.declare(&sudoers, true, &state).unwrap();
+        let loaded = Declared::load(&state).unwrap();
+        assert!(loaded.secret.contains(&sudoers) && !loaded.public.contains(&sudoers));
+        repo.update_ignores(&loaded).unwrap();
+        repo.commit_all("second", "").unwrap().expect("a commit");
+        let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
+        assert!(tree
+            .get_path(Path::new("sudoers.d/placard-admins"))
+            .is_err());
     }
 }

@@ -11,6 +11,9 @@
 //! - [`etc_git`]: /etc as a git repository, with stale locks cleared and secrets kept
 //!   out of history.
 
+/// The agent's own state on a host: journal, pending handlers, declared paths.
+pub const STATE_DIR: &str = "/var/lib/placard";
+
 pub mod atomic;
 pub mod command;
 pub mod etc_git;

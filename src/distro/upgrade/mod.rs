@@ -34,7 +34,7 @@ pub mod validate;
 
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{deadline, Program};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -49,7 +49,7 @@ use super::host::{self, Roots};
 use super::pristine::{Unavailable, MODE_LINK};
 use crate::merge::{self, Issue, Method};
 use crate::plan::Event;
-use crate::system::etc_git::EtcRepo;
+use crate::system::etc_git::{Declared, EtcRepo};
 use validate::{Validator, Verdict};
 
 /// Debian releases placard can upgrade between, by codename, with their numbers.
@@ -620,7 +620,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         still_invalid: Vec::new(),
     };
     // 1. The merge base: the distro branch of the installed packages.
-    repo.update_ignores(&BTreeSet::new())?;
+    repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
     let stray = repo.changes()?;
     if let Some(id) = commit(
         emit,
@@ -988,7 +988,7 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
                 .push((path.clone(), format!("cannot read it: {error}"))),
         }
     }
-    repo.update_ignores(&BTreeSet::new())?;
+    repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
     let stray = repo.changes()?;
     repo.commit_all("changes found before placard run", &list(&stray))?;
     for (_, group) in by_validator(
