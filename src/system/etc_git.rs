@@ -234,7 +234,7 @@ impl EtcRepo {
             let path = self.root.join(&relative);
             let readable = match fs::symlink_metadata(&path) {
                 Ok(metadata) if metadata.file_type().is_symlink() => true,
-                Ok(metadata) => metadata.mode() & 0o004 != 0 && self.folders_open(&relative)?,
+                Ok(metadata) => metadata.mode() & 0o004 != 0,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                 Err(_) => false,
             };
@@ -250,19 +250,6 @@ impl EtcRepo {
             }
         }
         Ok(private)
-    }
-
-    /// Whether every folder between /etc and `relative` lets others in.
-    fn folders_open(&self, relative: &str) -> Result<bool> {
-        let mut folder = Path::new(relative).parent();
-        while let Some(current) = folder.filter(|f| !f.as_os_str().is_empty()) {
-            let metadata = fs::metadata(self.root.join(current));
-            if !metadata.is_ok_and(|m| m.mode() & 0o001 != 0) {
-                return Ok(false);
-            }
-            folder = current.parent();
-        }
-        Ok(true)
     }
 
     /// Removes git lock files that a killed run left (no process has them open);
@@ -572,16 +559,17 @@ mod tests {
             fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        fs::create_dir_all(root.join("private")).unwrap();
-        fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
-        fs::write(root.join("private/readable-inside"), "x\n").unwrap();
+        // A world-readable file in a closed folder, like /etc/dkimkeys/NAME.public.
+        fs::create_dir_all(root.join("dkimkeys")).unwrap();
+        fs::set_permissions(root.join("dkimkeys"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(root.join("dkimkeys/mail.public"), "p=MIIB\n").unwrap();
         let (repo, _) = EtcRepo::open_or_init(root).unwrap();
         let private = repo.update_ignores(&Declared::default()).unwrap();
-        assert_eq!(private, vec!["postsrsd.secret", "private/readable-inside"]);
+        assert_eq!(private, vec!["postsrsd.secret"]);
         repo.commit_all("first", "").unwrap().expect("a commit");
         let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
         assert!(tree.get_name("postsrsd.secret").is_none());
-        assert!(tree.get_name("private").is_none());
+        assert!(tree.get_path(Path::new("dkimkeys/mail.public")).is_ok());
         assert!(tree.get_name("hostname").is_some());
         assert!(
             repo.update_ignores(&Declared::default())
