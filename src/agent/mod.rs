@@ -137,6 +137,10 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
         );
     }
     let started = Instant::now();
+    // The bootstrap over SSH runs with umask 077 (for the uploaded binary); the programs
+    // the agent runs — apt, maintainer scripts, a role's commands — get Debian's 022,
+    // as in a root shell. Files the agent writes itself take explicit modes.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     match &bundle.job {
         Job::Facts => emit(Event::Output {
             data: serde_json::to_value(Facts::gather())?,
