@@ -13,6 +13,7 @@
 //!   writes the draft on the controller;
 //! - [`migrate`] replays a draft's patches onto a new host's own pristine files
 //!   (`placard etc migrate`).
+//! - [`successors`] says where the settings of a conffile a release dropped go;
 //! - [`upgrade`] drives a release upgrade and merges the distro's changes into the
 //!   locally modified conffiles (`placard etc upgrade`, `placard etc resolve`).
 //!
@@ -28,5 +29,6 @@ pub mod drift;
 pub mod host;
 pub mod migrate;
 pub mod pristine;
+pub mod successors;
 pub mod tables;
 pub mod upgrade;

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::renames;
-use super::{Issue, Notice};
+use super::{Issue, Notice, Translation};
 
 /// The syntaxes placard merges by setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +62,22 @@ impl Syntax {
             Some(Syntax::Ini)
         } else {
             None
+        }
+    }
+
+    /// A key as the parser names it (sshd's keywords are case-insensitive).
+    pub fn key_id(self, key: &str) -> String {
+        match self {
+            Syntax::Sshd => key.to_ascii_lowercase(),
+            _ => key.to_string(),
+        }
+    }
+
+    /// One setting written in this syntax.
+    pub fn setting_line(self, key: &str, value: &str) -> String {
+        match self {
+            Syntax::Sshd => format!("{key} {value}"),
+            _ => format!("{key} = {value}"),
         }
     }
 
@@ -279,6 +295,8 @@ pub struct SettingsMerge {
     pub replayed: Vec<Replayed>,
     /// Settings both sides changed, differently: the site's value was kept.
     pub notices: Vec<Notice>,
+    /// Settings the new release renamed, translated by rule ([`renames`]).
+    pub translations: Vec<Translation>,
     pub issues: Vec<Issue>,
 }
 
@@ -311,6 +329,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
     let mut plan = Output::new(&theirs_parsed);
     let mut replayed = Vec::new();
     let mut notices = Vec::new();
+    let mut translations = Vec::new();
     let mut issues = Vec::new();
     // The site's settings in the order it wrote them, then those it removed.
     let removed = base_settings
@@ -328,17 +347,63 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             continue; // not a site change, or the new release already agrees
         }
         let (section, key) = id.clone();
-        // A setting the new release renamed: it neither sets nor shows the old name.
-        if after.is_some() && distro.is_none() && !mentions(&theirs_parsed, syntax, &key) {
-            if let Some(rename) = renames::lookup(syntax, &key) {
+        // A setting the new release renamed: it no longer sets the old name, and either
+        // no longer shows it or shows one of the new names too.
+        let renamed = renames::lookup(syntax, &key).filter(|rename| {
+            distro.is_none()
+                && (!mentions(&theirs_parsed, syntax, &key)
+                    || rename
+                        .new
+                        .iter()
+                        .any(|new| mentions(&theirs_parsed, syntax, &syntax.key_id(new))))
+        });
+        if let (Some(rename), Some(values)) = (renamed, after) {
+            let translated = match values.as_slice() {
+                [value] => rename.translate(value),
+                _ => None,
+            };
+            let Some(translated) = translated else {
                 issues.push(Issue::Renamed {
                     key,
-                    values: after.cloned().unwrap_or_default(),
+                    values: values.clone(),
                     new_names: rename.new_names(),
                     note: rename.note.to_string(),
                 });
                 continue;
+            };
+            let indent = site_text(&ours_parsed, &id, &base_lines)
+                .lines()
+                .last()
+                .map(|line| line[..line.len() - line.trim_start().len()].to_string())
+                .unwrap_or_default();
+            let mut written = Vec::new();
+            for (new_key, new_value) in &translated.settings {
+                let new_id = (section.clone(), syntax.key_id(new_key));
+                // The site's own setting of the new name, if any, is replayed as it is.
+                if ours_settings.contains_key(&new_id) {
+                    continue;
+                }
+                let line = syntax.setting_line(new_key, new_value);
+                plan.set(&new_id, format!("{indent}{line}\n"), syntax, &theirs_parsed);
+                written.push(line);
             }
+            let mut unset = Vec::new();
+            for name in &translated.unset {
+                let unset_id = (section.clone(), syntax.key_id(name));
+                if !ours_settings.contains_key(&unset_id) && theirs_settings.contains_key(&unset_id)
+                {
+                    plan.comment_out(&unset_id, syntax);
+                    unset.push(name.clone());
+                }
+            }
+            translations.push(Translation::new(
+                section,
+                syntax.setting_line(rename.old, &values.join(" ")),
+                written,
+                unset,
+                rename.note,
+            ));
+            continue;
         }
         // Both sides changed it, differently: the site's value is replayed like any
         // other site change, and the admin is told of Debian's new default.
@@ -389,6 +454,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
         text: plan.render(),
         replayed,
         notices,
+        translations,
         issues,
     }
 }

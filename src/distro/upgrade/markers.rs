@@ -267,6 +267,7 @@ mod tests {
             text: theirs.to_string(),
             replayed: Vec::new(),
             notices: Vec::new(),
+            translations: Vec::new(),
             issues: vec![Issue::Conflict {
                 section: String::new(),
                 key: "auth_mechanisms".into(),
