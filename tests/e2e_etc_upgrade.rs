@@ -278,25 +278,41 @@ fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles
     for file in &moved {
         eprintln!("  moved {file}");
     }
-    assert!(missing.is_empty(), "site settings not in live /etc: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "site settings not in live /etc: {missing:#?}"
+    );
     // Item 2: Dovecot 2.4's renames translated by rule, checked by doveconf.
     for (path, old) in [
         ("dovecot/conf.d/10-auth.conf", "disable_plaintext_auth = no"),
-        ("dovecot/conf.d/10-mail.conf", "mail_location = maildir:~/Maildir"),
+        (
+            "dovecot/conf.d/10-mail.conf",
+            "mail_location = maildir:~/Maildir",
+        ),
     ] {
-        assert!(merged.contains(&path.to_string()), "{path} merged: {upgrade:#}");
         assert!(
-            translations.iter().any(|t| t.contains(path) && t.contains(old)),
+            merged.contains(&path.to_string()),
+            "{path} merged: {upgrade:#}"
+        );
+        assert!(
+            translations
+                .iter()
+                .any(|t| t.contains(path) && t.contains(old)),
             "{old} translated in {path}: {translations:?}"
         );
         assert!(!bed.ssh(&format!("cat /etc/{path}")).contains(old));
     }
     let dovecot = bed.ssh_output("doveconf -n >/dev/null");
-    assert!(dovecot.status.success(), "doveconf -n: {}", stderr(&dovecot));
+    assert!(
+        dovecot.status.success(),
+        "doveconf -n: {}",
+        stderr(&dovecot)
+    );
     // Item 1: sysctl.conf, dropped by Debian 13, moved to sysctl.d, named in the report.
     assert!(
-        moved.iter().any(|m| m["path"] == "sysctl.conf"
-            && m["successor"] == "sysctl.d/99-site.conf"),
+        moved
+            .iter()
+            .any(|m| m["path"] == "sysctl.conf" && m["successor"] == "sysctl.d/99-site.conf"),
         "{upgrade:#}"
     );
     assert!(bed.read("/etc/sysctl.conf.dpkg-bak").is_none());
@@ -337,7 +353,11 @@ fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles
     }
     for path in &merged {
         let live = bed.ssh(&format!("cat /etc/{path}"));
-        for ((_, line), places) in SITE_LINES.iter().zip(LIVE_AFTER).filter(|((p, _), _)| p == path) {
+        for ((_, line), places) in SITE_LINES
+            .iter()
+            .zip(LIVE_AFTER)
+            .filter(|((p, _), _)| p == path)
+        {
             for (_, live_line) in places.iter().filter(|(p, _)| p == path) {
                 assert!(
                     live.lines().any(|l| l == *live_line),

@@ -74,9 +74,13 @@ mod tests {
         let base = "# /etc/sysctl.conf\n#kernel.printk = 3 4 1 3\n#net.ipv4.ip_forward=1\n";
         let ours = "# /etc/sysctl.conf\n#kernel.printk = 3 4 1 3\nnet.ipv4.ip_forward=1\n# less swapping\nvm.swappiness = 10\n";
         let merged = moved_text(successor, base, ours, None).expect("a clean move");
-        assert!(merged.text.starts_with("# The site's settings from /etc/sysctl.conf"));
+        assert!(merged
+            .text
+            .starts_with("# The site's settings from /etc/sysctl.conf"));
         assert!(merged.text.contains("\nnet.ipv4.ip_forward=1\n"));
-        assert!(merged.text.contains("\n# less swapping\nvm.swappiness = 10\n"));
+        assert!(merged
+            .text
+            .contains("\n# less swapping\nvm.swappiness = 10\n"));
         assert!(!merged.text.contains("kernel.printk"), "{}", merged.text);
         assert_eq!(merged.replayed.len(), 2);
         // A successor the site already has keeps its own lines.

@@ -161,7 +161,9 @@ const MAIL_LOCATION_KEYS: &[(&str, &str)] = &[
     ("MAILBOXDIR", "mailbox_root_directory_name"),
 ];
 
-const MAIL_DRIVERS: &[&str] = &["maildir", "mbox", "sdbox", "mdbox", "dbox", "imapc", "pop3c"];
+const MAIL_DRIVERS: &[&str] = &[
+    "maildir", "mbox", "sdbox", "mdbox", "dbox", "imapc", "pop3c",
+];
 
 /// `maildir:~/Maildir:INDEX=/var/index/%u` → `mail_driver = maildir`,
 /// `mail_path = ~/Maildir`, `mail_index_path = /var/index/%{user}`.
@@ -342,19 +344,53 @@ mod tests {
     #[test]
     fn each_rule_translates_its_known_values_and_refuses_the_others() {
         let cases: &[(Syntax, &str, &str, Option<Vec<(String, String)>>)] = &[
-            (Syntax::Dovecot, "disable_plaintext_auth", "yes", pairs(&[("auth_allow_cleartext", "no")])),
-            (Syntax::Dovecot, "disable_plaintext_auth", "no", pairs(&[("auth_allow_cleartext", "yes")])),
+            (
+                Syntax::Dovecot,
+                "disable_plaintext_auth",
+                "yes",
+                pairs(&[("auth_allow_cleartext", "no")]),
+            ),
+            (
+                Syntax::Dovecot,
+                "disable_plaintext_auth",
+                "no",
+                pairs(&[("auth_allow_cleartext", "yes")]),
+            ),
             (Syntax::Dovecot, "disable_plaintext_auth", "maybe", None),
-            (Syntax::Dovecot, "mail_location", "maildir:~/Maildir", pairs(&[("mail_driver", "maildir"), ("mail_path", "~/Maildir")])),
+            (
+                Syntax::Dovecot,
+                "mail_location",
+                "maildir:~/Maildir",
+                pairs(&[("mail_driver", "maildir"), ("mail_path", "~/Maildir")]),
+            ),
             (
                 Syntax::Dovecot,
                 "mail_location",
                 "mbox:~/mail:INBOX=/var/mail/%u",
-                pairs(&[("mail_driver", "mbox"), ("mail_path", "~/mail"), ("mail_inbox_path", "/var/mail/%{user}")]),
+                pairs(&[
+                    ("mail_driver", "mbox"),
+                    ("mail_path", "~/mail"),
+                    ("mail_inbox_path", "/var/mail/%{user}"),
+                ]),
             ),
-            (Syntax::Dovecot, "mail_location", "sdbox:~/dbox", pairs(&[("mail_driver", "sdbox"), ("mail_path", "~/dbox")])),
-            (Syntax::Dovecot, "mail_location", "dbox:~/dbox", pairs(&[("mail_driver", "sdbox"), ("mail_path", "~/dbox")])),
-            (Syntax::Dovecot, "mail_location", "mdbox:~/mdbox", pairs(&[("mail_driver", "mdbox"), ("mail_path", "~/mdbox")])),
+            (
+                Syntax::Dovecot,
+                "mail_location",
+                "sdbox:~/dbox",
+                pairs(&[("mail_driver", "sdbox"), ("mail_path", "~/dbox")]),
+            ),
+            (
+                Syntax::Dovecot,
+                "mail_location",
+                "dbox:~/dbox",
+                pairs(&[("mail_driver", "sdbox"), ("mail_path", "~/dbox")]),
+            ),
+            (
+                Syntax::Dovecot,
+                "mail_location",
+                "mdbox:~/mdbox",
+                pairs(&[("mail_driver", "mdbox"), ("mail_path", "~/mdbox")]),
+            ),
             (
                 Syntax::Dovecot,
                 "mail_location",
@@ -366,25 +402,69 @@ mod tests {
                     ("mail_index_path", "/var/index/%{user}"),
                 ]),
             ),
-            (Syntax::Dovecot, "mail_location", "maildir:~/Maildir:UNKNOWN=1", None),
+            (
+                Syntax::Dovecot,
+                "mail_location",
+                "maildir:~/Maildir:UNKNOWN=1",
+                None,
+            ),
             (Syntax::Dovecot, "mail_location", "maildir:/srv/%z", None),
             (Syntax::Dovecot, "mail_location", "cydir:~/cydir", None),
-            (Syntax::Dovecot, "ssl_cert", "</etc/ssl/certs/mail.pem", pairs(&[("ssl_server_cert_file", "/etc/ssl/certs/mail.pem")])),
+            (
+                Syntax::Dovecot,
+                "ssl_cert",
+                "</etc/ssl/certs/mail.pem",
+                pairs(&[("ssl_server_cert_file", "/etc/ssl/certs/mail.pem")]),
+            ),
             (Syntax::Dovecot, "ssl_cert", "/etc/ssl/certs/mail.pem", None),
             (Syntax::Dovecot, "auth_debug", "no", pairs(&[])),
-            (Syntax::Dovecot, "ssl_prefer_server_ciphers", "yes", pairs(&[("ssl_server_prefer_ciphers", "server")])),
-            (Syntax::Sshd, "challengeresponseauthentication", "no", pairs(&[("KbdInteractiveAuthentication", "no")])),
+            (
+                Syntax::Dovecot,
+                "ssl_prefer_server_ciphers",
+                "yes",
+                pairs(&[("ssl_server_prefer_ciphers", "server")]),
+            ),
+            (
+                Syntax::Sshd,
+                "challengeresponseauthentication",
+                "no",
+                pairs(&[("KbdInteractiveAuthentication", "no")]),
+            ),
             (Syntax::Sshd, "protocol", "2", pairs(&[])),
             (Syntax::Sshd, "protocol", "1,2", None),
             (Syntax::Sshd, "uselogin", "yes", None),
-            (Syntax::Postfix, "smtpd_use_tls", "yes", pairs(&[("smtpd_tls_security_level", "may")])),
-            (Syntax::Postfix, "smtp_enforce_tls", "yes", pairs(&[("smtp_tls_security_level", "encrypt")])),
-            (Syntax::Postfix, "disable_dns_lookups", "yes", pairs(&[("smtp_dns_support_level", "disabled")])),
-            (Syntax::Postfix, "smtpd_per_record_deadline", "yes", pairs(&[("smtpd_per_request_deadline", "yes")])),
+            (
+                Syntax::Postfix,
+                "smtpd_use_tls",
+                "yes",
+                pairs(&[("smtpd_tls_security_level", "may")]),
+            ),
+            (
+                Syntax::Postfix,
+                "smtp_enforce_tls",
+                "yes",
+                pairs(&[("smtp_tls_security_level", "encrypt")]),
+            ),
+            (
+                Syntax::Postfix,
+                "disable_dns_lookups",
+                "yes",
+                pairs(&[("smtp_dns_support_level", "disabled")]),
+            ),
+            (
+                Syntax::Postfix,
+                "smtpd_per_record_deadline",
+                "yes",
+                pairs(&[("smtpd_per_request_deadline", "yes")]),
+            ),
             (Syntax::Postfix, "myhostname", "x", None),
         ];
         for (syntax, key, value, expected) in cases {
-            assert_eq!(&translated(*syntax, key, value), expected, "{key} = {value}");
+            assert_eq!(
+                &translated(*syntax, key, value),
+                expected,
+                "{key} = {value}"
+            );
         }
     }
 
@@ -403,7 +483,11 @@ mod tests {
             Some("/var/mail/%{user} and %")
         );
         assert_eq!(dovecot_variables("%Lu").as_deref(), Some("%{user|lower}"));
-        assert_eq!(dovecot_variables("%{user}"), None, "already 2.4: not ours to touch");
+        assert_eq!(
+            dovecot_variables("%{user}"),
+            None,
+            "already 2.4: not ours to touch"
+        );
     }
 
     #[test]

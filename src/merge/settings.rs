@@ -379,8 +379,8 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             let mut written = Vec::new();
             for (new_key, new_value) in &translated.settings {
                 let new_id = (section.clone(), syntax.key_id(new_key));
-                // The site's own setting of the new name, if any, is replayed as it is.
-                if ours_settings.contains_key(&new_id) {
+                // The site's own change to the new name, if any, is replayed as it is.
+                if ours_settings.get(&new_id) != base_settings.get(&new_id) {
                     continue;
                 }
                 let line = syntax.setting_line(new_key, new_value);
@@ -390,7 +390,8 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             let mut unset = Vec::new();
             for name in &translated.unset {
                 let unset_id = (section.clone(), syntax.key_id(name));
-                if !ours_settings.contains_key(&unset_id) && theirs_settings.contains_key(&unset_id)
+                if ours_settings.get(&unset_id) == base_settings.get(&unset_id)
+                    && theirs_settings.contains_key(&unset_id)
                 {
                     plan.comment_out(&unset_id, syntax);
                     unset.push(name.clone());

@@ -127,11 +127,7 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
                 let _ = writeln!(out, "        {}", text(&notice["message"]));
             }
             for translation in list(&file["translations"]) {
-                let _ = writeln!(
-                    out,
-                    "        translated: {}",
-                    text(&translation["message"])
-                );
+                let _ = writeln!(out, "        translated: {}", text(&translation["message"]));
             }
         }
     }
