@@ -310,6 +310,18 @@ fn print_migrate(out: &mut dyn Write, migrate: &serde_json::Value) {
     let _ = writeln!(out, "  merged cleanly and committed ({}):", merged.len());
     for file in &merged {
         let _ = writeln!(out, "    /etc/{}", text(&file["path"]));
+        for translation in file["translations"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "        translated: {}", text(translation));
+        }
+    }
+    for moved in list("moved") {
+        let _ = writeln!(
+            out,
+            "  moved: /etc/{} (not shipped by this release) → /etc/{} ({})",
+            text(&moved["path"]),
+            text(&moved["successor"]),
+            text(&moved["source"])
+        );
     }
     let unchanged = list("unchanged");
     if !unchanged.is_empty() {
