@@ -284,6 +284,7 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
         for change in changes {
             let _ = writeln!(out, "  changed {}", change.as_str().unwrap_or_default());
         }
+        print_secrets_in_history(out, &data["secrets_in_history"]);
     } else if let Some(commits) = data.get("commits").and_then(|c| c.as_array()) {
         for commit in commits {
             let _ = writeln!(
@@ -299,6 +300,33 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
             "{}",
             serde_json::to_string_pretty(data).unwrap_or_default()
         );
+    }
+}
+
+/// `etc status`'s warning: secret files already in /etc's git history, and the fix.
+fn print_secrets_in_history(out: &mut dyn Write, check: &serde_json::Value) {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+    let leaks = check["leaks"].as_array().cloned().unwrap_or_default();
+    if leaks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  WARNING: /etc's git history holds {} secret file(s):",
+        leaks.len()
+    );
+    for leak in &leaks {
+        let _ = writeln!(
+            out,
+            "    /etc/{}: {} (in commit {})",
+            text(&leak["path"]),
+            text(&leak["why"]),
+            text(&leak["commit"])
+        );
+    }
+    let _ = writeln!(out, "  The fix:");
+    for line in check["fix"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "    {}", text(line));
     }
 }
 
