@@ -351,6 +351,30 @@ fn issue_5_postfix_main_cf_keeps_the_hosts_debconf_values_over_debian_13s_new_te
     );
 }
 
+/// Issue 13: Debian 13's login.defs no longer sets UMASK (nor explains it); the line
+/// merge conflicts, the merge by setting keeps the site's value.
+#[test]
+fn issue_13_login_defs_merges_by_setting() {
+    let base = fixture!("bookworm", "login.defs");
+    let new = fixture!("trixie", "login.defs");
+    let live = edit(base, "UMASK\t\t022", "UMASK\t\t027");
+    assert!(
+        line::merge(base, &live, new).conflicts > 0,
+        "the line merge conflicts"
+    );
+    let merged = merge("login.defs", base, &live, Some(new));
+    assert_eq!(merged.method, Method::Settings(Syntax::Spaced));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert!(merged.text.contains("\nUMASK\t\t027\n"), "{}", merged.text);
+    // Everything else is Debian 13's file.
+    let settings = settings::settings_of(&merged.text, Syntax::Spaced);
+    let theirs = settings::settings_of(new, Syntax::Spaced);
+    for (id, values) in &theirs {
+        assert_eq!(settings.get(id), Some(values), "{id:?}");
+    }
+    assert_eq!(settings.len(), theirs.len() + 1);
+}
+
 #[test]
 fn dovecot_ssl_paths_renamed_in_2_4() {
     let base = fixture!("bookworm", "dovecot/conf.d/10-ssl.conf");

@@ -34,6 +34,8 @@ pub enum Syntax {
     KeyValue,
     /// ini: `[section]` headers, then `key = value`.
     Ini,
+    /// `KEYWORD value`, keywords case-sensitive, no sections: login.defs.
+    Spaced,
 }
 
 impl Syntax {
@@ -60,6 +62,8 @@ impl Syntax {
             Some(Syntax::KeyValue)
         } else if name.ends_with(".ini") {
             Some(Syntax::Ini)
+        } else if path == "login.defs" {
+            Some(Syntax::Spaced)
         } else {
             None
         }
@@ -76,7 +80,7 @@ impl Syntax {
     /// One setting written in this syntax.
     pub fn setting_line(self, key: &str, value: &str) -> String {
         match self {
-            Syntax::Sshd => format!("{key} {value}"),
+            Syntax::Sshd | Syntax::Spaced => format!("{key} {value}"),
             _ => format!("{key} = {value}"),
         }
     }
@@ -249,6 +253,17 @@ fn commented_key(text: &str, syntax: Syntax) -> Option<String> {
     {
         return None;
     }
+    // login.defs' prose ("# UMASK is the default umask value…") too: an example is an
+    // upper-case keyword and one value.
+    if syntax == Syntax::Spaced
+        && (!key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            || value.is_empty()
+            || value.contains(' '))
+    {
+        return None;
+    }
     Some(key)
 }
 
@@ -260,6 +275,11 @@ fn parse_setting(line: &str, syntax: Syntax) -> Option<(String, String)> {
             let key = line[..end].to_ascii_lowercase();
             let value = line[end..].trim_start().trim_start_matches('=').trim();
             (!key.is_empty()).then(|| (key, normalize(value)))
+        }
+        Syntax::Spaced => {
+            let end = line.find(char::is_whitespace).unwrap_or(line.len());
+            let key = &line[..end];
+            (!key.is_empty()).then(|| (key.to_string(), normalize(&line[end..])))
         }
         Syntax::Postfix | Syntax::Dovecot | Syntax::KeyValue | Syntax::Ini => {
             let (key, value) = line.split_once('=')?;
@@ -766,6 +786,7 @@ mod tests {
         );
         assert_eq!(Syntax::for_path("sysctl.conf"), Some(Syntax::KeyValue));
         assert_eq!(Syntax::for_path("php/8.2/fpm/php.ini"), Some(Syntax::Ini));
+        assert_eq!(Syntax::for_path("login.defs"), Some(Syntax::Spaced));
         assert_eq!(Syntax::for_path("nginx/nginx.conf"), None);
     }
 
