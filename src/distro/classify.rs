@@ -189,18 +189,19 @@ fn classify_one(
         }
         None => {}
     }
-    if let Some(package) = known.ucf.get(path).filter(|p| known.status.is_installed(p)) {
-        return judge(
-            package,
-            Source::Ucf,
-            known.pristine.get(path).map(String::as_str),
-        );
-    }
+    // A template before ucf's cache, as the distro branch takes them (issue 13, item 3).
     if let Some(template) = tables::template(path).filter(|t| known.status.is_installed(t.package))
     {
         return judge(
             template.package,
             Source::Template,
+            known.pristine.get(path).map(String::as_str),
+        );
+    }
+    if let Some(package) = known.ucf.get(path).filter(|p| known.status.is_installed(p)) {
+        return judge(
+            package,
+            Source::Ucf,
             known.pristine.get(path).map(String::as_str),
         );
     }
@@ -303,7 +304,7 @@ Conffiles:
             class("ssh/sshd_config"),
             Class::Modified {
                 package: "openssh-server".into(),
-                source: Source::Ucf,
+                source: Source::Template,
                 deleted: false
             }
         );
