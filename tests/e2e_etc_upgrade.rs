@@ -470,6 +470,21 @@ fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles
         stdout(&human)
     );
 
+    // Issue 13, item 5: drift on Debian 13 reads dpkg's remove-on-upgrade flags, so the
+    // files dpkg removed itself (sysctl.conf, postfix's post-install…) are no local
+    // deletion.
+    let (drift, code) = output(&bed, &["etc", "drift", &host, "--format", "json"], "drift");
+    assert_eq!(code, Some(0), "{drift:#}");
+    let deleted: Vec<String> = drift["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["deleted"] == true)
+        .filter_map(|f| f["path"].as_str().map(str::to_string))
+        .collect();
+    eprintln!("drift after the upgrade: deleted {deleted:?}");
+    assert_eq!(deleted, Vec::<String>::new(), "nothing the site deleted");
+
     // resolve: nothing was left for the admin, so nothing is taken and nothing waits.
     let (resolved, code) = output(
         &bed,
