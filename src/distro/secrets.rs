@@ -55,7 +55,7 @@ pub const SECRET_PATTERNS: &[(&str, &str)] = &[
 
 /// Why `path` is a secret, or `None`. `mode` is the live file's (`None`: no live file;
 /// `Some(Err)`: its mode could not be read, which counts as a secret).
-pub fn why_secret(path: &str, mode: Option<std::result::Result<u32, String>>) -> Option<String> {
+pub fn why_secret(path: &str, mode: LiveMode) -> Option<String> {
     let options = MatchOptions {
         require_literal_separator: true,
         ..MatchOptions::default()
@@ -79,7 +79,7 @@ pub fn why_secret(path: &str, mode: Option<std::result::Result<u32, String>>) ->
 
 /// The mode of `etc/path` as [`why_secret`] takes it: `None` when there is no such file
 /// or it is a link (a capture records a link's target, never what it points to).
-pub fn live_mode(etc: &Path, path: &str) -> Option<std::result::Result<u32, String>> {
+pub fn live_mode(etc: &Path, path: &str) -> LiveMode {
     match std::fs::symlink_metadata(etc.join(path)) {
         Ok(meta) if meta.file_type().is_symlink() => None,
         Ok(meta) => Some(Ok(meta.mode())),
@@ -87,6 +87,9 @@ pub fn live_mode(etc: &Path, path: &str) -> Option<std::result::Result<u32, Stri
         Err(error) => Some(Err(error.to_string())),
     }
 }
+
+/// A live file's mode as [`why_secret`] takes it.
+pub type LiveMode = Option<std::result::Result<u32, String>>;
 
 /// What the admin must do with a secret a capture left out.
 pub const CAPTURE_TODO: &str = "not copied into the draft: copy it to the new host by hand (keeping its owner and mode), or let its package make a new one there";
@@ -113,10 +116,7 @@ pub struct HistoryCheck {
 /// from `mode`). Trees already seen at the same path are not walked twice, so a long
 /// etckeeper history costs about one walk of each distinct tree. Any git error stops
 /// the check and is returned: no answer is never "no leak".
-pub fn history_check(
-    repo: &Repository,
-    mode: &dyn Fn(&str) -> Option<std::result::Result<u32, String>>,
-) -> Result<HistoryCheck> {
+pub fn history_check(repo: &Repository, mode: &dyn Fn(&str) -> LiveMode) -> Result<HistoryCheck> {
     let mut walk = repo.revwalk().context("cannot walk /etc's git history")?;
     walk.set_sorting(git2::Sort::TIME)?;
     let mut pushed = false;
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn what_is_a_secret() {
-        let cases: &[(&str, Option<std::result::Result<u32, String>>, bool)] = &[
+        let cases: &[(&str, LiveMode, bool)] = &[
             ("postsrsd.secret", Some(Ok(0o100600)), true),
             ("postsrsd.secret", Some(Ok(0o100644)), true),
             ("club/api.secret", None, true),

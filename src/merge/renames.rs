@@ -327,13 +327,15 @@ pub fn lookup(syntax: Syntax, key: &str) -> Option<&'static Rename> {
 mod tests {
     use super::*;
 
-    fn translated(syntax: Syntax, key: &str, value: &str) -> Option<Vec<(String, String)>> {
+    type Settings = Option<Vec<(String, String)>>;
+
+    fn translated(syntax: Syntax, key: &str, value: &str) -> Settings {
         lookup(syntax, key)
             .and_then(|rule| rule.translate(value))
             .map(|t| t.settings)
     }
 
-    fn pairs(list: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
+    fn pairs(list: &[(&str, &str)]) -> Settings {
         Some(
             list.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -343,7 +345,7 @@ mod tests {
 
     #[test]
     fn each_rule_translates_its_known_values_and_refuses_the_others() {
-        let cases: &[(Syntax, &str, &str, Option<Vec<(String, String)>>)] = &[
+        let cases: &[(Syntax, &str, &str, Settings)] = &[
             (
                 Syntax::Dovecot,
                 "disable_plaintext_auth",
