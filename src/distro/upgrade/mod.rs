@@ -913,7 +913,8 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
 
         for (path, merged, reason) in conflicts {
             let file = worktree.leave(&path, &merged.text)?;
-            let secret = git.is_path_ignored(&path).unwrap_or(false);
+            // Failing closed: withheld when git cannot say, or when it is a secret.
+            let secret = git.is_path_ignored(&path).unwrap_or(true) || is_secret(etc, &path);
             let conflict = Conflict {
                 path: path.clone(),
                 method: serde_json::to_value(merged.method).unwrap_or_default(),
@@ -1177,6 +1178,11 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
     report.refused.sort();
     report.pending = pending.keys().cloned().collect();
     Ok(report)
+}
+
+/// Whether a file's values must be withheld from the report ([`super::secrets`]).
+fn is_secret(etc: &Path, path: &str) -> bool {
+    super::secrets::why_secret(path, super::secrets::live_mode(etc, path)).is_some()
 }
 
 /// Commits /etc (see [`EtcRepo::commit_all_merging`]) and reports the commit.
