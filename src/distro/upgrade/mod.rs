@@ -174,6 +174,33 @@ pub struct UpgradeReport {
     pub still_invalid: Vec<String>,
 }
 
+impl UpgradeReport {
+    fn new(from: &str, to: &str, worktree: &str) -> UpgradeReport {
+        UpgradeReport {
+            from: from.to_string(),
+            to: to.to_string(),
+            sources: Vec::new(),
+            upgraded: false,
+            packages: Vec::new(),
+            unavailable: Vec::new(),
+            distro_base: None,
+            distro_tip: None,
+            merged: Vec::new(),
+            moved: Vec::new(),
+            kept: Vec::new(),
+            conflicts: Vec::new(),
+            pending: Vec::new(),
+            cleaned: Vec::new(),
+            reloaded: Vec::new(),
+            commits: Vec::new(),
+            worktree: worktree.to_string(),
+            unconfigured: Vec::new(),
+            apt_error: None,
+            still_invalid: Vec::new(),
+        }
+    }
+}
+
 /// What `etc resolve` did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ResolveReport {
@@ -642,28 +669,11 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         ),
         None => bail!("this host runs `{installed}`, which is not a Debian release placard knows"),
     };
-    let mut report = UpgradeReport {
-        from: from.clone(),
-        to: release.to_string(),
-        sources: Vec::new(),
-        upgraded: false,
-        packages: Vec::new(),
-        unavailable: Vec::new(),
-        distro_base: None,
-        distro_tip: None,
-        merged: Vec::new(),
-        moved: Vec::new(),
-        kept: Vec::new(),
-        conflicts: Vec::new(),
-        pending: Vec::new(),
-        cleaned: Vec::new(),
-        reloaded: Vec::new(),
-        commits: Vec::new(),
-        worktree: worktree.root.join("files").to_string_lossy().into_owned(),
-        unconfigured: Vec::new(),
-        apt_error: None,
-        still_invalid: Vec::new(),
-    };
+    let mut report = UpgradeReport::new(
+        &from,
+        release,
+        &worktree.root.join("files").to_string_lossy(),
+    );
     // 1. The merge base: the distro branch of the installed packages.
     repo.update_ignores(&BTreeSet::new())?;
     let stray = repo.changes()?;
@@ -1213,4 +1223,56 @@ fn list(files: &[String]) -> String {
         .map(|f| format!("  {f}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, item 1: a dropped sysctl.conf's settings go to sysctl.d/99-site.conf
+    /// (and the file dpkg left is removed); a dropped file with no successor is put back
+    /// as it was and listed.
+    #[test]
+    fn issue_13_a_dropped_conffile_keeps_its_settings_live() {
+        let etc = tempfile::tempdir().expect("a temporary folder");
+        let mut report = UpgradeReport::new("bookworm", "trixie", "/nowhere");
+        let base = "#net.ipv4.ip_forward=1\n";
+        let ours = "net.ipv4.ip_forward=1\nvm.swappiness = 10\n";
+        keep_dropped(etc.path(), "sysctl.conf", base, ours, &mut report).expect("moved");
+        let moved = fs::read_to_string(etc.path().join("sysctl.d/99-site.conf")).expect("written");
+        assert!(
+            moved.contains("\nnet.ipv4.ip_forward=1\nvm.swappiness = 10\n"),
+            "{moved}"
+        );
+        assert_eq!(report.moved.len(), 1);
+        assert_eq!(
+            report.moved[0].settings,
+            ["net.ipv4.ip_forward = 1", "vm.swappiness = 10"]
+        );
+        assert!(!etc.path().join("sysctl.conf").exists());
+
+        keep_dropped(
+            etc.path(),
+            "network/ip-down.d/club",
+            "a\n",
+            "b\n",
+            &mut report,
+        )
+        .expect_err("no folder to put it back in: the error says so");
+        fs::create_dir_all(etc.path().join("network/ip-down.d")).expect("mkdir");
+        keep_dropped(
+            etc.path(),
+            "network/ip-down.d/club",
+            "a\n",
+            "b\n",
+            &mut report,
+        )
+        .expect("kept");
+        assert_eq!(
+            fs::read_to_string(etc.path().join("network/ip-down.d/club")).ok(),
+            Some("b\n".to_string())
+        );
+        assert_eq!(report.kept.len(), 1);
+        assert!(report.kept[0].reason.contains("stays as it was"));
+    }
 }
