@@ -1110,6 +1110,10 @@ fn keep_dropped(
         None => "the new release no longer ships it and placard knows no file that took over its job: the site's file stays as it was; check that something still reads it".to_string(),
     };
     if !live.exists() {
+        if let Some(folder) = live.parent() {
+            fs::create_dir_all(folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+        }
         write_atomic(&live, ours.as_bytes())?;
     }
     report.kept.push(KeptFile {
@@ -1251,15 +1255,6 @@ mod tests {
         );
         assert!(!etc.path().join("sysctl.conf").exists());
 
-        keep_dropped(
-            etc.path(),
-            "network/ip-down.d/club",
-            "a\n",
-            "b\n",
-            &mut report,
-        )
-        .expect_err("no folder to put it back in: the error says so");
-        fs::create_dir_all(etc.path().join("network/ip-down.d")).expect("mkdir");
         keep_dropped(
             etc.path(),
             "network/ip-down.d/club",
