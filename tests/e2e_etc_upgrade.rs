@@ -25,14 +25,17 @@ echo 'postfix postfix/mailname string club.example' | debconf-set-selections
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix dovecot-core sudo nut-client git >/dev/null";
 
-/// The site's edits: twelve conffiles, among them files Debian changed between 12 and
+/// The site's edits: fourteen conffiles (18 settings), among them files Debian changed between 12 and
 /// 13 (sshd_config around PasswordAuthentication, main.cf around myhostname, Dovecot's
 /// conf.d with settings 2.4 renamed, sysctl.conf which 13 no longer ships).
 const EDITS: &str = r#"set -e
 sed -i 's/^#PasswordAuthentication yes/PasswordAuthentication no/' /etc/ssh/sshd_config
 sed -i 's/^X11Forwarding yes/X11Forwarding no/' /etc/ssh/sshd_config
+echo 'ChallengeResponseAuthentication no' >> /etc/ssh/sshd_config
 sed -i 's/^myhostname = .*/myhostname = mx.club.example/' /etc/postfix/main.cf
 echo 'master_service_disable = inet' >> /etc/postfix/main.cf
+echo 'smtpd_use_tls = yes' >> /etc/postfix/main.cf
+echo 'disable_dns_lookups = yes' >> /etc/postfix/main.cf
 sed -i 's/^#disable_plaintext_auth = yes/disable_plaintext_auth = no/' /etc/dovecot/conf.d/10-auth.conf
 sed -i 's|^mail_location = .*|mail_location = maildir:~/Maildir|' /etc/dovecot/conf.d/10-mail.conf
 echo 'Defaults:%sudo timestamp_timeout=5' >> /etc/sudoers
@@ -53,8 +56,11 @@ postfix reload >/dev/null 2>&1 || true
 const SITE_LINES: &[(&str, &str)] = &[
     ("ssh/sshd_config", "PasswordAuthentication no"),
     ("ssh/sshd_config", "X11Forwarding no"),
+    ("ssh/sshd_config", "ChallengeResponseAuthentication no"),
     ("postfix/main.cf", "myhostname = mx.club.example"),
     ("postfix/main.cf", "master_service_disable = inet"),
+    ("postfix/main.cf", "smtpd_use_tls = yes"),
+    ("postfix/main.cf", "disable_dns_lookups = yes"),
     ("dovecot/conf.d/10-auth.conf", "disable_plaintext_auth = no"),
     (
         "dovecot/conf.d/10-mail.conf",
@@ -81,8 +87,11 @@ const SITE_LINES: &[(&str, &str)] = &[
 const LIVE_AFTER: &[&[(&str, &str)]] = &[
     &[("ssh/sshd_config", "PasswordAuthentication no")],
     &[("ssh/sshd_config", "X11Forwarding no")],
+    &[("ssh/sshd_config", "KbdInteractiveAuthentication no")],
     &[("postfix/main.cf", "myhostname = mx.club.example")],
     &[("postfix/main.cf", "master_service_disable = inet")],
+    &[("postfix/main.cf", "smtpd_tls_security_level = may")],
+    &[("postfix/main.cf", "smtp_dns_support_level = disabled")],
     &[("dovecot/conf.d/10-auth.conf", "auth_allow_cleartext = yes")],
     &[
         ("dovecot/conf.d/10-mail.conf", "mail_driver = maildir"),
@@ -289,6 +298,9 @@ fn issue_5_upgrade_to_trixie_merges_the_distros_changes_into_the_sites_conffiles
             "dovecot/conf.d/10-mail.conf",
             "mail_location = maildir:~/Maildir",
         ),
+        ("ssh/sshd_config", "ChallengeResponseAuthentication no"),
+        ("postfix/main.cf", "smtpd_use_tls = yes"),
+        ("postfix/main.cf", "disable_dns_lookups = yes"),
     ] {
         assert!(
             merged.contains(&path.to_string()),

@@ -391,11 +391,18 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
                 });
                 continue;
             };
-            let indent = site_text(&ours_parsed, &id, &base_lines)
+            let site_line = site_text(&ours_parsed, &id, &base_lines)
                 .lines()
                 .last()
-                .map(|line| line[..line.len() - line.trim_start().len()].to_string())
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .to_string();
+            let indent = site_line[..site_line.len() - site_line.trim_start().len()].to_string();
+            // The key as the site spelled it (sshd's are parsed in lower case).
+            let site_key = site_line
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .find(|word| !word.is_empty())
+                .unwrap_or(rename.old)
+                .to_string();
             let mut written = Vec::new();
             for (new_key, new_value) in &translated.settings {
                 let new_id = (section.clone(), syntax.key_id(new_key));
@@ -419,7 +426,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             }
             translations.push(Translation::new(
                 section,
-                syntax.setting_line(rename.old, &values.join(" ")),
+                syntax.setting_line(&site_key, &values.join(" ")),
                 written,
                 unset,
                 rename.note,
