@@ -244,6 +244,20 @@ fn issue_13_postfix_deprecated_tls_settings_become_security_levels() {
         Some(vec!["encrypt".to_string()])
     );
     assert_eq!(value("smtpd_use_tls"), None);
+    // The bookworm host's postinst set smtpd_tls_security_level itself (the template
+    // lacks it): that value stays, and the translation names it.
+    let base = fixture!("bookworm", "postfix/main.cf.debian");
+    let live = format!("{base}smtpd_tls_security_level=encrypt\nsmtpd_use_tls = yes\n");
+    let merged = merge("postfix/main.cf", base, &live, Some(new));
+    let settings = settings::settings_of(&merged.text, Syntax::Postfix);
+    assert_eq!(
+        settings.get(&(String::new(), "smtpd_tls_security_level".to_string())),
+        Some(&vec!["encrypt".to_string()])
+    );
+    assert_eq!(
+        merged.translations[0].new,
+        ["smtpd_tls_security_level = encrypt (the site's own value, kept)"]
+    );
 }
 
 #[test]

@@ -407,7 +407,13 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             for (new_key, new_value) in &translated.settings {
                 let new_id = (section.clone(), syntax.key_id(new_key));
                 // The site's own change to the new name, if any, is replayed as it is.
-                if ours_settings.get(&new_id) != base_settings.get(&new_id) {
+                let site_value = ours_settings.get(&new_id);
+                if site_value != base_settings.get(&new_id) {
+                    let shown = site_value.map_or_else(|| "unset".to_string(), |v| v.join("; "));
+                    written.push(format!(
+                        "{} (the site's own value, kept)",
+                        syntax.setting_line(new_key, &shown)
+                    ));
                     continue;
                 }
                 let line = syntax.setting_line(new_key, new_value);
