@@ -179,13 +179,29 @@ fn issue_5_drift_reports_exactly_the_sites_changes_on_a_debian_12_host() {
     let sshd = file(&changed, "ssh/sshd_config");
     assert_eq!(
         (sshd["package"].as_str(), sshd["source"].as_str()),
-        (Some("openssh-server"), Some("ucf"))
+        (Some("openssh-server"), Some("template"))
     );
     assert!(
         sshd["diff"].as_str().is_some_and(
             |d| d.contains("-#PasswordAuthentication yes\n+PasswordAuthentication no\n")
         ),
         "{sshd}"
+    );
+    // Issue 13, item 3: openssh-server's config script reads PasswordAuthentication back
+    // from the live file, and its postinst then fills ucf's cache with the site's value.
+    // The pristine file is the package's template: the hardening stays a local change.
+    bed.ssh("DEBIAN_FRONTEND=noninteractive dpkg-reconfigure openssh-server >/dev/null 2>&1");
+    assert!(bed
+        .ssh("cat '/var/lib/ucf/cache/:etc:ssh:sshd_config'")
+        .contains("\nPasswordAuthentication no\n"));
+    let reconfigured = drift(&bed);
+    let sshd = file(&reconfigured, "ssh/sshd_config");
+    assert_eq!(sshd["class"], "modified", "{sshd}");
+    assert!(
+        sshd["diff"].as_str().is_some_and(
+            |d| d.contains("-#PasswordAuthentication yes\n+PasswordAuthentication no\n")
+        ),
+        "still modified after dpkg-reconfigure: {sshd}"
     );
     let nginx = file(&changed, "nginx/nginx.conf");
     assert_eq!(

@@ -248,7 +248,9 @@ fn etc_command(bundle: &Bundle, paths: &Paths, command: EtcCommand) -> Result<se
     };
     Ok(match command {
         EtcCommand::Init => etc_init(bundle, paths)?,
-        EtcCommand::Status => json!({ "changes": open()?.changes()? }),
+        EtcCommand::Status => json!({ "changes": open()?.changes()?,
+            // Issue 13, item 4: secrets an earlier commit already put in the history.
+            "secrets_in_history": crate::distro::secrets::check_etc(etc)? }),
         EtcCommand::Log => {
             json!({ "commits": open()?.log(20)?.into_iter().map(|(id, time, summary)| json!({"id": id, "time": time, "summary": summary})).collect::<Vec<_>>() })
         }

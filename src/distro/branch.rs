@@ -197,13 +197,12 @@ pub fn update(repo: &Repository, known: &Known, roots: &Roots) -> Result<Update>
             }
         }
     }
-    // The .deb's own file wins; then what ucf's cache recorded; then the templates.
-    for (path, file) in pristine::from_ucf(known, roots)
-        .into_iter()
-        .chain(pristine::from_templates(known, roots))
-    {
-        files.entry(path).or_insert(file);
-    }
+    // The .deb's own file wins; then the templates; then what ucf's cache recorded.
+    pristine::add_generated(
+        &mut files,
+        pristine::from_templates(known, roots),
+        pristine::from_ucf(known, roots),
+    );
 
     let mut index = Index::new()?;
     for (path, file) in &files {

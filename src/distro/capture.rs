@@ -22,6 +22,7 @@ use super::archive::{self, Verdict};
 use super::classify::Class;
 use super::drift;
 use super::host::Roots;
+use super::secrets;
 use crate::system::command::{self, deadline};
 
 /// Files that describe the machine, not the site: a rebuilt host gets its own.
@@ -61,8 +62,12 @@ pub struct Capture {
     pub site_links: Vec<SiteLink>,
     /// Enabled units (services, sockets, timers, paths), template units excepted.
     pub services: Vec<String>,
-    /// Files /etc's repository ignores: named, never copied.
+    /// Secrets: files /etc's repository ignores, files that are not world-readable, and
+    /// files matching [`secrets::SECRET_PATTERNS`]. Named, never read, never copied.
     pub secrets: Vec<String>,
+    /// Why each of `secrets` is one (by path), for the draft's README.
+    #[serde(default)]
+    pub secret_reasons: BTreeMap<String, String>,
     /// Files not captured, and why.
     pub left_out: Vec<LeftOut>,
     /// Packages whose pristine files could not be had (`name version: message`): their
@@ -131,6 +136,7 @@ pub fn run(roots: &Roots, release: &str) -> Result<Capture> {
         site_links: Vec::new(),
         services: enabled_units()?,
         secrets: Vec::new(),
+        secret_reasons: BTreeMap::new(),
         left_out: Vec::new(),
         unavailable: drift
             .branch
@@ -145,8 +151,25 @@ pub fn run(roots: &Roots, release: &str) -> Result<Capture> {
             // Host keys, shadow, private keys: the admin moves them, or makes new ones.
             if !matches!(file.class, Class::Generated { .. }) || is_key_or_password(path) {
                 capture.secrets.push(path.to_string());
+                capture.secret_reasons.insert(
+                    path.to_string(),
+                    "/etc's git repository keeps it out of history".to_string(),
+                );
             }
             continue;
+        }
+        // Issue 13, item 4: a file the site or a package made private, or a known
+        // secret, is never read into the capture, whatever git ignores.
+        let capturable = matches!(
+            file.class,
+            Class::Modified { deleted: false, .. } | Class::Site
+        );
+        if capturable {
+            if let Some(why) = secrets::why_secret(path, secrets::live_mode(&roots.etc, path)) {
+                capture.secrets.push(path.to_string());
+                capture.secret_reasons.insert(path.to_string(), why);
+                continue;
+            }
         }
         let full = roots.etc.join(path);
         match &file.class {

@@ -81,9 +81,21 @@ pub enum Source {
 }
 
 enum Owner<'a> {
-    Conffile { package: &'a str, md5: &'a str },
-    Obsolete { package: &'a str },
-    Removed { package: &'a str },
+    Conffile {
+        package: &'a str,
+        md5: &'a str,
+    },
+    Obsolete {
+        package: &'a str,
+    },
+    Removed {
+        package: &'a str,
+    },
+    /// dpkg's `remove-on-upgrade` flag: the package dropped the conffile and dpkg removes
+    /// it (Debian 13's procps for sysctl.conf). Absent is as dpkg left it, not a change.
+    RemovedOnUpgrade {
+        package: &'a str,
+    },
 }
 
 fn conffile_owners(status: &DpkgStatus) -> BTreeMap<String, Owner<'_>> {
@@ -94,18 +106,19 @@ fn conffile_owners(status: &DpkgStatus) -> BTreeMap<String, Owner<'_>> {
             let Some(path) = conffile.path.strip_prefix("/etc/") else {
                 continue;
             };
-            let owner = match (installed, conffile.obsolete) {
-                (true, false) => Owner::Conffile {
+            let owner = match (installed, conffile.obsolete, conffile.remove_on_upgrade) {
+                (true, _, true) => Owner::RemovedOnUpgrade { package: name },
+                (true, false, false) => Owner::Conffile {
                     package: name,
                     md5: &conffile.md5,
                 },
-                (true, true) => Owner::Obsolete { package: name },
-                (false, _) => Owner::Removed { package: name },
+                (true, true, false) => Owner::Obsolete { package: name },
+                (false, _, _) => Owner::Removed { package: name },
             };
             // A conffile can move between packages: its current owner wins.
             let rank = |o: &Owner| match o {
                 Owner::Conffile { .. } => 0,
-                Owner::Obsolete { .. } => 1,
+                Owner::Obsolete { .. } | Owner::RemovedOnUpgrade { .. } => 1,
                 Owner::Removed { .. } => 2,
             };
             if owners
@@ -184,23 +197,30 @@ fn classify_one(
                 reason: format!("obsolete conffile: {package} no longer ships it"),
             };
         }
+        Some(Owner::RemovedOnUpgrade { package }) => {
+            return Class::Leftover {
+                package: package.to_string(),
+                reason: format!("{package} no longer ships it (dpkg's remove-on-upgrade); the site kept or put back this copy, which the package no longer reads"),
+            };
+        }
         Some(Owner::Removed { package }) => {
             return Class::Leftover { package: package.to_string(), reason: format!("{package} was removed; its configuration stays until `apt-get purge {package}`") };
         }
         None => {}
     }
-    if let Some(package) = known.ucf.get(path).filter(|p| known.status.is_installed(p)) {
-        return judge(
-            package,
-            Source::Ucf,
-            known.pristine.get(path).map(String::as_str),
-        );
-    }
+    // A template before ucf's cache, as the distro branch takes them (issue 13, item 3).
     if let Some(template) = tables::template(path).filter(|t| known.status.is_installed(t.package))
     {
         return judge(
             template.package,
             Source::Template,
+            known.pristine.get(path).map(String::as_str),
+        );
+    }
+    if let Some(package) = known.ucf.get(path).filter(|p| known.status.is_installed(p)) {
+        return judge(
+            package,
+            Source::Ucf,
             known.pristine.get(path).map(String::as_str),
         );
     }
@@ -235,6 +255,8 @@ Conffiles:
  /etc/pam.d/sshd 8b4c7a12b031424b2a9946881da59812
  /etc/init.d/ssh 3649a6fe8c18ad1d5245fd91737de507
  /etc/ssh/old-file 0123456789abcdef0123456789abcdef obsolete
+ /etc/ssh/dropped 0123456789abcdef0123456789abcdef remove-on-upgrade
+ /etc/ssh/dropped-but-kept 0123456789abcdef0123456789abcdef remove-on-upgrade
 
 Package: nut-client
 Status: deinstall ok config-files
@@ -273,6 +295,7 @@ Conffiles:
             ("ssh/sshd_config", "cccc"),
             ("ssh/moduli.d/x", "bbbb"),
             ("ssh/old-file", "0123456789abcdef0123456789abcdef"),
+            ("ssh/dropped-but-kept", "ffffffffffffffffffffffffffffffff"),
             ("nut/upsmon.conf", "7d3a4ed4b4dfb1bc6d2c7ed0a5bd3cf4"),
             ("ssh/ssh_host_ed25519_key", "dddd"),
             ("club/backup.conf", "eeee"),
@@ -285,6 +308,13 @@ Conffiles:
                 .cloned()
                 .unwrap_or_else(|| panic!("{p} is classified"))
         };
+        // Issue 13, item 5: a conffile dpkg removed itself (remove-on-upgrade) is no
+        // local change; a copy still there is a leftover.
+        assert_eq!(classes.get("ssh/dropped"), None);
+        assert!(matches!(
+            class("ssh/dropped-but-kept"),
+            Class::Leftover { reason, .. } if reason.contains("remove-on-upgrade")
+        ));
         assert_eq!(
             class("default/ssh"),
             Class::Pristine {
@@ -303,7 +333,7 @@ Conffiles:
             class("ssh/sshd_config"),
             Class::Modified {
                 package: "openssh-server".into(),
-                source: Source::Ucf,
+                source: Source::Template,
                 deleted: false
             }
         );

@@ -356,7 +356,10 @@ fn readme(capture: &Capture, reach: &Reach) -> String {
         capture
             .secrets
             .iter()
-            .map(|s| format!("/etc/{s}"))
+            .map(|s| match capture.secret_reasons.get(s) {
+                Some(why) => format!("/etc/{s}: {why}; {}", super::secrets::CAPTURE_TODO),
+                None => format!("/etc/{s}"),
+            })
             .collect(),
     );
     section(

@@ -81,6 +81,13 @@ fn modified_diff(
     if repo.is_path_ignored(path).unwrap_or(true) {
         return "(diff withheld: /etc's repository keeps this file out of history, as it may hold secrets)\n".to_string();
     }
+    if !deleted {
+        if let Some(why) =
+            super::secrets::why_secret(path, super::secrets::live_mode(&roots.etc, path))
+        {
+            return format!("(diff withheld: {why}; it may hold secrets)\n");
+        }
+    }
     let Some(pristine) = update.pristine.get(path) else {
         return "(no diff: the pristine version is not on the distro branch; see its unavailable packages)\n".to_string();
     };

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::branch;
 use super::draft;
 use super::host::{self, Roots};
+use super::successors;
 use crate::merge::{self, Issue};
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{self, deadline};
@@ -63,6 +64,9 @@ pub struct Migration {
     pub source: String,
     /// Written to live /etc and committed.
     pub merged: Vec<MergedFile>,
+    /// Conffiles the new host's release no longer ships, whose site settings were
+    /// written to the file that took over their job ([`super::successors`]).
+    pub moved: Vec<MovedFile>,
     /// Already as the merge would write them (a second run).
     pub unchanged: Vec<String>,
     /// Left under `folder` for the admin; live /etc keeps its file.
@@ -80,6 +84,16 @@ pub struct MergedFile {
     pub method: merge::Method,
     /// Site settings carried over (merges by setting).
     pub replayed: usize,
+    /// Renamed settings translated by rule, as the merge names them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub translations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MovedFile {
+    pub path: String,
+    pub successor: String,
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +161,7 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
     let mut migration = Migration {
         source: source.to_string(),
         merged: Vec::new(),
+        moved: Vec::new(),
         unchanged: Vec::new(),
         conflicts: Vec::new(),
         validations: Vec::new(),
@@ -178,6 +193,35 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
             .pristine
             .get(&file.path)
             .map(|p| String::from_utf8_lossy(&p.content).into_owned());
+        let successor = successors::lookup(&file.path).filter(|_| installed);
+        if let (None, Some(successor)) = (&theirs, successor) {
+            let target = etc.join(successor.successor);
+            let existing = fs::read_to_string(&target).ok();
+            if let Some(merged) =
+                successors::moved_text(successor, &file.base, &file.ours, existing.as_deref())
+            {
+                if existing.as_deref() == Some(merged.text.as_str()) {
+                    migration.unchanged.push(successor.successor.to_string());
+                } else {
+                    if let Some(parent) = target.parent() {
+                        fs::create_dir_all(parent)
+                            .with_context(|| format!("cannot create {}", parent.display()))?;
+                    }
+                    write_atomically(&target, merged.text.as_bytes())?;
+                    migration.moved.push(MovedFile {
+                        path: file.path.clone(),
+                        successor: successor.successor.to_string(),
+                        source: successor.source.to_string(),
+                    });
+                    written.push((
+                        successor.successor.to_string(),
+                        existing.map(String::into_bytes),
+                        merged,
+                    ));
+                }
+                continue;
+            }
+        }
         if theirs.is_none() {
             let reason = if !installed {
                 format!(
@@ -275,6 +319,11 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
             path,
             method: merged.method,
             replayed: merged.replayed.len(),
+            translations: merged
+                .translations
+                .iter()
+                .map(|t| t.message.clone())
+                .collect(),
         })
         .collect();
     if !migration.merged.is_empty() {

@@ -13,6 +13,8 @@
 //!   writes the draft on the controller;
 //! - [`migrate`] replays a draft's patches onto a new host's own pristine files
 //!   (`placard etc migrate`).
+//! - [`secrets`] says which files are secrets (never captured) and finds them in /etc's history;
+//! - [`successors`] says where the settings of a conffile a release dropped go;
 //! - [`upgrade`] drives a release upgrade and merges the distro's changes into the
 //!   locally modified conffiles (`placard etc upgrade`, `placard etc resolve`).
 //!
@@ -28,5 +30,7 @@ pub mod drift;
 pub mod host;
 pub mod migrate;
 pub mod pristine;
+pub mod secrets;
+pub mod successors;
 pub mod tables;
 pub mod upgrade;

@@ -273,6 +273,24 @@ pub fn from_ucf(known: &Known, roots: &Roots) -> BTreeMap<String, PristineFile> 
         .collect()
 }
 
+/// Adds the pristine files of generated configuration to those of the .debs (which
+/// win): a package's template before ucf's cache. ucf's cache is not pristine for a
+/// file a maintainer script generates from debconf answers, because the package's
+/// config script reads those answers back from the live file (issue 13, item 3:
+/// openssh-server's config reads `PasswordAuthentication` from sshd_config, so after
+/// `dpkg-reconfigure openssh-server` or an upgrade the cache holds the site's value and
+/// the site's hardening looked pristine). The template is what the package ships, with
+/// debconf's defaults.
+pub fn add_generated(
+    files: &mut BTreeMap<String, PristineFile>,
+    templates: BTreeMap<String, PristineFile>,
+    ucf: BTreeMap<String, PristineFile>,
+) {
+    for (path, file) in templates.into_iter().chain(ucf) {
+        files.entry(path).or_insert(file);
+    }
+}
+
 /// The files generated from a template, for installed packages, from the host's copy of
 /// the template (a file of the installed version).
 pub fn from_templates(known: &Known, roots: &Roots) -> BTreeMap<String, PristineFile> {
@@ -297,6 +315,58 @@ pub fn from_templates(known: &Known, roots: &Roots) -> BTreeMap<String, Pristine
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(source: &str, content: &str) -> PristineFile {
+        PristineFile {
+            content: content.as_bytes().to_vec(),
+            mode: MODE_FILE,
+            package: "openssh-server".into(),
+            source: source.into(),
+        }
+    }
+
+    /// Issue 13, item 3: after `dpkg-reconfigure openssh-server`, ucf's cache holds the
+    /// site's `PasswordAuthentication no`; the template is the pristine file.
+    #[test]
+    fn issue_13_a_template_wins_over_a_ucf_cache_filled_from_the_live_file() {
+        let mut files =
+            BTreeMap::from([("dovecot/dovecot.conf".to_string(), file("deb", "deb\n"))]);
+        let templates = BTreeMap::from([(
+            "ssh/sshd_config".to_string(),
+            file(
+                "template:/usr/share/openssh/sshd_config",
+                "#PasswordAuthentication yes\n",
+            ),
+        )]);
+        let ucf = BTreeMap::from([
+            (
+                "ssh/sshd_config".to_string(),
+                file("ucf", "PasswordAuthentication no\n"),
+            ),
+            ("dovecot/dovecot.conf".to_string(), file("ucf", "ucf\n")),
+            (
+                "dovecot/conf.d/10-auth.conf".to_string(),
+                file("ucf", "auth\n"),
+            ),
+        ]);
+        add_generated(&mut files, templates, ucf);
+        assert_eq!(
+            files["ssh/sshd_config"].source,
+            "template:/usr/share/openssh/sshd_config"
+        );
+        assert_eq!(
+            files["ssh/sshd_config"].content,
+            b"#PasswordAuthentication yes\n"
+        );
+        assert_eq!(
+            files["dovecot/dovecot.conf"].source, "deb",
+            "a .deb's file wins"
+        );
+        assert_eq!(
+            files["dovecot/conf.d/10-auth.conf"].source, "ucf",
+            "no template: ucf"
+        );
+    }
 
     /// A real .deb, built with dpkg-deb: its /etc files come out with their git modes,
     /// and nothing outside /etc does.

@@ -19,8 +19,13 @@ pub struct Template {
 }
 
 /// Templates are read from the host's /usr/share, which holds the installed version.
-/// Where the package also registers the file with ucf, ucf's cache wins: it is what the
-/// maintainer script actually produced.
+/// Where the package also registers the file with ucf, the template wins over ucf's
+/// cache: a config script that reads debconf's answers back from the live file
+/// (openssh-server's, for PasswordAuthentication) fills the cache with the site's values
+/// (issue 13, item 3). Of the ucf-managed files of the packages placard's roles install,
+/// sshd_config and default/grub are generated from debconf; Dovecot's conf.d files are
+/// ucf copies of /usr/share/dovecot/conf.d with no debconf input, so their cache is the
+/// shipped file.
 pub const TEMPLATES: &[Template] = &[
     Template {
         package: "postfix",

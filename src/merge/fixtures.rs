@@ -134,7 +134,7 @@ fn postfix_site_settings_with_continuation_lines_are_carried_whole() {
 }
 
 #[test]
-fn issue_5_dovecot_settings_renamed_in_2_4_are_reported_with_their_new_names() {
+fn issue_13_dovecot_settings_renamed_in_2_4_are_translated_by_rule() {
     let base = fixture!("bookworm", "dovecot/conf.d/10-auth.conf");
     let new = fixture!("trixie", "dovecot/conf.d/10-auth.conf");
     let live = edit(
@@ -144,24 +144,23 @@ fn issue_5_dovecot_settings_renamed_in_2_4_are_reported_with_their_new_names() {
     );
     let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
     assert_eq!(merged.method, Method::Settings(Syntax::Dovecot));
-    match &merged.issues[..] {
-        [Issue::Renamed {
-            key,
-            values,
-            new_names,
-            note,
-        }] => {
-            assert_eq!(key, "disable_plaintext_auth");
-            assert_eq!(values, &["no"]);
-            assert_eq!(new_names, &["auth_allow_cleartext"]);
-            assert!(note.contains("inverted"), "{note}");
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    match &merged.translations[..] {
+        [translation] => {
+            assert_eq!(translation.old, "disable_plaintext_auth = no");
+            assert_eq!(translation.new, ["auth_allow_cleartext = yes"]);
+            assert!(translation.message.contains("inverted"), "{translation:?}");
         }
-        other => panic!("expected one rename, got {other:?}"),
+        other => panic!("expected one translation, got {other:?}"),
     }
-    assert_eq!(
-        merged.text, new,
-        "the renamed setting is not written under its old name"
+    assert!(
+        merged
+            .text
+            .contains("#auth_allow_cleartext = yes\nauth_allow_cleartext = yes\n"),
+        "the new setting, next to Debian's example:\n{}",
+        merged.text
     );
+    assert!(!merged.text.contains("disable_plaintext_auth = no"));
 
     let base = fixture!("bookworm", "dovecot/conf.d/10-mail.conf");
     let new = fixture!("trixie", "dovecot/conf.d/10-mail.conf");
@@ -171,10 +170,93 @@ fn issue_5_dovecot_settings_renamed_in_2_4_are_reported_with_their_new_names() {
         "mail_location = maildir:~/Maildir",
     );
     let merged = merge("dovecot/conf.d/10-mail.conf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert_eq!(merged.translations.len(), 1, "{:?}", merged.translations);
+    assert_eq!(merged.translations[0].unset, ["mail_inbox_path"]);
+    let settings = settings::settings_of(&merged.text, Syntax::Dovecot);
+    let value = |key: &str| settings.get(&(String::new(), key.to_string())).cloned();
+    assert_eq!(value("mail_driver"), Some(vec!["maildir".to_string()]));
+    assert_eq!(value("mail_path"), Some(vec!["~/Maildir".to_string()]));
+    assert_eq!(
+        value("mail_inbox_path"),
+        None,
+        "Debian's mbox INBOX is not the site's"
+    );
+    assert_eq!(value("mail_location"), None);
+    assert!(merged
+        .text
+        .contains("\n#mail_inbox_path = /var/mail/%{user}\n"));
+
+    // A value no rule knows is left for a human, by name.
+    let live = edit(
+        base,
+        "mail_location = mbox:~/mail:INBOX=/var/mail/%u",
+        "mail_location = maildir:~/Maildir:FANCY=yes",
+    );
+    let merged = merge("dovecot/conf.d/10-mail.conf", base, &live, Some(new));
     assert!(
         matches!(&merged.issues[..], [Issue::Renamed { key, new_names, .. }] if key == "mail_location" && new_names.starts_with(&["mail_driver".to_string(), "mail_path".to_string()])),
         "{:?}",
         merged.issues
+    );
+}
+
+#[test]
+fn issue_13_sshd_challenge_response_becomes_kbd_interactive() {
+    // Debian 11's name for it, migrated onto Debian 13's file.
+    let base = fixture!("bookworm", "ssh/sshd_config").replace(
+        "KbdInteractiveAuthentication no",
+        "ChallengeResponseAuthentication no",
+    );
+    let live = edit(
+        &base,
+        "ChallengeResponseAuthentication no",
+        "ChallengeResponseAuthentication yes",
+    );
+    let new = fixture!("trixie", "ssh/sshd_config");
+    let merged = merge("ssh/sshd_config", &base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert_eq!(merged.translations.len(), 1, "{:?}", merged.translations);
+    let settings = settings::settings_of(&merged.text, Syntax::Sshd);
+    assert_eq!(
+        settings.get(&(String::new(), "kbdinteractiveauthentication".to_string())),
+        Some(&vec!["yes".to_string()])
+    );
+    assert!(!merged.text.contains("ChallengeResponseAuthentication"));
+}
+
+#[test]
+fn issue_13_postfix_deprecated_tls_settings_become_security_levels() {
+    let base = fixture!("bookworm", "postfix/main.cf");
+    let live = format!("{base}smtpd_use_tls = yes\nsmtp_enforce_tls = yes\n");
+    let new = fixture!("trixie", "postfix/main.cf");
+    let merged = merge("postfix/main.cf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert_eq!(merged.translations.len(), 2, "{:?}", merged.translations);
+    let settings = settings::settings_of(&merged.text, Syntax::Postfix);
+    let value = |key: &str| settings.get(&(String::new(), key.to_string())).cloned();
+    assert_eq!(
+        value("smtpd_tls_security_level"),
+        Some(vec!["may".to_string()])
+    );
+    assert_eq!(
+        value("smtp_tls_security_level"),
+        Some(vec!["encrypt".to_string()])
+    );
+    assert_eq!(value("smtpd_use_tls"), None);
+    // The bookworm host's postinst set smtpd_tls_security_level itself (the template
+    // lacks it): that value stays, and the translation names it.
+    let base = fixture!("bookworm", "postfix/main.cf.debian");
+    let live = format!("{base}smtpd_tls_security_level=encrypt\nsmtpd_use_tls = yes\n");
+    let merged = merge("postfix/main.cf", base, &live, Some(new));
+    let settings = settings::settings_of(&merged.text, Syntax::Postfix);
+    assert_eq!(
+        settings.get(&(String::new(), "smtpd_tls_security_level".to_string())),
+        Some(&vec!["encrypt".to_string()])
+    );
+    assert_eq!(
+        merged.translations[0].new,
+        ["smtpd_tls_security_level = encrypt (the site's own value, kept)"]
     );
 }
 
@@ -283,6 +365,30 @@ fn issue_5_postfix_main_cf_keeps_the_hosts_debconf_values_over_debian_13s_new_te
     );
 }
 
+/// Issue 13: Debian 13's login.defs no longer sets UMASK (nor explains it); the line
+/// merge conflicts, the merge by setting keeps the site's value.
+#[test]
+fn issue_13_login_defs_merges_by_setting() {
+    let base = fixture!("bookworm", "login.defs");
+    let new = fixture!("trixie", "login.defs");
+    let live = edit(base, "UMASK\t\t022", "UMASK\t\t027");
+    assert!(
+        line::merge(base, &live, new).conflicts > 0,
+        "the line merge conflicts"
+    );
+    let merged = merge("login.defs", base, &live, Some(new));
+    assert_eq!(merged.method, Method::Settings(Syntax::Spaced));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    assert!(merged.text.contains("\nUMASK\t\t027\n"), "{}", merged.text);
+    // Everything else is Debian 13's file.
+    let settings = settings::settings_of(&merged.text, Syntax::Spaced);
+    let theirs = settings::settings_of(new, Syntax::Spaced);
+    for (id, values) in &theirs {
+        assert_eq!(settings.get(id), Some(values), "{id:?}");
+    }
+    assert_eq!(settings.len(), theirs.len() + 1);
+}
+
 #[test]
 fn dovecot_ssl_paths_renamed_in_2_4() {
     let base = fixture!("bookworm", "dovecot/conf.d/10-ssl.conf");
@@ -293,10 +399,15 @@ fn dovecot_ssl_paths_renamed_in_2_4() {
         "ssl_cert = </etc/letsencrypt/live/club.example/fullchain.pem",
     );
     let merged = merge("dovecot/conf.d/10-ssl.conf", base, &live, Some(new));
-    assert!(
-        matches!(&merged.issues[..], [Issue::Renamed { key, new_names, .. }] if key == "ssl_cert" && new_names == &["ssl_server_cert_file"]),
-        "{:?}",
-        merged.issues
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    let settings = settings::settings_of(&merged.text, Syntax::Dovecot);
+    assert_eq!(
+        settings.get(&(String::new(), "ssl_server_cert_file".to_string())),
+        Some(&vec![
+            "/etc/letsencrypt/live/club.example/fullchain.pem".to_string()
+        ]),
+        "{}",
+        merged.text
     );
 }
 

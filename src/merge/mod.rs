@@ -104,6 +104,59 @@ impl Notice {
     }
 }
 
+/// A setting the new release renamed, translated by a rule of [`renames`]: the site's
+/// line is gone and the new settings carry its meaning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Translation {
+    pub section: String,
+    /// The site's line, as `key = value` (sshd: `Key value`).
+    pub old: String,
+    /// The settings written in its place (empty when the rule drops it).
+    pub new: Vec<String>,
+    /// Settings of the new release that the old value overrode, commented out (Debian
+    /// 13's `mail_inbox_path` for a site whose `mail_location` named no INBOX).
+    pub unset: Vec<String>,
+    /// The rule's note, with its source.
+    pub note: String,
+    /// "disable_plaintext_auth = no → auth_allow_cleartext = yes (Dovecot 2.4; …)".
+    pub message: String,
+}
+
+impl Translation {
+    pub fn new(
+        section: String,
+        old: String,
+        new: Vec<String>,
+        unset: Vec<String>,
+        note: &str,
+    ) -> Translation {
+        let target = if new.is_empty() {
+            "dropped".to_string()
+        } else {
+            new.join(", ")
+        };
+        let place = if section.is_empty() {
+            String::new()
+        } else {
+            format!("{section}: ")
+        };
+        let unset_text = if unset.is_empty() {
+            String::new()
+        } else {
+            format!("; Debian's {} commented out", unset.join(", "))
+        };
+        let message = format!("{place}{old} → {target}{unset_text} ({note})");
+        Translation {
+            section,
+            old,
+            new,
+            unset,
+            note: note.to_string(),
+            message,
+        }
+    }
+}
+
 /// The outcome of merging one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Merged {
@@ -116,6 +169,8 @@ pub struct Merged {
     /// Settings where the site's value was kept over the new release's (merges by
     /// setting only); they do not make the merge unclean.
     pub notices: Vec<Notice>,
+    /// Renamed settings translated by rule (merges by setting only).
+    pub translations: Vec<Translation>,
     pub issues: Vec<Issue>,
 }
 
@@ -135,6 +190,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
             text: ours.to_string(),
             replayed: Vec::new(),
             notices: Vec::new(),
+            translations: Vec::new(),
             issues: vec![Issue::FileRemoved],
         };
     };
@@ -144,6 +200,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
             text: theirs.to_string(),
             replayed: Vec::new(),
             notices: Vec::new(),
+            translations: Vec::new(),
             issues: Vec::new(),
         };
     }
@@ -155,6 +212,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
                 text: merged.text,
                 replayed: merged.replayed,
                 notices: merged.notices,
+                translations: merged.translations,
                 issues: merged.issues,
             }
         }
@@ -172,6 +230,7 @@ pub fn merge(path: &str, base: &str, ours: &str, theirs: Option<&str>) -> Merged
                 text: merged.text,
                 replayed: Vec::new(),
                 notices: Vec::new(),
+                translations: Vec::new(),
                 issues,
             }
         }

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::renames;
-use super::{Issue, Notice};
+use super::{Issue, Notice, Translation};
 
 /// The syntaxes placard merges by setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -34,6 +34,8 @@ pub enum Syntax {
     KeyValue,
     /// ini: `[section]` headers, then `key = value`.
     Ini,
+    /// `KEYWORD value`, keywords case-sensitive, no sections: login.defs.
+    Spaced,
 }
 
 impl Syntax {
@@ -60,8 +62,26 @@ impl Syntax {
             Some(Syntax::KeyValue)
         } else if name.ends_with(".ini") {
             Some(Syntax::Ini)
+        } else if path == "login.defs" {
+            Some(Syntax::Spaced)
         } else {
             None
+        }
+    }
+
+    /// A key as the parser names it (sshd's keywords are case-insensitive).
+    pub fn key_id(self, key: &str) -> String {
+        match self {
+            Syntax::Sshd => key.to_ascii_lowercase(),
+            _ => key.to_string(),
+        }
+    }
+
+    /// One setting written in this syntax.
+    pub fn setting_line(self, key: &str, value: &str) -> String {
+        match self {
+            Syntax::Sshd | Syntax::Spaced => format!("{key} {value}"),
+            _ => format!("{key} = {value}"),
         }
     }
 
@@ -233,6 +253,17 @@ fn commented_key(text: &str, syntax: Syntax) -> Option<String> {
     {
         return None;
     }
+    // login.defs' prose ("# UMASK is the default umask value…") too: an example is an
+    // upper-case keyword and one value.
+    if syntax == Syntax::Spaced
+        && (!key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            || value.is_empty()
+            || value.contains(' '))
+    {
+        return None;
+    }
     Some(key)
 }
 
@@ -244,6 +275,11 @@ fn parse_setting(line: &str, syntax: Syntax) -> Option<(String, String)> {
             let key = line[..end].to_ascii_lowercase();
             let value = line[end..].trim_start().trim_start_matches('=').trim();
             (!key.is_empty()).then(|| (key, normalize(value)))
+        }
+        Syntax::Spaced => {
+            let end = line.find(char::is_whitespace).unwrap_or(line.len());
+            let key = &line[..end];
+            (!key.is_empty()).then(|| (key.to_string(), normalize(&line[end..])))
         }
         Syntax::Postfix | Syntax::Dovecot | Syntax::KeyValue | Syntax::Ini => {
             let (key, value) = line.split_once('=')?;
@@ -279,6 +315,8 @@ pub struct SettingsMerge {
     pub replayed: Vec<Replayed>,
     /// Settings both sides changed, differently: the site's value was kept.
     pub notices: Vec<Notice>,
+    /// Settings the new release renamed, translated by rule ([`renames`]).
+    pub translations: Vec<Translation>,
     pub issues: Vec<Issue>,
 }
 
@@ -311,6 +349,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
     let mut plan = Output::new(&theirs_parsed);
     let mut replayed = Vec::new();
     let mut notices = Vec::new();
+    let mut translations = Vec::new();
     let mut issues = Vec::new();
     // The site's settings in the order it wrote them, then those it removed.
     let removed = base_settings
@@ -328,17 +367,77 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             continue; // not a site change, or the new release already agrees
         }
         let (section, key) = id.clone();
-        // A setting the new release renamed: it neither sets nor shows the old name.
-        if after.is_some() && distro.is_none() && !mentions(&theirs_parsed, syntax, &key) {
-            if let Some(rename) = renames::lookup(syntax, &key) {
+        // A setting the new release renamed: it no longer sets the old name, and either
+        // no longer shows it or shows one of the new names too.
+        let renamed = renames::lookup(syntax, &key).filter(|rename| {
+            distro.is_none()
+                && (!mentions(&theirs_parsed, syntax, &key)
+                    || rename
+                        .new
+                        .iter()
+                        .any(|new| mentions(&theirs_parsed, syntax, &syntax.key_id(new))))
+        });
+        if let (Some(rename), Some(values)) = (renamed, after) {
+            let translated = match values.as_slice() {
+                [value] => rename.translate(value),
+                _ => None,
+            };
+            let Some(translated) = translated else {
                 issues.push(Issue::Renamed {
                     key,
-                    values: after.cloned().unwrap_or_default(),
+                    values: values.clone(),
                     new_names: rename.new_names(),
                     note: rename.note.to_string(),
                 });
                 continue;
+            };
+            let site_line = site_text(&ours_parsed, &id, &base_lines)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_string();
+            let indent = site_line[..site_line.len() - site_line.trim_start().len()].to_string();
+            // The key as the site spelled it (sshd's are parsed in lower case).
+            let site_key = site_line
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .find(|word| !word.is_empty())
+                .unwrap_or(rename.old)
+                .to_string();
+            let mut written = Vec::new();
+            for (new_key, new_value) in &translated.settings {
+                let new_id = (section.clone(), syntax.key_id(new_key));
+                // The site's own change to the new name, if any, is replayed as it is.
+                let site_value = ours_settings.get(&new_id);
+                if site_value != base_settings.get(&new_id) {
+                    let shown = site_value.map_or_else(|| "unset".to_string(), |v| v.join("; "));
+                    written.push(format!(
+                        "{} (the site's own value, kept)",
+                        syntax.setting_line(new_key, &shown)
+                    ));
+                    continue;
+                }
+                let line = syntax.setting_line(new_key, new_value);
+                plan.set(&new_id, format!("{indent}{line}\n"), syntax, &theirs_parsed);
+                written.push(line);
             }
+            let mut unset = Vec::new();
+            for name in &translated.unset {
+                let unset_id = (section.clone(), syntax.key_id(name));
+                if ours_settings.get(&unset_id) == base_settings.get(&unset_id)
+                    && theirs_settings.contains_key(&unset_id)
+                {
+                    plan.comment_out(&unset_id, syntax);
+                    unset.push(name.clone());
+                }
+            }
+            translations.push(Translation::new(
+                section,
+                syntax.setting_line(&site_key, &values.join(" ")),
+                written,
+                unset,
+                rename.note,
+            ));
+            continue;
         }
         // Both sides changed it, differently: the site's value is replayed like any
         // other site change, and the admin is told of Debian's new default.
@@ -389,6 +488,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
         text: plan.render(),
         replayed,
         notices,
+        translations,
         issues,
     }
 }
@@ -699,6 +799,7 @@ mod tests {
         );
         assert_eq!(Syntax::for_path("sysctl.conf"), Some(Syntax::KeyValue));
         assert_eq!(Syntax::for_path("php/8.2/fpm/php.ini"), Some(Syntax::Ini));
+        assert_eq!(Syntax::for_path("login.defs"), Some(Syntax::Spaced));
         assert_eq!(Syntax::for_path("nginx/nginx.conf"), None);
     }
 

@@ -284,6 +284,7 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
         for change in changes {
             let _ = writeln!(out, "  changed {}", change.as_str().unwrap_or_default());
         }
+        print_secrets_in_history(out, &data["secrets_in_history"]);
     } else if let Some(commits) = data.get("commits").and_then(|c| c.as_array()) {
         for commit in commits {
             let _ = writeln!(
@@ -302,6 +303,33 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
     }
 }
 
+/// `etc status`'s warning: secret files already in /etc's git history, and the fix.
+fn print_secrets_in_history(out: &mut dyn Write, check: &serde_json::Value) {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+    let leaks = check["leaks"].as_array().cloned().unwrap_or_default();
+    if leaks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  WARNING: /etc's git history holds {} secret file(s):",
+        leaks.len()
+    );
+    for leak in &leaks {
+        let _ = writeln!(
+            out,
+            "    /etc/{}: {} (in commit {})",
+            text(&leak["path"]),
+            text(&leak["why"]),
+            text(&leak["commit"])
+        );
+    }
+    let _ = writeln!(out, "  The fix:");
+    for line in check["fix"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "    {}", text(line));
+    }
+}
+
 /// `etc migrate`: what merged and was committed, what is left for the admin, and where.
 fn print_migrate(out: &mut dyn Write, migrate: &serde_json::Value) {
     let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
@@ -310,6 +338,18 @@ fn print_migrate(out: &mut dyn Write, migrate: &serde_json::Value) {
     let _ = writeln!(out, "  merged cleanly and committed ({}):", merged.len());
     for file in &merged {
         let _ = writeln!(out, "    /etc/{}", text(&file["path"]));
+        for translation in file["translations"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "        translated: {}", text(translation));
+        }
+    }
+    for moved in list("moved") {
+        let _ = writeln!(
+            out,
+            "  moved: /etc/{} (not shipped by this release) → /etc/{} ({})",
+            text(&moved["path"]),
+            text(&moved["successor"]),
+            text(&moved["source"])
+        );
     }
     let unchanged = list("unchanged");
     if !unchanged.is_empty() {

@@ -126,7 +126,28 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
             for notice in list(&file["notices"]) {
                 let _ = writeln!(out, "        {}", text(&notice["message"]));
             }
+            for translation in list(&file["translations"]) {
+                let _ = writeln!(out, "        translated: {}", text(&translation["message"]));
+            }
         }
+    }
+    for moved in list(&upgrade["moved"]) {
+        let settings: Vec<String> = list(&moved["settings"]).iter().map(text).collect();
+        let _ = writeln!(
+            out,
+            "  moved: /etc/{} (dropped by the new release) → /etc/{}: {}",
+            text(&moved["path"]),
+            text(&moved["successor"]),
+            settings.join(", ")
+        );
+    }
+    for kept in list(&upgrade["kept"]) {
+        let _ = writeln!(
+            out,
+            "  for you: /etc/{}: {}",
+            text(&kept["path"]),
+            text(&kept["reason"])
+        );
     }
     for line in list(&upgrade["still_invalid"]) {
         let _ = writeln!(out, "  {}", text(&line));
@@ -162,6 +183,8 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
     }
     if upgrade["merged"].as_array().is_none_or(Vec::is_empty)
         && upgrade["conflicts"].as_array().is_none_or(Vec::is_empty)
+        && upgrade["moved"].as_array().is_none_or(Vec::is_empty)
+        && upgrade["kept"].as_array().is_none_or(Vec::is_empty)
     {
         let _ = writeln!(
             out,

@@ -267,6 +267,7 @@ mod tests {
             text: theirs.to_string(),
             replayed: Vec::new(),
             notices: Vec::new(),
+            translations: Vec::new(),
             issues: vec![Issue::Conflict {
                 section: String::new(),
                 key: "auth_mechanisms".into(),
@@ -292,12 +293,14 @@ mod tests {
         let base = "#disable_plaintext_auth = yes\nauth_mechanisms = plain\n";
         let ours = "disable_plaintext_auth = no\nauth_mechanisms = plain\n";
         let theirs = "#auth_allow_cleartext = no\nauth_mechanisms = plain\n";
+        // A value the rule cannot translate (disable_plaintext_auth is yes or no).
+        let ours = &ours.replace("= no", "= sometimes");
         let merged = merge::merge("dovecot/conf.d/10-auth.conf", base, ours, Some(theirs));
         let text = conflict_text(&merged, base, ours, "trixie");
         assert!(text.starts_with(theirs), "{text}");
         assert!(
             text.contains("<<<<<<< live /etc: `disable_plaintext_auth` (renamed to auth_allow_cleartext in trixie:")
-                && text.contains("\ndisable_plaintext_auth = no\n=======\n>>>>>>> new pristine (trixie): no `disable_plaintext_auth`\n"),
+                && text.contains("\ndisable_plaintext_auth = sometimes\n=======\n>>>>>>> new pristine (trixie): no `disable_plaintext_auth`\n"),
             "{text}"
         );
     }

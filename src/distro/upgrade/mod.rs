@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use super::branch;
 use super::host::{self, Roots};
 use super::pristine::{Unavailable, MODE_LINK};
+use super::successors;
 use crate::merge::{self, Issue, Method};
 use crate::plan::Event;
 use crate::system::etc_git::{Declared, EtcRepo};
@@ -94,9 +95,30 @@ pub struct MergedFile {
     /// Settings both the site and the new release changed, differently: the site's
     /// value was kept, Debian's new default was not.
     pub notices: Vec<merge::Notice>,
+    /// Settings the new release renamed, translated by rule (`merge::renames`).
+    pub translations: Vec<merge::Translation>,
     /// The validator that passed, or why none ran, or (when the live configuration
     /// already failed it before the merge) that it still fails.
     pub validated: String,
+}
+
+/// A conffile the new release dropped, whose site settings were moved where the
+/// release moved its function ([`super::successors`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct MovedFile {
+    pub path: String,
+    pub successor: String,
+    /// The site's settings written there, as `key = value`.
+    pub settings: Vec<String>,
+    pub source: String,
+}
+
+/// A conffile the new release dropped, with no known successor (or one its settings
+/// could not be merged into): the site's file stays, or is put back, at its path.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptFile {
+    pub path: String,
+    pub reason: String,
 }
 
 /// One file left for the admin.
@@ -131,6 +153,10 @@ pub struct UpgradeReport {
     pub distro_base: Option<String>,
     pub distro_tip: Option<String>,
     pub merged: Vec<MergedFile>,
+    /// Dropped conffiles whose site settings moved to their successor.
+    pub moved: Vec<MovedFile>,
+    /// Dropped conffiles kept as the site had them, listed for the admin.
+    pub kept: Vec<KeptFile>,
     pub conflicts: Vec<Conflict>,
     /// Conflicts of an earlier run still waiting in the worktree.
     pub pending: Vec<String>,
@@ -147,6 +173,33 @@ pub struct UpgradeReport {
     /// fails after the clean merges were written ("dovecot: configuration still invalid
     /// until the conflicts are resolved: …").
     pub still_invalid: Vec<String>,
+}
+
+impl UpgradeReport {
+    fn new(from: &str, to: &str, worktree: &str) -> UpgradeReport {
+        UpgradeReport {
+            from: from.to_string(),
+            to: to.to_string(),
+            sources: Vec::new(),
+            upgraded: false,
+            packages: Vec::new(),
+            unavailable: Vec::new(),
+            distro_base: None,
+            distro_tip: None,
+            merged: Vec::new(),
+            moved: Vec::new(),
+            kept: Vec::new(),
+            conflicts: Vec::new(),
+            pending: Vec::new(),
+            cleaned: Vec::new(),
+            reloaded: Vec::new(),
+            commits: Vec::new(),
+            worktree: worktree.to_string(),
+            unconfigured: Vec::new(),
+            apt_error: None,
+            still_invalid: Vec::new(),
+        }
+    }
 }
 
 /// What `etc resolve` did.
@@ -599,26 +652,11 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         ),
         None => bail!("this host runs `{installed}`, which is not a Debian release placard knows"),
     };
-    let mut report = UpgradeReport {
-        from: from.clone(),
-        to: release.to_string(),
-        sources: Vec::new(),
-        upgraded: false,
-        packages: Vec::new(),
-        unavailable: Vec::new(),
-        distro_base: None,
-        distro_tip: None,
-        merged: Vec::new(),
-        conflicts: Vec::new(),
-        pending: Vec::new(),
-        cleaned: Vec::new(),
-        reloaded: Vec::new(),
-        commits: Vec::new(),
-        worktree: worktree.root.join("files").to_string_lossy().into_owned(),
-        unconfigured: Vec::new(),
-        apt_error: None,
-        still_invalid: Vec::new(),
-    };
+    let mut report = UpgradeReport::new(
+        &from,
+        release,
+        &worktree.root.join("files").to_string_lossy(),
+    );
     // 1. The merge base: the distro branch of the installed packages.
     repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
     let stray = repo.changes()?;
@@ -810,6 +848,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                     text: String::new(),
                     replayed: Vec::new(),
                     notices: Vec::new(),
+                    translations: Vec::new(),
                     issues: vec![Issue::Lines { conflicts: 1 }],
                 };
                 conflicts.push((
@@ -819,7 +858,13 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                 ));
                 continue;
             };
-            let merged = merge::merge(path, &base_text, &ours_text, theirs_text.as_deref());
+            let Some(theirs_text) = theirs_text else {
+                // The new release dropped a file the site changed: its settings must keep
+                // working (issue 13, item 1).
+                keep_dropped(etc, path, &base_text, &ours_text, &mut report)?;
+                continue;
+            };
+            let merged = merge::merge(path, &base_text, &ours_text, Some(&theirs_text));
             if merged.is_clean() {
                 clean.push((path.clone(), (ours_bytes, merged)));
             } else {
@@ -847,6 +892,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
                         method: merged.method,
                         replayed: merged.replayed,
                         notices: merged.notices,
+                        translations: merged.translations,
                         validated: validated.clone(),
                     });
                 }
@@ -862,7 +908,7 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
             let file = worktree.leave(&path, &merged.text)?;
             let secret = git.is_path_ignored(&path).with_context(|| {
                 format!("cannot tell whether /etc/{path} is kept out of git, so whether its conflicts may be shown")
-            })?;
+            })? || is_secret(etc, &path);
             let conflict = Conflict {
                 path: path.clone(),
                 method: serde_json::to_value(merged.method).unwrap_or_default(),
@@ -905,6 +951,36 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
         if !notices.is_empty() {
             body.push_str("\nSite values kept over Debian's new defaults:\n");
             body.push_str(&list(&notices));
+            body.push('\n');
+        }
+        let translations: Vec<String> = report
+            .merged
+            .iter()
+            .flat_map(|m| {
+                m.translations
+                    .iter()
+                    .map(move |t| format!("{}: {}", m.path, t.message))
+            })
+            .collect();
+        if !translations.is_empty() {
+            body.push_str("\nRenamed settings translated by rule:\n");
+            body.push_str(&list(&translations));
+            body.push('\n');
+        }
+        let moved: Vec<String> = report
+            .moved
+            .iter()
+            .map(|m| format!("{} → {} ({})", m.path, m.successor, m.settings.join(", ")))
+            .chain(
+                report
+                    .kept
+                    .iter()
+                    .map(|k| format!("{}: kept as it was: {}", k.path, k.reason)),
+            )
+            .collect();
+        if !moved.is_empty() {
+            body.push_str("\nConffiles the new release dropped:\n");
+            body.push_str(&list(&moved));
             body.push('\n');
         }
         if !report.still_invalid.is_empty() {
@@ -961,6 +1037,74 @@ pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<Upg
     })?;
     // What is left to do is the admin's: the state of the next run starts afresh.
     Ok(report)
+}
+
+/// A conffile the site changed and the new release dropped: its site settings go to
+/// its successor when [`successors`] knows one; otherwise the site's file stays at its
+/// path, as it was (put back when dpkg moved it to `.dpkg-bak`), and is listed.
+fn keep_dropped(
+    etc: &Path,
+    path: &str,
+    base: &str,
+    ours: &str,
+    report: &mut UpgradeReport,
+) -> Result<()> {
+    let live = etc.join(path);
+    if let Some(successor) = successors::lookup(path) {
+        let target = etc.join(successor.successor);
+        let existing = match fs::read_to_string(&target) {
+            Ok(text) => Some(text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", target.display()))
+            }
+        };
+        if let Some(merged) = successors::moved_text(successor, base, ours, existing.as_deref()) {
+            if let Some(folder) = target.parent() {
+                fs::create_dir_all(folder)
+                    .with_context(|| format!("cannot create {}", folder.display()))?;
+            }
+            write_atomic(&target, merged.text.as_bytes())?;
+            // The settings now live in the successor alone; git keeps the old file.
+            if live.exists() {
+                fs::remove_file(&live)
+                    .with_context(|| format!("cannot remove {}", live.display()))?;
+            }
+            report.moved.push(MovedFile {
+                path: path.to_string(),
+                successor: successor.successor.to_string(),
+                settings: merged
+                    .replayed
+                    .iter()
+                    .map(|r| match r.values.as_slice() {
+                        [] => format!("{} (removed)", r.key),
+                        values => format!("{} = {}", r.key, values.join("; ")),
+                    })
+                    .collect(),
+                source: successor.source.to_string(),
+            });
+            return Ok(());
+        }
+    }
+    let reason = match successors::lookup(path) {
+        Some(successor) => format!(
+            "the new release no longer ships it; its settings could not be merged into /etc/{} by setting, so the site's file stays: move them by hand",
+            successor.successor
+        ),
+        None => "the new release no longer ships it and placard knows no file that took over its job: the site's file stays as it was; check that something still reads it".to_string(),
+    };
+    if !live.exists() {
+        if let Some(folder) = live.parent() {
+            fs::create_dir_all(folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+        }
+        write_atomic(&live, ours.as_bytes())?;
+    }
+    report.kept.push(KeptFile {
+        path: path.to_string(),
+        reason,
+    });
+    Ok(())
 }
 
 /// `etc resolve`: see the module's documentation.
@@ -1034,6 +1178,11 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
     Ok(report)
 }
 
+/// Whether a file's values must be withheld from the report ([`super::secrets`]).
+fn is_secret(etc: &Path, path: &str) -> bool {
+    super::secrets::why_secret(path, super::secrets::live_mode(etc, path)).is_some()
+}
+
 /// Commits /etc (see [`EtcRepo::commit_all_merging`]) and reports the commit.
 fn commit(
     emit: &mut dyn FnMut(Event),
@@ -1062,4 +1211,47 @@ fn list(files: &[String]) -> String {
         .map(|f| format!("  {f}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13, item 1: a dropped sysctl.conf's settings go to sysctl.d/99-site.conf
+    /// (and the file dpkg left is removed); a dropped file with no successor is put back
+    /// as it was and listed.
+    #[test]
+    fn issue_13_a_dropped_conffile_keeps_its_settings_live() {
+        let etc = tempfile::tempdir().expect("a temporary folder");
+        let mut report = UpgradeReport::new("bookworm", "trixie", "/nowhere");
+        let base = "#net.ipv4.ip_forward=1\n";
+        let ours = "net.ipv4.ip_forward=1\nvm.swappiness = 10\n";
+        keep_dropped(etc.path(), "sysctl.conf", base, ours, &mut report).expect("moved");
+        let moved = fs::read_to_string(etc.path().join("sysctl.d/99-site.conf")).expect("written");
+        assert!(
+            moved.contains("\nnet.ipv4.ip_forward=1\nvm.swappiness = 10\n"),
+            "{moved}"
+        );
+        assert_eq!(report.moved.len(), 1);
+        assert_eq!(
+            report.moved[0].settings,
+            ["net.ipv4.ip_forward = 1", "vm.swappiness = 10"]
+        );
+        assert!(!etc.path().join("sysctl.conf").exists());
+
+        keep_dropped(
+            etc.path(),
+            "network/ip-down.d/club",
+            "a\n",
+            "b\n",
+            &mut report,
+        )
+        .expect("kept");
+        assert_eq!(
+            fs::read_to_string(etc.path().join("network/ip-down.d/club")).ok(),
+            Some("b\n".to_string())
+        );
+        assert_eq!(report.kept.len(), 1);
+        assert!(report.kept[0].reason.contains("stays as it was"));
+    }
 }
