@@ -13,7 +13,7 @@
 //! searched: it holds the packages' pristine files, not the site's.
 //!
 //! This module only reads; /etc's `.gitignore` and what gets committed are
-//! `agent::etc_git`'s.
+//! `system::etc_git`'s.
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -24,34 +24,8 @@ use git2::{ObjectType, Oid, Repository, Tree};
 use glob::{MatchOptions, Pattern};
 use serde::{Deserialize, Serialize};
 
-/// Known secret files under /etc (relative paths; `*` stays within a path segment, as
-/// in [`super::tables`]), whatever their mode, and whose they are.
-pub const SECRET_PATTERNS: &[(&str, &str)] = &[
-    ("shadow", "the account database's password hashes"),
-    ("shadow-", "the account database's backup"),
-    ("gshadow", "the group password hashes"),
-    ("gshadow-", "the group database's backup"),
-    ("ssh/ssh_host_*_key", "an SSH host private key"),
-    ("ssl/private/*", "a TLS private key"),
-    ("*.key", "a private key"),
-    ("**/*.key", "a private key"),
-    ("postsrsd.secret", "postsrsd's SRS signing secret"),
-    ("*.secret", "a shared secret"),
-    ("**/*.secret", "a shared secret"),
-    ("ppp/chap-secrets", "PPP passwords"),
-    ("ppp/pap-secrets", "PPP passwords"),
-    ("postfix/sasl_passwd", "Postfix's relay passwords"),
-    ("postfix/sasl_passwd.db", "Postfix's relay passwords"),
-    ("sasldb2", "Cyrus SASL's password database"),
-    ("nut/upsd.users", "NUT's users and passwords"),
-    ("letsencrypt/archive/**", "certbot's keys and certificates"),
-    ("letsencrypt/keys/**", "certbot's private keys"),
-    ("letsencrypt/accounts/**", "certbot's ACME account keys"),
-    ("dkimkeys/**", "OpenDKIM's signing keys"),
-    ("opendkim/keys/**", "OpenDKIM's signing keys"),
-    ("wireguard/*.conf", "a WireGuard private key"),
-    ("wireguard/*.key", "a WireGuard private key"),
-];
+/// Known secret files under /etc; the same list keeps them out of /etc's git.
+pub use crate::system::etc_git::SECRET_PATTERNS;
 
 /// Why `path` is a secret, or `None`. `mode` is the live file's (`None`: no live file;
 /// `Some(Err)`: its mode could not be read, which counts as a secret).

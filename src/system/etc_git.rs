@@ -102,18 +102,38 @@ fn write_list(path: &Path, list: &BTreeSet<PathBuf>) -> Result<()> {
 pub const BEGIN: &str = "# begin section managed by placard";
 pub const END: &str = "# end section managed by placard";
 
-/// Always kept out of history: private keys that packages put in /etc, and password
-/// hashes (which can be cracked offline).
-const ALWAYS_IGNORED: &[&str] = &[
-    "/ssh/ssh_host_*_key",
-    "/ssl/private/",
-    "*.key",
-    ".placard-*",
-    "/shadow",
-    "/shadow-",
-    "/gshadow",
-    "/gshadow-",
+/// Known secret files under /etc (relative paths; `*` stays within a path segment, as
+/// in the distro tables), whatever their mode, and whose they are. /etc's .gitignore
+/// gets each of them anchored at /etc (`/PATTERN`).
+pub const SECRET_PATTERNS: &[(&str, &str)] = &[
+    ("shadow", "the account database's password hashes"),
+    ("shadow-", "the account database's backup"),
+    ("gshadow", "the group password hashes"),
+    ("gshadow-", "the group database's backup"),
+    ("ssh/ssh_host_*_key", "an SSH host private key"),
+    ("ssl/private/*", "a TLS private key"),
+    ("*.key", "a private key"),
+    ("**/*.key", "a private key"),
+    ("postsrsd.secret", "postsrsd's SRS signing secret"),
+    ("*.secret", "a shared secret"),
+    ("**/*.secret", "a shared secret"),
+    ("ppp/chap-secrets", "PPP passwords"),
+    ("ppp/pap-secrets", "PPP passwords"),
+    ("postfix/sasl_passwd", "Postfix's relay passwords"),
+    ("postfix/sasl_passwd.db", "Postfix's relay passwords"),
+    ("sasldb2", "Cyrus SASL's password database"),
+    ("nut/upsd.users", "NUT's users and passwords"),
+    ("letsencrypt/archive/**", "certbot's keys and certificates"),
+    ("letsencrypt/keys/**", "certbot's private keys"),
+    ("letsencrypt/accounts/**", "certbot's ACME account keys"),
+    ("dkimkeys/*.private", "OpenDKIM's signing keys"),
+    ("opendkim/keys/**/*.private", "OpenDKIM's signing keys"),
+    ("wireguard/*.conf", "a WireGuard private key"),
+    ("wireguard/*.key", "a WireGuard private key"),
 ];
+
+/// Always kept out of history besides those: placard's own staged files.
+const ALWAYS_IGNORED: &[&str] = &[".placard-*", "/ssl/private/"];
 
 pub struct EtcRepo {
     repo: Repository,
@@ -167,6 +187,7 @@ impl EtcRepo {
         let (before, ours, after) = split_section(&current);
         let mut entries: BTreeSet<String> = ours.into_iter().collect();
         entries.extend(ALWAYS_IGNORED.iter().map(|s| s.to_string()));
+        entries.extend(SECRET_PATTERNS.iter().map(|(pattern, _)| format!("/{pattern}")));
         let relative = |file: &PathBuf| {
             file.strip_prefix(&self.root)
                 .ok()
