@@ -399,10 +399,22 @@ fn certificates_and_sites(host: &WebHost) {
     let files = String::from_utf8_lossy(&files.stdout).into_owned();
     assert!(files.contains("letsencrypt/renewal/club.conf"), "the lineage's configuration is recorded");
     assert!(files.contains("nginx/sites-enabled/placard-club.example.conf"));
-    for private in ["privkey", "letsencrypt/accounts", "letsencrypt/keys/", ".key"] {
+    for private in ["letsencrypt/archive/", "letsencrypt/accounts/", "letsencrypt/keys/", ".key"] {
         assert!(
             !files.lines().any(|f| f.contains(private)),
             "`{private}` is in /etc's git:\n{files}"
+        );
+    }
+    // live/NAME/privkey.pem is recorded as what it is, a symbolic link into archive/;
+    // no commit holds a private key itself.
+    let etc = host.bed.root_path("/etc").display().to_string();
+    let revisions = run(30, &["git", "-C", &etc, "rev-list", "--all"]);
+    for revision in String::from_utf8_lossy(&revisions.stdout).lines() {
+        let found = run(30, &["git", "-C", &etc, "grep", "-l", "PRIVATE KEY", revision]);
+        assert!(
+            found.stdout.is_empty(),
+            "a private key in /etc's history: {}",
+            text(&found)
         );
     }
 
