@@ -430,7 +430,7 @@ fn certificates_and_sites(host: &WebHost) {
     let pid = || host.bed.ssh("systemctl show --property MainPID --value nginx").trim().to_string();
     let nginx_pid = pid();
     host.bed.ssh(
-        "REQUESTS_CA_BUNDLE=/root/pebble-minica.pem timeout 300 certbot renew --force-renewal --cert-name club --non-interactive",
+        "REQUESTS_CA_BUNDLE=/root/pebble-minica.pem timeout 300 certbot renew --force-renewal --no-random-sleep-on-renew --cert-name club --non-interactive",
     );
     // nginx's reload returns before its new workers answer: wait a little for them.
     let (renewed_serial, _) = host.presented_when("www.club.example", |now, _| now != serial);
@@ -463,6 +463,7 @@ fn certificates_and_sites(host: &WebHost) {
 
     // (5) A name that cannot be validated: the host fails with certbot's reason, the
     // previous certificate stays served, and no second lineage appears.
+    let renewal_before = host.bed.read("/etc/letsencrypt/renewal/club.conf");
     host.pebble.servfail("nowhere.club.example");
     let failing = "[{name: club, domains: [club.example, www.club.example, members.club.example, radio.club.example, nowhere.club.example], services: [nginx]}]";
     host.inventory(&sites, failing);
@@ -477,6 +478,11 @@ fn certificates_and_sites(host: &WebHost) {
     assert_eq!(still, expanded_serial, "the previous certificate is still served");
     assert!(!details.contains("nowhere"), "{details}");
     assert_eq!(host.lineages(), ["club.conf"]);
+    assert_eq!(
+        host.bed.read("/etc/letsencrypt/renewal/club.conf"),
+        renewal_before,
+        "the lineage's configuration is as it was"
+    );
     let nginx = host.bed.ssh_output("nginx -t");
     assert!(nginx.status.success(), "nginx's configuration is whole");
 
