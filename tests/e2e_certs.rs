@@ -418,6 +418,15 @@ fn certificates_and_sites(host: &WebHost) {
         );
     }
 
+    // `placard dns` reminds the admin of the CAA and address records the names need.
+    let dns = host.bed.placard(&["dns", &host.bed.host.name]);
+    let records = stdout(&dns);
+    assert_eq!(dns.status.code(), Some(0), "placard dns:\n{records}");
+    assert!(
+        records.contains("CAA 0 issue \"letsencrypt.org\"") && records.contains("members.club.example"),
+        "{records}"
+    );
+
     // (7) A second apply changes nothing and orders nothing.
     let started = Instant::now();
     assert_eq!(host.apply_ok("second apply"), 0, "a second apply changes nothing");
