@@ -81,8 +81,35 @@ impl Pebble {
         // The CA of pebble's own HTTPS (the ACME API): Debian's package ships no test
         // certificates, so make them, as pebble's minica would.
         for argv in [
-            vec!["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=e2e pebble minica", "-keyout", &path("ca.key"), "-out", &path("minica.pem")],
-            vec!["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &path("key.pem"), "-out", &path("cert.csr")],
+            vec![
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=e2e pebble minica",
+                "-keyout",
+                &path("ca.key"),
+                "-out",
+                &path("minica.pem"),
+            ],
+            vec![
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                &path("key.pem"),
+                "-out",
+                &path("cert.csr"),
+            ],
         ] {
             let output = run(60, &argv);
             assert!(output.status.success(), "{argv:?}: {}", text(&output));
@@ -94,9 +121,30 @@ impl Pebble {
         .expect("write the extension");
         let output = run(
             60,
-            &["openssl", "x509", "-req", "-in", &path("cert.csr"), "-CA", &path("minica.pem"), "-CAkey", &path("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", &path("san.ext"), "-out", &path("cert.pem")],
+            &[
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                &path("cert.csr"),
+                "-CA",
+                &path("minica.pem"),
+                "-CAkey",
+                &path("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &path("san.ext"),
+                "-out",
+                &path("cert.pem"),
+            ],
         );
-        assert!(output.status.success(), "sign pebble's cert: {}", text(&output));
+        assert!(
+            output.status.success(),
+            "sign pebble's cert: {}",
+            text(&output)
+        );
 
         let directory_port = free_port();
         let management_port = free_port();
@@ -115,9 +163,7 @@ impl Pebble {
         }});
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).expect("config");
 
-        let log = |name: &str| {
-            std::fs::File::create(dir.path().join(name)).expect("a log file")
-        };
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
         let dns = Command::new("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
             .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
@@ -147,11 +193,18 @@ impl Pebble {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while pebble.root().is_none() {
-            assert!(Instant::now() < deadline, "pebble did not start: {}", pebble.log());
+            assert!(
+                Instant::now() < deadline,
+                "pebble did not start: {}",
+                pebble.log()
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
-        std::fs::write(pebble.dir.path().join("root.pem"), pebble.root().unwrap_or_default())
-            .expect("write pebble's root");
+        std::fs::write(
+            pebble.dir.path().join("root.pem"),
+            pebble.root().unwrap_or_default(),
+        )
+        .expect("write pebble's root");
         pebble
     }
 
@@ -167,7 +220,10 @@ impl Pebble {
     fn root(&self) -> Option<String> {
         let url = format!("https://127.0.0.1:{}/roots/0", self.management_port);
         let minica = self.minica().display().to_string();
-        let output = run(10, &["curl", "--silent", "--fail", "--cacert", &minica, &url]);
+        let output = run(
+            10,
+            &["curl", "--silent", "--fail", "--cacert", &minica, &url],
+        );
         let pem = String::from_utf8_lossy(&output.stdout).into_owned();
         (output.status.success() && pem.contains("BEGIN CERTIFICATE")).then_some(pem)
     }
@@ -178,7 +234,9 @@ impl Pebble {
 
     /// How many orders pebble has taken (new-order requests in its log).
     fn orders(&self) -> usize {
-        self.log().matches("/order-plz -> calling handler()").count()
+        self.log()
+            .matches("/order-plz -> calling handler()")
+            .count()
     }
 
     /// Makes every DNS lookup of `host` fail (SERVFAIL), so its challenge cannot succeed.
@@ -248,15 +306,26 @@ impl WebHost {
 
     fn apply(&self) -> (Output, u64) {
         let output = self.bed.placard(&["apply", "--format", "json"]);
-        let last = stdout(&output).lines().last().unwrap_or_default().to_string();
+        let last = stdout(&output)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         let summary: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
-        let changed = summary["summary"][0]["changed"].as_u64().unwrap_or(u64::MAX);
+        let changed = summary["summary"][0]["changed"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
         (output, changed)
     }
 
     fn apply_ok(&self, what: &str) -> u64 {
         let (output, changed) = self.apply();
-        assert_eq!(output.status.code(), Some(0), "{what}:\n{}", stdout(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{what}:\n{}",
+            stdout(&output)
+        );
         changed
     }
 
@@ -267,7 +336,17 @@ impl WebHost {
         let root = self.pebble.root_path().display().to_string();
         let output = run(
             20,
-            &["curl", "--silent", "--show-error", "--include", "--cacert", &root, "--resolve", &resolve, &url],
+            &[
+                "curl",
+                "--silent",
+                "--show-error",
+                "--include",
+                "--cacert",
+                &root,
+                "--resolve",
+                &resolve,
+                &url,
+            ],
         );
         (output.status.success(), text(&output))
     }
@@ -275,7 +354,10 @@ impl WebHost {
     fn http(&self, name: &str, path: &str) -> String {
         let resolve = format!("{name}:{}:127.0.0.1", self.http_port);
         let url = format!("http://{name}:{}{path}", self.http_port);
-        text(&run(20, &["curl", "--silent", "--include", "--resolve", &resolve, &url]))
+        text(&run(
+            20,
+            &["curl", "--silent", "--include", "--resolve", &resolve, &url],
+        ))
     }
 
     /// The certificate nginx presents for `name`, verified by openssl against pebble's
@@ -284,24 +366,53 @@ impl WebHost {
         let root = self.pebble.root_path().display().to_string();
         let connect = format!("127.0.0.1:{}", self.https_port);
         let mut s_client = Command::new("timeout")
-            .args(["20", "openssl", "s_client", "-connect", &connect, "-servername", name])
-            .args(["-CAfile", &root, "-verify_return_error", "-verify_hostname", name])
+            .args([
+                "20",
+                "openssl",
+                "s_client",
+                "-connect",
+                &connect,
+                "-servername",
+                name,
+            ])
+            .args([
+                "-CAfile",
+                &root,
+                "-verify_return_error",
+                "-verify_hostname",
+                name,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("run openssl s_client");
         let mut pem = String::new();
-        let _ = s_client.stdout.take().map(|mut out| out.read_to_string(&mut pem));
+        let _ = s_client
+            .stdout
+            .take()
+            .map(|mut out| out.read_to_string(&mut pem));
         let status = s_client.wait().expect("wait for s_client");
-        assert!(status.success(), "s_client -verify_return_error for {name} failed:\n{pem}");
+        assert!(
+            status.success(),
+            "s_client -verify_return_error for {name} failed:\n{pem}"
+        );
         assert!(pem.contains("Verify return code: 0 (ok)"), "{pem}");
         let certificate_file = self.pebble.dir.path().join("presented.pem");
         std::fs::write(&certificate_file, &pem).expect("write the presented certificate");
         let file = certificate_file.display().to_string();
         let details = run(
             10,
-            &["openssl", "x509", "-in", &file, "-noout", "-serial", "-ext", "subjectAltName"],
+            &[
+                "openssl",
+                "x509",
+                "-in",
+                &file,
+                "-noout",
+                "-serial",
+                "-ext",
+                "subjectAltName",
+            ],
         );
         let details = text(&details);
         let serial = details
@@ -326,14 +437,15 @@ impl WebHost {
     }
 
     fn lineages(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.bed.root_path("/etc/letsencrypt/renewal"))
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut names: Vec<String> =
+            std::fs::read_dir(self.bed.root_path("/etc/letsencrypt/renewal"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
         names.sort();
         names
     }
@@ -352,18 +464,27 @@ fn certificates_and_sites(host: &WebHost) {
     eprintln!("first apply: {:?}", started.elapsed());
     assert_eq!(host.lineages(), ["club.conf"]);
     assert_eq!(host.pebble.orders(), 1, "one order:\n{}", host.pebble.log());
-    std::fs::write(host.bed.root_path("/var/www/club/index.html"), "club pages\n")
-        .expect("write the site's page");
+    std::fs::write(
+        host.bed.root_path("/var/www/club/index.html"),
+        "club pages\n",
+    )
+    .expect("write the site's page");
     let mut serial = String::new();
     for name in ["club.example", "www.club.example", "members.club.example"] {
         let (ok, answer) = host.https(name, "/");
         assert!(ok && answer.contains("club pages"), "{name}: {answer}");
         assert!(
-            answer.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000"),
+            answer
+                .to_ascii_lowercase()
+                .contains("strict-transport-security: max-age=31536000"),
             "HSTS on {name}: {answer}"
         );
         let (this_serial, details) = host.presented(name);
-        for expected in ["DNS:club.example", "DNS:www.club.example", "DNS:members.club.example"] {
+        for expected in [
+            "DNS:club.example",
+            "DNS:www.club.example",
+            "DNS:members.club.example",
+        ] {
             assert!(details.contains(expected), "{expected} in {details}");
         }
         serial = this_serial;
@@ -372,11 +493,20 @@ fn certificates_and_sites(host: &WebHost) {
     let redirect = host.http("www.club.example", "/page");
     assert!(
         redirect.contains("301")
-            && redirect.contains(&format!("Location: https://www.club.example:{}/page", host.https_port)),
+            && redirect.contains(&format!(
+                "Location: https://www.club.example:{}/page",
+                host.https_port
+            )),
         "{redirect}"
     );
-    let probe = host.http("www.club.example", "/.well-known/acme-challenge/placard-probe");
-    assert!(probe.contains("200 OK") && probe.contains("placard"), "{probe}");
+    let probe = host.http(
+        "www.club.example",
+        "/.well-known/acme-challenge/placard-probe",
+    );
+    assert!(
+        probe.contains("200 OK") && probe.contains("placard"),
+        "{probe}"
+    );
     // Unknown names are refused: the TLS handshake, and HTTP without an answer.
     let (ok, answer) = host.https("unknown.example", "/");
     assert!(!ok, "an unknown name must be refused: {answer}");
@@ -388,18 +518,43 @@ fn certificates_and_sites(host: &WebHost) {
     let root = host.pebble.root_path().display().to_string();
     let old = run(
         20,
-        &["curl", "--silent", "--tlsv1.0", "--tls-max", "1.1", "--cacert", &root, "--resolve",
-          &format!("club.example:{}:127.0.0.1", host.https_port),
-          &format!("https://club.example:{}/", host.https_port)],
+        &[
+            "curl",
+            "--silent",
+            "--tlsv1.0",
+            "--tls-max",
+            "1.1",
+            "--cacert",
+            &root,
+            "--resolve",
+            &format!("club.example:{}:127.0.0.1", host.https_port),
+            &format!("https://club.example:{}/", host.https_port),
+        ],
     );
     assert!(!old.status.success(), "TLS 1.1 must be refused");
 
     // Private keys never enter /etc's history.
-    let files = run(30, &["git", "-C", &host.bed.root_path("/etc").display().to_string(), "ls-files"]);
+    let files = run(
+        30,
+        &[
+            "git",
+            "-C",
+            &host.bed.root_path("/etc").display().to_string(),
+            "ls-files",
+        ],
+    );
     let files = String::from_utf8_lossy(&files.stdout).into_owned();
-    assert!(files.contains("letsencrypt/renewal/club.conf"), "the lineage's configuration is recorded");
+    assert!(
+        files.contains("letsencrypt/renewal/club.conf"),
+        "the lineage's configuration is recorded"
+    );
     assert!(files.contains("nginx/sites-enabled/placard-club.example.conf"));
-    for private in ["letsencrypt/archive/", "letsencrypt/accounts/", "letsencrypt/keys/", ".key"] {
+    for private in [
+        "letsencrypt/archive/",
+        "letsencrypt/accounts/",
+        "letsencrypt/keys/",
+        ".key",
+    ] {
         assert!(
             !files.lines().any(|f| f.contains(private)),
             "`{private}` is in /etc's git:\n{files}"
@@ -410,7 +565,10 @@ fn certificates_and_sites(host: &WebHost) {
     let etc = host.bed.root_path("/etc").display().to_string();
     let revisions = run(30, &["git", "-C", &etc, "rev-list", "--all"]);
     for revision in String::from_utf8_lossy(&revisions.stdout).lines() {
-        let found = run(30, &["git", "-C", &etc, "grep", "-l", "PRIVATE KEY", revision]);
+        let found = run(
+            30,
+            &["git", "-C", &etc, "grep", "-l", "PRIVATE KEY", revision],
+        );
         assert!(
             found.stdout.is_empty(),
             "a private key in /etc's history: {}",
@@ -423,27 +581,40 @@ fn certificates_and_sites(host: &WebHost) {
     let records = stdout(&dns);
     assert_eq!(dns.status.code(), Some(0), "placard dns:\n{records}");
     assert!(
-        records.contains("CAA 0 issue \"letsencrypt.org\"") && records.contains("members.club.example"),
+        records.contains("CAA 0 issue \"letsencrypt.org\"")
+            && records.contains("members.club.example"),
         "{records}"
     );
 
     // (7) A second apply changes nothing and orders nothing.
     let started = Instant::now();
-    assert_eq!(host.apply_ok("second apply"), 0, "a second apply changes nothing");
+    assert_eq!(
+        host.apply_ok("second apply"),
+        0,
+        "a second apply changes nothing"
+    );
     eprintln!("no-op apply: {:?}", started.elapsed());
     assert_eq!(host.pebble.orders(), 1, "no order on a no-op apply");
 
     // (4) A renewal by certbot's own means (the timer's `certbot renew`, forced): the
     // deploy hook reloads nginx, which then presents the new certificate; nginx is
     // reloaded, not restarted (same main PID). Then placard still has nothing to do.
-    let pid = || host.bed.ssh("systemctl show --property MainPID --value nginx").trim().to_string();
+    let pid = || {
+        host.bed
+            .ssh("systemctl show --property MainPID --value nginx")
+            .trim()
+            .to_string()
+    };
     let nginx_pid = pid();
     host.bed.ssh(
         "REQUESTS_CA_BUNDLE=/root/pebble-minica.pem timeout 300 certbot renew --force-renewal --no-random-sleep-on-renew --cert-name club --non-interactive",
     );
     // nginx's reload returns before its new workers answer: wait a little for them.
     let (renewed_serial, _) = host.presented_when("www.club.example", |now, _| now != serial);
-    assert_ne!(renewed_serial, serial, "nginx presents the renewed certificate");
+    assert_ne!(
+        renewed_serial, serial,
+        "nginx presents the renewed certificate"
+    );
     assert_eq!(pid(), nginx_pid, "nginx was reloaded, not restarted");
     assert_eq!(host.pebble.orders(), 2, "the renewal is one order");
     assert_eq!(host.apply_ok("apply after a renewal"), 0);
@@ -462,7 +633,10 @@ fn certificates_and_sites(host: &WebHost) {
     assert_eq!(host.lineages(), ["club.conf"], "the same lineage, expanded");
     assert_eq!(host.pebble.orders(), 3, "one new order");
     let (ok, answer) = host.https("radio.club.example", "/");
-    assert!(ok && answer.contains("radio upstream"), "the proxy over HTTPS: {answer}");
+    assert!(
+        ok && answer.contains("radio upstream"),
+        "the proxy over HTTPS: {answer}"
+    );
     let (expanded_serial, details) =
         host.presented_when("club.example", |_, details| details.contains("radio"));
     assert!(details.contains("DNS:radio.club.example"), "{details}");
@@ -484,7 +658,10 @@ fn certificates_and_sites(host: &WebHost) {
         "certbot's reason is reported:\n{report}"
     );
     let (still, details) = host.presented("radio.club.example");
-    assert_eq!(still, expanded_serial, "the previous certificate is still served");
+    assert_eq!(
+        still, expanded_serial,
+        "the previous certificate is still served"
+    );
     assert!(!details.contains("nowhere"), "{details}");
     assert_eq!(host.lineages(), ["club.conf"]);
     assert_eq!(
@@ -511,10 +688,19 @@ fn certificates_and_sites(host: &WebHost) {
     host.inventory(&broken, expanded);
     let (output, _) = host.apply();
     let report = stdout(&output);
-    assert_eq!(output.status.code(), Some(1), "a broken site fails the host:\n{report}");
-    assert!(report.contains("host not found in upstream"), "nginx's reason:\n{report}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a broken site fails the host:\n{report}"
+    );
     assert!(
-        host.bed.read("/etc/nginx/sites-enabled/placard-broken.club.example.conf").is_none(),
+        report.contains("host not found in upstream"),
+        "nginx's reason:\n{report}"
+    );
+    assert!(
+        host.bed
+            .read("/etc/nginx/sites-enabled/placard-broken.club.example.conf")
+            .is_none(),
         "the refused site is not left in place"
     );
     assert!(host.bed.ssh_output("nginx -t").status.success());

@@ -333,11 +333,27 @@ mod tests {
 
     #[test]
     fn urls_name_a_host() {
-        for good in ["http://127.0.0.1:8008", "https://club.example/x", "http://[::1]:80/"] {
-            assert!(VariableType::Url.check(&json!(good), false).is_ok(), "{good}");
+        for good in [
+            "http://127.0.0.1:8008",
+            "https://club.example/x",
+            "http://[::1]:80/",
+        ] {
+            assert!(
+                VariableType::Url.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
         }
-        for bad in ["127.0.0.1:8008", "ftp://club.example", "http://", "http://a b", "http://x:port"] {
-            assert!(VariableType::Url.check(&json!(bad), false).is_err(), "{bad}");
+        for bad in [
+            "127.0.0.1:8008",
+            "ftp://club.example",
+            "http://",
+            "http://a b",
+            "http://x:port",
+        ] {
+            assert!(
+                VariableType::Url.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -355,11 +371,20 @@ mod tests {
             Err("item 2 (`b`): field `domains`: \"a.example\" is already in item 1; a value may be in one item only".to_string())
         );
         let wildcard = json!([{"name": "a", "domains": ["*.a.example"]}]);
-        assert!(certificates.check(&wildcard).unwrap_err().contains("\"*.a.example\" is a wildcard"));
+        assert!(certificates
+            .check(&wildcard)
+            .unwrap_err()
+            .contains("\"*.a.example\" is a wildcard"));
         let unknown = json!([{"name": "a", "domains": [], "domain": "x"}]);
-        assert!(certificates.check(&unknown).unwrap_err().contains("unknown field `domain`"));
+        assert!(certificates
+            .check(&unknown)
+            .unwrap_err()
+            .contains("unknown field `domain`"));
         let missing = json!([{"domains": ["a.example"]}]);
-        assert_eq!(certificates.check(&missing), Err("item 1: field `name` is required".to_string()));
+        assert_eq!(
+            certificates.check(&missing),
+            Err("item 1: field `name` is required".to_string())
+        );
     }
 
     #[test]
