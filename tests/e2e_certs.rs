@@ -708,6 +708,23 @@ fn certificates_and_sites(host: &WebHost) {
     assert!(ok && answer.contains("club pages"), "{answer}");
     host.inventory(&sites, expanded);
     assert_eq!(host.apply_ok("apply after the refused site"), 0);
+
+    // Removing a name shrinks the same lineage: one order, still one lineage.
+    host.inventory(CLUB_SITES, CLUB_CERTIFICATE);
+    assert!(host.apply_ok("apply without radio.club.example") > 0);
+    assert_eq!(host.lineages(), ["club.conf"], "the same lineage, shrunk");
+    assert!(
+        host.bed
+            .read("/etc/nginx/sites-enabled/placard-radio.club.example.conf")
+            .is_none(),
+        "a site no longer listed is no longer served"
+    );
+    assert_eq!(host.pebble.orders(), 5, "one new order");
+    let (_, details) = host.presented_when("club.example", |_, details| !details.contains("radio"));
+    assert!(!details.contains("DNS:radio.club.example"), "{details}");
+    assert!(details.contains("DNS:members.club.example"), "{details}");
+    assert_eq!(host.apply_ok("apply after shrinking"), 0);
+    assert_eq!(host.pebble.orders(), 5, "no order on a no-op apply");
 }
 
 #[test]
