@@ -586,6 +586,15 @@ fn certificates_and_sites(host: &WebHost) {
         "{records}"
     );
 
+    // The roles' health checks pass.
+    let verify = host.bed.placard(&["verify"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "placard verify:\n{}",
+        stdout(&verify)
+    );
+
     // (7) A second apply changes nothing and orders nothing.
     let started = Instant::now();
     assert_eq!(
