@@ -4,6 +4,8 @@
 //! `type` lets placard refuse a value that cannot work (a rate limit that is not a
 //! number, a domain that is not a domain) before any host is contacted.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -22,6 +24,29 @@ pub struct Variable {
     /// The only values allowed, e.g. a mode: `choices: [bmc, systemd, none]`.
     #[serde(default)]
     pub choices: Vec<Value>,
+    /// For lists of mappings (sites, certificates): the fields of each item. A field
+    /// not listed here is refused.
+    #[serde(default)]
+    pub items: BTreeMap<String, ItemField>,
+}
+
+/// One field of the items of a list variable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemField {
+    #[serde(rename = "type")]
+    pub kind: VariableType,
+    /// The field is a list, each of whose values has the type.
+    #[serde(default)]
+    pub list: bool,
+    #[serde(default)]
+    pub required: bool,
+    /// No value may appear in two items (a domain in two certificates).
+    #[serde(default)]
+    pub distinct: bool,
+    /// The only values allowed, as for a variable.
+    #[serde(default)]
+    pub choices: Vec<Value>,
 }
 
 impl Variable {
@@ -30,6 +55,9 @@ impl Variable {
     pub fn check(&self, value: &Value) -> Result<(), String> {
         if let Some(kind) = self.kind {
             kind.check(value, self.unique)?;
+        }
+        if !self.items.is_empty() {
+            check_items(&self.items, value)?;
         }
         if !self.choices.is_empty() && !self.choices.contains(value) {
             let choices: Vec<String> = self.choices.iter().map(show).collect();
@@ -41,6 +69,70 @@ impl Variable {
         }
         Ok(())
     }
+}
+
+/// Each item of `value` against `fields`: known fields only, required ones present,
+/// each of its type, distinct ones in one item only.
+fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<(), String> {
+    let Some(items) = value.as_array() else {
+        return Ok(());
+    };
+    let mut seen: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for (index, item) in items.iter().enumerate() {
+        let label = match item.get("name").and_then(Value::as_str) {
+            Some(name) => format!("item {} (`{name}`)", index + 1),
+            None => format!("item {}", index + 1),
+        };
+        let Some(item) = item.as_object() else {
+            return Err(format!("{label} is not a mapping of fields"));
+        };
+        for name in item.keys() {
+            if !fields.contains_key(name) {
+                let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "{label}: unknown field `{name}`; the fields are {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        for (name, field) in fields {
+            let Some(field_value) = item.get(name) else {
+                if field.required {
+                    return Err(format!("{label}: field `{name}` is required"));
+                }
+                continue;
+            };
+            let values: Vec<&Value> = match (field.list, field_value.as_array()) {
+                (false, _) => vec![field_value],
+                (true, Some(values)) => values.iter().collect(),
+                (true, None) => return Err(format!("{label}: field `{name}` is not a list")),
+            };
+            for one in values {
+                field
+                    .kind
+                    .check(one, false)
+                    .map_err(|message| format!("{label}: field `{name}`: {message}"))?;
+                if !field.choices.is_empty() && !field.choices.contains(one) {
+                    let choices: Vec<String> = field.choices.iter().map(show).collect();
+                    return Err(format!(
+                        "{label}: field `{name}`: {} is not one of {}",
+                        show(one),
+                        choices.join(", ")
+                    ));
+                }
+                if field.distinct {
+                    if let Some(first) = seen.insert((name.as_str(), one.to_string()), index) {
+                        return Err(format!(
+                            "{label}: field `{name}`: {} is already in item {}; a value may be in one item only",
+                            show(one),
+                            first + 1
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
@@ -63,6 +155,8 @@ pub enum VariableType {
     Port,
     /// An absolute path.
     Path,
+    /// An http:// or https:// URL with a host (http://127.0.0.1:8008).
+    Url,
 }
 
 impl VariableType {
@@ -78,6 +172,7 @@ impl VariableType {
             VariableType::Email => "an email address",
             VariableType::Port => "a port number (1-65535)",
             VariableType::Path => "an absolute path",
+            VariableType::Url => "an http:// or https:// URL",
         }
     }
 
@@ -100,7 +195,13 @@ impl VariableType {
             }),
             VariableType::Port => value.as_u64().is_some_and(|p| (1..=65535).contains(&p)),
             VariableType::Path => value.as_str().is_some_and(|s| s.starts_with('/')),
+            VariableType::Url => value.as_str().is_some_and(is_url),
         };
+        if !fits && self == VariableType::Domain {
+            if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
+                return Err(format!("\"{name}\" is a wildcard, not a domain name"));
+            }
+        }
         if !fits {
             return Err(format!("{} is not {}", show(value), self.name()));
         }
@@ -139,6 +240,30 @@ pub fn is_dns_name(name: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// An http or https URL naming a host (a DNS name, an IPv4 address or [IPv6]), an
+/// optional port, and an optional path.
+fn is_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    let host_ok = is_dns_name(host)
+        || host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    host_ok && port_ok && !url.contains(char::is_whitespace)
 }
 
 /// Variable names are used in templates as `{{name}}`: keep them plain.
@@ -204,6 +329,62 @@ mod tests {
             .check(&json!(3))
             .unwrap_err()
             .contains("is not a string"));
+    }
+
+    #[test]
+    fn urls_name_a_host() {
+        for good in [
+            "http://127.0.0.1:8008",
+            "https://club.example/x",
+            "http://[::1]:80/",
+        ] {
+            assert!(
+                VariableType::Url.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "127.0.0.1:8008",
+            "ftp://club.example",
+            "http://",
+            "http://a b",
+            "http://x:port",
+        ] {
+            assert!(
+                VariableType::Url.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn items_have_known_typed_fields_and_distinct_values() {
+        let certificates: Variable = serde_yaml::from_str(
+            "description: d\ndefault: []\ntype: list\nitems:\n  name: {type: string, required: true}\n  domains: {type: domain, list: true, required: true, distinct: true}\n",
+        )
+        .expect("a variable");
+        let good = json!([{"name": "a", "domains": ["a.example"]}, {"name": "b", "domains": ["b.example"]}]);
+        assert_eq!(certificates.check(&good), Ok(()));
+        let twice = json!([{"name": "a", "domains": ["a.example"]}, {"name": "b", "domains": ["a.example"]}]);
+        assert_eq!(
+            certificates.check(&twice),
+            Err("item 2 (`b`): field `domains`: \"a.example\" is already in item 1; a value may be in one item only".to_string())
+        );
+        let wildcard = json!([{"name": "a", "domains": ["*.a.example"]}]);
+        assert!(certificates
+            .check(&wildcard)
+            .unwrap_err()
+            .contains("\"*.a.example\" is a wildcard"));
+        let unknown = json!([{"name": "a", "domains": [], "domain": "x"}]);
+        assert!(certificates
+            .check(&unknown)
+            .unwrap_err()
+            .contains("unknown field `domain`"));
+        let missing = json!([{"domains": ["a.example"]}]);
+        assert_eq!(
+            certificates.check(&missing),
+            Err("item 1: field `name` is required".to_string())
+        );
     }
 
     #[test]
