@@ -4,6 +4,7 @@
 //! server itself); [`remote`] reaches the host over SSH ([`ssh`], russh), uploads the
 //! agent once per version and runs it — one connection and one exec per host per run.
 
+pub mod agent_binary;
 pub mod local;
 pub mod remote;
 pub mod ssh;
