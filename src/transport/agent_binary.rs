@@ -171,7 +171,7 @@ fn carries_source_id(bytes: &[u8]) -> bool {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ElfKind {
     Static,
     Dynamic,
