@@ -37,6 +37,8 @@ sed -i 's/^UMASK\t\t022/UMASK\t\t027/' /etc/login.defs
 mkdir -p /etc/club
 echo 'keep = 30' > /etc/club/backup.conf
 echo 'vm.swappiness = 10' > /etc/sysctl.d/90-club.conf
+echo 'relay = smarthost.club.example' > /etc/club/relay.conf
+chgrp postfix /etc/club/relay.conf
 "#;
 
 const EDITED: &[&str] = &["login.defs", "postfix/main.cf", "ssh/sshd_config"];
@@ -124,6 +126,12 @@ fn issue_13_6_capture_a_debian_11_host_with_the_static_agent_and_migrate_it_onto
         Some("keep = 30\n".to_string())
     );
     assert!(draft.join("templates/site/sysctl.d/90-club.conf").is_file());
+    // The musl agent names owners from the host's /etc/group (no glibc NSS needed).
+    let role = std::fs::read_to_string(draft.join("roles/site.yml")).expect("the role");
+    assert!(
+        role.contains("path: \"/etc/club/relay.conf\"") && role.contains("group: \"postfix\""),
+        "{role}"
+    );
     drop(old);
 
     // The new host: Debian 13, the same packages, nothing of the site yet.
