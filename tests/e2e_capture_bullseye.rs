@@ -85,6 +85,7 @@ fn issue_13_6_capture_a_debian_11_host_with_the_static_agent_and_migrate_it_onto
         .output()
         .expect("run placard plan");
     let said = format!("{}{}", stdout(&refused), stderr(&refused));
+    eprintln!("$ PLACARD_AGENT=(the glibc build) placard plan\n{said}");
     assert_ne!(refused.status.code(), Some(0), "{said}");
     assert!(
         said.contains("this host has glibc 2.31, older than the 2.36 this placard needs")
