@@ -157,7 +157,7 @@ pub enum SandboxCommand {
     /// Build (once) and boot a Debian host named NAME, reachable over SSH on loopback.
     Up {
         name: String,
-        /// Debian release: bookworm (12) or trixie (13).
+        /// Debian release: bullseye (11), bookworm (12) or trixie (13).
         #[arg(long, default_value = "bookworm")]
         suite: String,
         /// The loopback port its sshd listens on.

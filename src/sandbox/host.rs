@@ -43,11 +43,12 @@ pub(super) fn configure_host(
          # so its sshd must listen on its own loopback port only.\n\
          Port {port}\nListenAddress {LOOPBACK}:{port}\n"
     );
-    if suite != "bookworm" {
+    if check_suite(suite)?.sshd_has_penalties {
         // OpenSSH >= 9.8 (trixie) penalises source addresses after failed or
         // aborted logins; every sandbox client is 127.0.0.1, so one test of a
         // wrong key would lock out every later test for a while. bookworm's
-        // 9.2 does not know the option and would refuse to start with it.
+        // 9.2 and bullseye's 8.4 do not know the option and would refuse to
+        // start with it.
         dropin.push_str(&format!("PerSourcePenaltyExemptList {LOOPBACK}\n"));
     }
     write_in_root(

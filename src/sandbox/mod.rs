@@ -1,4 +1,4 @@
-//! The local test bed: real Debian hosts (bookworm, trixie) booted with
+//! The local test bed: real Debian hosts (bullseye, bookworm, trixie) booted with
 //! `systemd-nspawn` on this machine and reachable over SSH on a loopback
 //! port of their own, so that placard can be run against a host that boots
 //! systemd, runs sshd and installs packages with apt exactly like a server.
@@ -67,8 +67,36 @@ const DEBOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// test and sudo environments often lack the sbin directories.
 const SANE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Suites we know how to build, and whether they have a security archive.
-const SUITES: &[(&str, bool)] = &[("bookworm", true), ("trixie", true)];
+/// A Debian release we know how to build a host of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Suite {
+    pub name: &'static str,
+    /// It has a `SUITE-security` archive.
+    pub has_security: bool,
+    /// Its OpenSSH (>= 9.8) has `PerSourcePenaltyExemptList`; older ones refuse to start
+    /// with an option they do not know.
+    pub sshd_has_penalties: bool,
+}
+
+/// Suites we know how to build. bullseye (Debian 11, glibc 2.31) is the old host that
+/// only the static agent can serve: the one `capture` is for.
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "bullseye",
+        has_security: true,
+        sshd_has_penalties: false,
+    },
+    Suite {
+        name: "bookworm",
+        has_security: true,
+        sshd_has_penalties: false,
+    },
+    Suite {
+        name: "trixie",
+        has_security: true,
+        sshd_has_penalties: true,
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -81,7 +109,7 @@ pub enum SandboxError {
     NotRoot,
     #[error("invalid sandbox name {0:?}: use 1-32 characters from [a-z0-9-]")]
     InvalidName(String),
-    #[error("unsupported suite {0:?}: use bookworm or trixie")]
+    #[error("unsupported suite {0:?}: use bullseye, bookworm or trixie")]
     UnsupportedSuite(String),
     #[error("port {port} is not available: {why}")]
     PortUnavailable { port: u16, why: String },
@@ -196,7 +224,7 @@ pub use util::*;
 /// machine-id, hostname). No package lists or .debs are kept: run
 /// `apt-get update` in a sandbox before installing.
 pub fn ensure_image(paths: &SandboxPaths, suite: &str) -> Result<PathBuf> {
-    let has_security = check_suite(suite)?;
+    let has_security = check_suite(suite)?.has_security;
     let image = paths.image_dir(suite);
     // The rename below is atomic, so an existing directory is a complete one.
     if image.is_dir() {

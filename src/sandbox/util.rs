@@ -14,12 +14,11 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// Returns whether the suite has a security archive.
-pub(super) fn check_suite(suite: &str) -> Result<bool> {
+/// The suite of that name, when we know how to build it.
+pub(super) fn check_suite(suite: &str) -> Result<&'static Suite> {
     SUITES
         .iter()
-        .find(|(s, _)| *s == suite)
-        .map(|(_, sec)| *sec)
+        .find(|known| known.name == suite)
         .ok_or_else(|| SandboxError::UnsupportedSuite(suite.to_string()).into())
 }
 

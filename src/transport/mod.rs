@@ -3,7 +3,9 @@
 //! Two routes: [`local`] runs the agent in this process (`--local`, an admin on the
 //! server itself); [`remote`] reaches the host over SSH ([`ssh`], russh), uploads the
 //! agent once per version and runs it — one connection and one exec per host per run.
+//! [`agent_binary`] chooses the executable uploaded: the static build when there is one.
 
+pub mod agent_binary;
 pub mod local;
 pub mod remote;
 pub mod ssh;

@@ -6,37 +6,42 @@
 //! line: `UNSUPPORTED …` (wrong architecture or C library: said plainly, nothing
 //! written), `NEED` (we send the binary, it checks the sha256 and answers `READY`) or
 //! `READY`. Then the agent reads the bundle on stdin and answers with event lines.
-//! The agent is the controller's own executable, cached on the host under
-//! `/var/lib/placard/bin/placard-<sha256>`; older versions are removed.
-
-use std::path::PathBuf;
-use std::sync::OnceLock;
+//! The agent is a static build of placard when [`agent_binary`] finds one (it runs on
+//! any x86_64 Linux), else the controller's own executable (glibc 2.36 or newer on the
+//! host). It is cached on the host under `/var/lib/placard/bin/placard-<sha256>`, so it
+//! crosses the network once per version; older versions are removed.
 
 use anyhow::{bail, Context as _, Result};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::agent_binary::{agent_binary, BUILD_ADVICE};
 use super::ssh::{Connection, RemoteProcess, SshOptions, SshTarget};
 use crate::plan::{Bundle, Event};
 
-/// The oldest glibc the agent runs on: the one it was built against (Debian 12).
+/// The oldest glibc a dynamically linked agent runs on: the one it was built against
+/// (Debian 12).
 const MINIMUM_GLIBC: &str = "2.36";
+
+/// Checks the host's glibc, for an agent that is not static. The advice names no value
+/// of the inventory, only our own text, and holds no single quote (see
+/// [`bootstrap_command`]).
+const GLIBC_CHECK: &str = r#"glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | cut -d" " -f2 || true)
+if [ -z "$glibc" ]; then
+  echo "UNSUPPORTED this host has no GNU C library (musl or other) and this placard has no static agent to send; @ADVICE@"; exit 0
+fi
+if [ "$(printf "%s\n%s\n" "@MINIMUM@" "$glibc" | sort -V | head -n 1)" != "@MINIMUM@" ]; then
+  echo "UNSUPPORTED this host has glibc $glibc, older than the @MINIMUM@ this placard needs, and there is no static agent to send; @ADVICE@"; exit 0
+fi
+"#;
 
 const BOOTSTRAP: &str = r#"set -eu
 umask 077
 arch=$(uname -m)
 if [ "$arch" != "x86_64" ]; then
-  echo "UNSUPPORTED this host is $arch; the placard agent is built for x86_64 only"; exit 0
+  echo "UNSUPPORTED this host is $arch (uname -m); the placard agent is built for x86_64 only"; exit 0
 fi
-glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | cut -d" " -f2 || true)
-if [ -z "$glibc" ]; then
-  echo "UNSUPPORTED this host has no GNU C library (musl or other); the placard agent needs glibc @MINIMUM@ or newer"; exit 0
-fi
-if [ "$(printf "%s\n%s\n" "@MINIMUM@" "$glibc" | sort -V | head -n 1)" != "@MINIMUM@" ]; then
-  echo "UNSUPPORTED this host has glibc $glibc; the placard agent needs @MINIMUM@ or newer (Debian 12 or later)"; exit 0
-fi
-dir=/var/lib/placard/bin
+@LIBC_CHECK@dir=/var/lib/placard/bin
 bin="$dir/placard-@HASH@"
 if [ ! -x "$bin" ]; then
   echo NEED
@@ -57,29 +62,20 @@ echo READY
 exec "$bin" agent
 "#;
 
-/// This executable, and its sha256.
-struct AgentBinary {
-    bytes: Vec<u8>,
-    sha256: String,
-}
-
-fn agent_binary() -> Result<&'static AgentBinary> {
-    static BINARY: OnceLock<AgentBinary> = OnceLock::new();
-    if let Some(binary) = BINARY.get() {
-        return Ok(binary);
-    }
-    let path = PathBuf::from("/proc/self/exe");
-    let bytes = std::fs::read(&path).context("cannot read this placard executable to upload it")?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    Ok(BINARY.get_or_init(|| AgentBinary { bytes, sha256 }))
-}
-
-/// The bootstrap script for this binary, run through sudo when we do not log in as root.
-pub fn bootstrap_command(sha256: &str, size: usize, user_is_root: bool) -> String {
+/// The bootstrap script for an agent of this sha256 and size (a static one skips the
+/// glibc check), run through sudo when we do not log in as root.
+pub fn bootstrap_command(sha256: &str, size: usize, is_static: bool, user_is_root: bool) -> String {
+    let libc_check = if is_static {
+        String::new()
+    } else {
+        GLIBC_CHECK
+            .replace("@MINIMUM@", MINIMUM_GLIBC)
+            .replace("@ADVICE@", &BUILD_ADVICE.replace('`', "\\`"))
+    };
     let script = BOOTSTRAP
+        .replace("@LIBC_CHECK@", &libc_check)
         .replace("@HASH@", sha256)
-        .replace("@SIZE@", &size.to_string())
-        .replace("@MINIMUM@", MINIMUM_GLIBC);
+        .replace("@SIZE@", &size.to_string());
     if user_is_root {
         script
     } else {
@@ -106,6 +102,7 @@ pub async fn run(
         .exec(&bootstrap_command(
             &binary.sha256,
             binary.bytes.len(),
+            binary.is_static,
             user_is_root,
         ))
         .await
@@ -194,21 +191,72 @@ mod tests {
 
     #[test]
     fn the_bootstrap_is_plain_sh_with_only_our_values() {
-        let script = bootstrap_command(&"ab".repeat(32), 1234, true);
-        assert!(script.contains("head -c 1234"));
-        assert!(!script.contains('@'), "every placeholder is filled");
-        let sudo = bootstrap_command("00", 1, false);
-        assert!(sudo.starts_with("sudo -n /bin/sh -c '") && sudo.ends_with('\''));
-        assert_eq!(sudo.matches('\'').count(), 2);
+        for is_static in [true, false] {
+            let script = bootstrap_command(&"ab".repeat(32), 1234, is_static, true);
+            assert!(script.contains("head -c 1234"));
+            assert!(!script.contains('@'), "every placeholder is filled");
+            assert_eq!(script.contains("GNU_LIBC_VERSION"), !is_static);
+            let sudo = bootstrap_command("00", 1, is_static, false);
+            assert!(sudo.starts_with("sudo -n /bin/sh -c '") && sudo.ends_with('\''));
+            assert_eq!(sudo.matches('\'').count(), 2);
+        }
     }
 
     #[test]
     fn the_bootstrap_parses_as_sh() {
-        let script = bootstrap_command(&"ab".repeat(32), 10, true);
-        let status = std::process::Command::new("sh")
-            .args(["-n", "-c", &script])
-            .status()
-            .expect("sh runs");
-        assert!(status.success());
+        for is_static in [true, false] {
+            let script = bootstrap_command(&"ab".repeat(32), 10, is_static, true);
+            let status = std::process::Command::new("sh")
+                .args(["-n", "-c", &script])
+                .status()
+                .expect("sh runs");
+            assert!(status.success());
+        }
+    }
+
+    /// The refusal a host with an old glibc gets, run for real with a fake `getconf`:
+    /// it names the version and says how to build the static agent.
+    #[test]
+    fn an_old_glibc_is_refused_with_the_way_out_and_a_static_agent_is_not() {
+        let bin = tempfile::tempdir().expect("a temporary folder");
+        let getconf = bin.path().join("getconf");
+        std::fs::write(&getconf, "#!/bin/sh\necho glibc 2.31\n").expect("write getconf");
+        std::fs::set_permissions(
+            &getconf,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let first_line = |is_static: bool| {
+            // Stop the script before it writes anything: only the checks run.
+            let script = bootstrap_command(&"ab".repeat(32), 10, is_static, true)
+                .replace("dir=/var/lib/placard/bin", "echo CHECKED; exit 0");
+            let output = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env("PATH", &path)
+                .output()
+                .expect("sh runs");
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let refused = first_line(false);
+        if std::env::consts::ARCH == "x86_64" {
+            assert!(
+                refused.starts_with("UNSUPPORTED this host has glibc 2.31, older than the 2.36"),
+                "{refused}"
+            );
+            assert!(
+                refused.contains("cargo build --release --target x86_64-unknown-linux-musl`"),
+                "{refused}"
+            );
+            assert_eq!(first_line(true), "CHECKED");
+        }
     }
 }
