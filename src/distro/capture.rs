@@ -151,10 +151,10 @@ pub fn run(roots: &Roots, release: &str) -> Result<Capture> {
             // Host keys, shadow, private keys: the admin moves them, or makes new ones.
             if !matches!(file.class, Class::Generated { .. }) || is_key_or_password(path) {
                 capture.secrets.push(path.to_string());
-                capture.secret_reasons.insert(
-                    path.to_string(),
-                    "/etc's git repository keeps it out of history".to_string(),
-                );
+                // The reason that says most: what the file is, else that git ignores it.
+                let why = secrets::why_secret(path, secrets::live_mode(&roots.etc, path))
+                    .unwrap_or_else(|| "/etc's git repository keeps it out of history".to_string());
+                capture.secret_reasons.insert(path.to_string(), why);
             }
             continue;
         }

@@ -187,7 +187,11 @@ impl EtcRepo {
         let (before, ours, after) = split_section(&current);
         let mut entries: BTreeSet<String> = ours.into_iter().collect();
         entries.extend(ALWAYS_IGNORED.iter().map(|s| s.to_string()));
-        entries.extend(SECRET_PATTERNS.iter().map(|(pattern, _)| format!("/{pattern}")));
+        entries.extend(
+            SECRET_PATTERNS
+                .iter()
+                .map(|(pattern, _)| format!("/{pattern}")),
+        );
         let relative = |file: &PathBuf| {
             file.strip_prefix(&self.root)
                 .ok()
@@ -574,9 +578,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::write(root.join("hostname"), "box\n").unwrap();
-        fs::write(root.join("postsrsd.secret"), "s3cret\n").unwrap();
+        fs::write(root.join("upsmon.conf"), "MONITOR ups@localhost 1 upsmon pass primary\n").unwrap();
         fs::set_permissions(
-            root.join("postsrsd.secret"),
+            root.join("upsmon.conf"),
             fs::Permissions::from_mode(0o600),
         )
         .unwrap();
@@ -586,10 +590,10 @@ mod tests {
         fs::write(root.join("dkimkeys/mail.public"), "p=MIIB\n").unwrap();
         let (repo, _) = EtcRepo::open_or_init(root).unwrap();
         let private = repo.update_ignores(&Declared::default()).unwrap();
-        assert_eq!(private, vec!["postsrsd.secret"]);
+        assert_eq!(private, vec!["upsmon.conf"]);
         repo.commit_all("first", "").unwrap().expect("a commit");
         let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
-        assert!(tree.get_name("postsrsd.secret").is_none());
+        assert!(tree.get_name("upsmon.conf").is_none());
         assert!(tree.get_path(Path::new("dkimkeys/mail.public")).is_ok());
         assert!(tree.get_name("hostname").is_some());
         assert!(
@@ -601,7 +605,7 @@ mod tests {
 
         // The admin's `!` line after our section wins, as git decides.
         let mut ignore = fs::read_to_string(root.join(".gitignore")).unwrap();
-        ignore.push_str("!/postsrsd.secret\n");
+        ignore.push_str("!/upsmon.conf\n");
         fs::write(root.join(".gitignore"), ignore).unwrap();
         assert!(repo
             .update_ignores(&Declared::default())
@@ -609,7 +613,7 @@ mod tests {
             .is_empty());
         repo.commit_all("second", "").unwrap().expect("a commit");
         let tree = repo.repo.head().unwrap().peel_to_tree().unwrap();
-        assert!(tree.get_name("postsrsd.secret").is_some());
+        assert!(tree.get_name("upsmon.conf").is_some());
     }
 
     #[test]
