@@ -6,13 +6,24 @@
 //! `tasks[3].file.mode` — so that errors found later (a missing variable in a template,
 //! an invalid mode) can still point at `file:line:col`. Rendering the diagnostic itself
 //! is left to [`crate::error`].
+//!
+//! The index is also where two problems serde cannot see well are caught, before serde
+//! runs: a key given twice in one mapping (serde keeps the last, or points at the
+//! first), and nesting so deep that recursive parsers would spend seconds or the stack
+//! on it. See [`SourceFile::check_structure`].
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
+
+use crate::error::{Diagnostic, InvalidInput};
+
+/// The deepest nesting of mappings and lists a YAML file may have. Real inventories and
+/// roles stay under 10; the bound keeps the index and serde linear in the file's size.
+pub const MAX_YAML_DEPTH: usize = 128;
 
 /// A position in a source file, 1-based line and column, as editors show them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +38,22 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
     positions: HashMap<String, Position>,
+    /// Duplicate keys and excessive nesting, found while indexing.
+    problems: Vec<StructureProblem>,
+}
+
+/// A problem in the shape of a YAML document, found by the index rather than by serde.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StructureProblem {
+    /// `key` appears twice in the mapping at `path`: at `first`, then at `second`.
+    DuplicateKey {
+        path: String,
+        key: String,
+        first: Position,
+        second: Position,
+    },
+    /// A mapping or list opened at `position` is nested deeper than [`MAX_YAML_DEPTH`].
+    TooDeep { position: Position },
 }
 
 impl SourceFile {
@@ -35,12 +62,71 @@ impl SourceFile {
     pub fn new(path: &Path, text: String) -> SourceFile {
         let mut index = Indexer::default();
         let mut parser = Parser::new_from_str(&text);
-        let _ = parser.load(&mut index, false);
+        // Events are pulled one by one rather than with `Parser::load`, which recurses
+        // once per level of nesting: a deep document must stop here, not overflow.
+        loop {
+            match parser.next_token() {
+                Ok((Event::StreamEnd | Event::DocumentEnd, _)) => break,
+                // The scanner looks ahead for keys through flow collections and gives up
+                // past 255 levels, before any event of them reaches the index; that is
+                // too deep all the same. Other syntax errors are serde_yaml's to report.
+                Err(error) => {
+                    if error.info().contains("recursion limit") {
+                        index.problems.push(StructureProblem::TooDeep {
+                            position: position(*error.marker()),
+                        });
+                    }
+                    break;
+                }
+                Ok((event, marker)) => {
+                    if !index.on_event(event, marker) {
+                        break;
+                    }
+                }
+            }
+        }
         SourceFile {
             path: path.to_path_buf(),
             text,
             positions: index.positions,
+            problems: index.problems,
         }
+    }
+
+    /// Duplicate keys and excessive nesting, as diagnostics. Loaders call it before
+    /// serde, which would keep a duplicate's last value silently (or report the first
+    /// occurrence), and whose recursion on deep nesting is slow.
+    pub fn check_structure(&self) -> Result<(), InvalidInput> {
+        let mut problems = InvalidInput::default();
+        for problem in &self.problems {
+            problems.push(match problem {
+                StructureProblem::DuplicateKey {
+                    path,
+                    key,
+                    first,
+                    second,
+                } => {
+                    let place = if path.is_empty() {
+                        "at the top level".to_string()
+                    } else {
+                        format!("in `{path}`")
+                    };
+                    Diagnostic::new(
+                        &self.path,
+                        format!("`{key}` is given twice {place} (first at {first})"),
+                    )
+                    .with_position(self, Some(*second))
+                    .help("keep one of them: YAML would silently use only one")
+                }
+                StructureProblem::TooDeep { position } => Diagnostic::new(
+                    &self.path,
+                    format!("mappings and lists are nested more than {MAX_YAML_DEPTH} levels deep"),
+                )
+                .with_position(self, Some(*position))
+                .help("flatten the structure; no inventory or role needs this depth"),
+            });
+        }
+        problems.into_result()
     }
 
     /// The position of the value at `path`; for a path that is absent (a field that
@@ -98,13 +184,16 @@ fn position(marker: Marker) -> Position {
 struct Indexer {
     positions: HashMap<String, Position>,
     stack: Vec<Frame>,
+    problems: Vec<StructureProblem>,
 }
 
 enum Frame {
-    /// In a mapping: the path of the mapping and the key whose value comes next, if any.
+    /// In a mapping: the path of the mapping and the key whose value comes next, if any,
+    /// and the keys seen so far with their positions, to find duplicates.
     Mapping {
         path: String,
         pending_key: Option<String>,
+        keys: HashMap<String, Position>,
     },
     /// In a sequence: the path of the sequence and the index of the next item.
     Sequence { path: String, next: usize },
@@ -120,7 +209,9 @@ impl Indexer {
                 *next += 1;
                 Some(here)
             }
-            Some(Frame::Mapping { path, pending_key }) => pending_key.take().map(|key| {
+            Some(Frame::Mapping {
+                path, pending_key, ..
+            }) => pending_key.take().map(|key| {
                 if path.is_empty() {
                     key
                 } else {
@@ -131,27 +222,52 @@ impl Indexer {
     }
 }
 
-impl MarkedEventReceiver for Indexer {
-    fn on_event(&mut self, event: Event, marker: Marker) {
+impl Indexer {
+    /// Records one event; false when indexing must stop (the document is too deep).
+    fn on_event(&mut self, event: Event, marker: Marker) -> bool {
         match event {
             Event::Scalar(value, ..) => match self.node_path() {
                 Some(path) => {
                     self.positions.insert(path, position(marker));
                 }
                 None => {
-                    if let Some(Frame::Mapping { path, pending_key }) = self.stack.last_mut() {
+                    if let Some(Frame::Mapping {
+                        path,
+                        pending_key,
+                        keys,
+                    }) = self.stack.last_mut()
+                    {
                         let key_path = if path.is_empty() {
                             value.clone()
                         } else {
                             format!("{path}.{value}")
                         };
-                        self.positions
-                            .insert(format!("{key_path}#key"), position(marker));
+                        let here = position(marker);
+                        match keys.get(&value) {
+                            // The first occurrence keeps its position: later lookups of
+                            // the key point where a reader finds it first.
+                            Some(first) => self.problems.push(StructureProblem::DuplicateKey {
+                                path: path.clone(),
+                                key: value.clone(),
+                                first: *first,
+                                second: here,
+                            }),
+                            None => {
+                                keys.insert(value.clone(), here);
+                                self.positions.insert(format!("{key_path}#key"), here);
+                            }
+                        }
                         *pending_key = Some(value);
                     }
                 }
             },
             Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if self.stack.len() >= MAX_YAML_DEPTH {
+                    self.problems.push(StructureProblem::TooDeep {
+                        position: position(marker),
+                    });
+                    return false;
+                }
                 // A collection used as a mapping key is not something our files do.
                 let path = self.node_path().unwrap_or_default();
                 // Only scalars are recorded under their bare path: a collection's marker
@@ -162,6 +278,7 @@ impl MarkedEventReceiver for Indexer {
                     Event::MappingStart(..) => Frame::Mapping {
                         path,
                         pending_key: None,
+                        keys: HashMap::new(),
                     },
                     _ => Frame::Sequence { path, next: 0 },
                 });
@@ -176,6 +293,7 @@ impl MarkedEventReceiver for Indexer {
             }
             _ => {}
         }
+        true
     }
 }
 

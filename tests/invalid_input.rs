@@ -21,6 +21,10 @@ struct Case {
     /// so that the cases check the real roles' variables too.
     #[serde(default)]
     shipped_roles: Vec<String>,
+    /// Placeholders for giant inputs, replaced in the files by a text repeated a number
+    /// of times: `LONG: [a, 70000]` keeps a 70,000-character line out of this corpus.
+    #[serde(default)]
+    repeat: BTreeMap<String, (String, usize)>,
     error: String,
 }
 
@@ -138,13 +142,25 @@ fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
         let host = Host::new();
         let dir = tempfile::tempdir().expect("a temporary folder");
         let mut files = case.files.clone();
+        for text in files.values_mut() {
+            for (placeholder, (repeated, times)) in &case.repeat {
+                *text = text.replace(placeholder, &repeated.repeat(*times));
+            }
+        }
         for role in &case.shipped_roles {
             files.extend(shipped_role(role));
         }
         write_site(dir.path(), host.port(), &files);
+        let started = std::time::Instant::now();
         let output = plan(dir.path(), &case.args);
+        let elapsed = started.elapsed();
         let stderr = String::from_utf8_lossy(&output.stderr);
         let mut problems = Vec::new();
+        // Refusing must be quick even for giant input: a 100,000-deep list once took
+        // 45 s. The bound is loose for a debug build on a busy machine.
+        if elapsed > std::time::Duration::from_secs(10) {
+            problems.push(format!("took {elapsed:?} to refuse"));
+        }
         if output.status.code() != Some(3) {
             problems.push(format!("exit {:?}, not 3", output.status.code()));
         }

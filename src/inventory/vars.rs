@@ -119,6 +119,79 @@ pub fn resolve(
     Ok(values)
 }
 
+/// Global and group variables that no role of the hosts they reach declares: most
+/// likely typos, as undeclared host variables are (see [`resolve`]). `roles` holds the
+/// roles the inventory names; a scope reaching a role missing from it (one that could
+/// not be loaded) is not checked, since that role's variables are unknown.
+pub fn check_declared(
+    inventory: &Inventory,
+    roles: &BTreeMap<&str, &Role>,
+) -> Result<(), InvalidInput> {
+    let all_hosts = inventory.select(&[])?;
+    let mut scopes: Vec<(String, String, Vec<&Host>, &Map<String, Value>)> = vec![(
+        "vars".to_string(),
+        "no role of any host".to_string(),
+        all_hosts.iter().collect(),
+        &inventory.file.vars,
+    )];
+    for (group, entry) in &inventory.file.groups {
+        scopes.push((
+            format!("groups.{group}.vars"),
+            format!("no role of the hosts of group `{group}`"),
+            all_hosts
+                .iter()
+                .filter(|h| h.groups.contains(group))
+                .collect(),
+            &entry.vars,
+        ));
+    }
+    let mut problems = InvalidInput::default();
+    for (path, subject, hosts, layer) in scopes {
+        // A group without hosts sets nothing: its variables cannot be wrong yet.
+        if layer.is_empty() || hosts.is_empty() {
+            continue;
+        }
+        let mut role_names: Vec<&str> = hosts
+            .iter()
+            .flat_map(|h| h.roles.iter().map(String::as_str))
+            .collect();
+        role_names.sort_unstable();
+        role_names.dedup();
+        let Some(scope_roles) = role_names
+            .iter()
+            .map(|name| roles.get(name).copied())
+            .collect::<Option<Vec<&Role>>>()
+        else {
+            continue;
+        };
+        for name in layer.keys() {
+            if scope_roles
+                .iter()
+                .any(|r| r.file.variables.contains_key(name))
+            {
+                continue;
+            }
+            let close = scope_roles
+                .iter()
+                .flat_map(|r| r.file.variables.keys())
+                .find(|known| similar_names(known, name));
+            let diagnostic = Diagnostic::at_key(
+                &inventory.source,
+                &format!("{path}.{name}"),
+                format!("{subject} has a variable `{name}`"),
+            );
+            problems.push(match close {
+                Some(known) => diagnostic.help(format!("did you mean `{known}`?")),
+                None => diagnostic.help(format!(
+                    "the roles concerned are: {}; `placard roles show ROLE` lists their variables",
+                    role_names.join(", ")
+                )),
+            });
+        }
+    }
+    problems.into_result()
+}
+
 /// Names one edit apart, or equal but for `-`/`_`: the usual typos.
 fn similar_names(a: &str, b: &str) -> bool {
     if a.replace('-', "_") == b.replace('-', "_") {
