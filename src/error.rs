@@ -82,9 +82,11 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Messages quote the admin's values, which may be a megabyte long.
+        let message = shorten(&self.message, MESSAGE_WIDTH);
         match self.position {
-            Some(p) => writeln!(f, "error: {}:{}: {}", self.file.display(), p, self.message)?,
-            None => writeln!(f, "error: {}: {}", self.file.display(), self.message)?,
+            Some(p) => writeln!(f, "error: {}:{}: {}", self.file.display(), p, message)?,
+            None => writeln!(f, "error: {}: {}", self.file.display(), message)?,
         }
         if let (Some(p), Some(text)) = (self.position, &self.line_text) {
             let gutter = p.line.to_string().len();
@@ -99,6 +101,24 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// The longest message shown whole; longer ones keep their start and end.
+const MESSAGE_WIDTH: usize = 400;
+
+fn shorten(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    let length = text.chars().count();
+    if length <= width {
+        return text.into();
+    }
+    let half = width / 2;
+    let start: String = text.chars().take(half).collect();
+    let end: String = text.chars().skip(length - half).collect();
+    format!(
+        "{start} … ({} characters left out) … {end}",
+        length - 2 * half
+    )
+    .into()
 }
 
 /// The widest line shown whole under a diagnostic; longer lines are cut around the column.
@@ -217,6 +237,13 @@ mod tests {
         let caret_at = caret.chars().count() - 1;
         assert_eq!(shown.chars().nth(caret_at), Some('x'), "{text}");
         assert!(shown.contains('…'), "{text}");
+        let quoted = Diagnostic::new(
+            Path::new("inventory.yml"),
+            format!("\"{}\" is not a port number", "9".repeat(100_000)),
+        )
+        .to_string();
+        assert!(quoted.len() < 600, "{quoted}");
+        assert!(quoted.ends_with("is not a port number\n"), "{quoted}");
     }
 
     #[test]

@@ -326,6 +326,55 @@ mod tests {
     }
 
     #[test]
+    fn a_duplicate_key_is_found_at_the_duplicate() {
+        let text = "hosts:\n  web: {port: 22}\n  db: {}\n  web: {port: 2222}\n".to_string();
+        let source = SourceFile::new(Path::new("inventory.yml"), text);
+        assert_eq!(
+            source.problems,
+            [StructureProblem::DuplicateKey {
+                path: "hosts".into(),
+                key: "web".into(),
+                first: Position { line: 2, column: 3 },
+                second: Position { line: 4, column: 3 },
+            }]
+        );
+        // Positions stay those of the first occurrence, which serde_yaml would not keep.
+        assert_eq!(
+            source.key_position("hosts.web"),
+            Some(Position { line: 2, column: 3 })
+        );
+        // The same key in two mappings is no duplicate.
+        let text = "a: {x: 1}\nb: {x: 1}\nc: [{x: 1}, {x: 2}]\n".to_string();
+        assert!(SourceFile::new(Path::new("r.yml"), text)
+            .check_structure()
+            .is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_stops_the_index_quickly() {
+        // Issue 14: a 100,000-deep list took 45 s to be refused.
+        let started = std::time::Instant::now();
+        for text in [
+            format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("a:\n  {}x\n", "- ".repeat(100_000)),
+        ] {
+            let source = SourceFile::new(Path::new("deep.yml"), text);
+            assert!(
+                matches!(source.problems[..], [StructureProblem::TooDeep { position }] if position.line <= 2),
+                "{:?}",
+                source.problems
+            );
+            assert!(source.check_structure().is_err());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let depth = MAX_YAML_DEPTH - 1;
+        let fits = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        assert!(SourceFile::new(Path::new("ok.yml"), fits)
+            .check_structure()
+            .is_ok());
+    }
+
+    #[test]
     fn falls_back_to_the_nearest_ancestor() {
         let text = "tasks:\n  - name: Install.\n    file:\n      path: /etc/x\n".to_string();
         let source = SourceFile::new(Path::new("r.yml"), text);

@@ -128,25 +128,31 @@ pub fn check_declared(
     roles: &BTreeMap<&str, &Role>,
 ) -> Result<(), InvalidInput> {
     let all_hosts = inventory.select(&[])?;
-    let mut scopes: Vec<(String, String, Vec<&Host>, &Map<String, Value>)> = vec![(
-        "vars".to_string(),
-        "no role of any host".to_string(),
-        all_hosts.iter().collect(),
-        &inventory.file.vars,
-    )];
+    let mut scopes = vec![Scope {
+        path: "vars".to_string(),
+        subject: "no role of any host".to_string(),
+        hosts: all_hosts.iter().collect(),
+        vars: &inventory.file.vars,
+    }];
     for (group, entry) in &inventory.file.groups {
-        scopes.push((
-            format!("groups.{group}.vars"),
-            format!("no role of the hosts of group `{group}`"),
-            all_hosts
+        scopes.push(Scope {
+            path: format!("groups.{group}.vars"),
+            subject: format!("no role of the hosts of group `{group}`"),
+            hosts: all_hosts
                 .iter()
                 .filter(|h| h.groups.contains(group))
                 .collect(),
-            &entry.vars,
-        ));
+            vars: &entry.vars,
+        });
     }
     let mut problems = InvalidInput::default();
-    for (path, subject, hosts, layer) in scopes {
+    for Scope {
+        path,
+        subject,
+        hosts,
+        vars: layer,
+    } in scopes
+    {
         // A group without hosts sets nothing: its variables cannot be wrong yet.
         if layer.is_empty() || hosts.is_empty() {
             continue;
@@ -190,6 +196,16 @@ pub fn check_declared(
         }
     }
     problems.into_result()
+}
+
+/// Variables set for several hosts at once: the global `vars` or a group's.
+struct Scope<'a> {
+    /// Where they are set, such as `groups.www.vars`.
+    path: String,
+    /// Who lacks a variable, for the message: "no role of any host".
+    subject: String,
+    hosts: Vec<&'a Host>,
+    vars: &'a Map<String, Value>,
 }
 
 /// Names one edit apart, or equal but for `-`/`_`: the usual typos.
