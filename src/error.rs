@@ -69,8 +69,16 @@ impl Diagnostic {
             Some(cut) => message[..cut].to_string(),
             None => message,
         };
+        let mut position = position;
         let help = if message.contains("unknown field") {
             Some("remove the key, or check its spelling against the documentation".to_string())
+        } else if message.contains("repetition limit exceeded") {
+            // Aliases of aliases: a few lines that would expand to gigabytes.
+            position = position.or(source.first_alias());
+            Some(
+                "the aliases (`*name`) here expand to too many values; write the values out"
+                    .to_string(),
+            )
         } else {
             None
         };

@@ -40,6 +40,7 @@ pub struct SourceFile {
     positions: HashMap<String, Position>,
     /// Duplicate keys and excessive nesting, found while indexing.
     problems: Vec<StructureProblem>,
+    first_alias: Option<Position>,
 }
 
 /// A problem in the shape of a YAML document, found by the index rather than by serde.
@@ -54,6 +55,8 @@ pub enum StructureProblem {
     },
     /// A mapping or list opened at `position` is nested deeper than [`MAX_YAML_DEPTH`].
     TooDeep { position: Position },
+    /// A second YAML document starts at `position`.
+    SecondDocument { position: Position },
 }
 
 impl SourceFile {
@@ -66,7 +69,17 @@ impl SourceFile {
         // once per level of nesting: a deep document must stop here, not overflow.
         loop {
             match parser.next_token() {
-                Ok((Event::StreamEnd | Event::DocumentEnd, _)) => break,
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((Event::DocumentEnd, _)) => {
+                    // Our files are one document; serde_yaml refuses more without saying
+                    // where the second one starts.
+                    if let Ok((Event::DocumentStart, marker)) = parser.next_token() {
+                        index.problems.push(StructureProblem::SecondDocument {
+                            position: position(marker),
+                        });
+                    }
+                    break;
+                }
                 // The scanner looks ahead for keys through flow collections and gives up
                 // past 255 levels, before any event of them reaches the index; that is
                 // too deep all the same. Other syntax errors are serde_yaml's to report.
@@ -90,7 +103,14 @@ impl SourceFile {
             text,
             positions: index.positions,
             problems: index.problems,
+            first_alias: index.first_alias,
         }
+    }
+
+    /// Where the first alias (`*name`) is: serde_yaml's "repetition limit exceeded",
+    /// for aliases that expand exponentially, comes without a position.
+    pub fn first_alias(&self) -> Option<Position> {
+        self.first_alias
     }
 
     /// Duplicate keys and excessive nesting, as diagnostics. Loaders call it before
@@ -124,6 +144,12 @@ impl SourceFile {
                 )
                 .with_position(self, Some(*position))
                 .help("flatten the structure; no inventory or role needs this depth"),
+                StructureProblem::SecondDocument { position } => Diagnostic::new(
+                    &self.path,
+                    "a second YAML document starts here; the file must hold one",
+                )
+                .with_position(self, Some(*position))
+                .help("remove this `---` line, or merge what follows it into the first document"),
             });
         }
         problems.into_result()
@@ -185,6 +211,7 @@ struct Indexer {
     positions: HashMap<String, Position>,
     stack: Vec<Frame>,
     problems: Vec<StructureProblem>,
+    first_alias: Option<Position>,
 }
 
 enum Frame {
@@ -287,6 +314,7 @@ impl Indexer {
                 self.stack.pop();
             }
             Event::Alias(_) => {
+                self.first_alias.get_or_insert(position(marker));
                 if let Some(path) = self.node_path() {
                     self.positions.insert(path, position(marker));
                 }
