@@ -133,6 +133,29 @@ fn the_valid_site_reaches_the_host() {
 }
 
 #[test]
+fn global_and_group_vars_may_serve_the_roles_of_hosts_not_selected() {
+    // Issue 14 checks global and group vars against the roles' variables. A variable
+    // for another host's role is no typo, even when that host is not planned now.
+    let host = Host::new();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut files = BTreeMap::new();
+    files.insert(
+        "roles/db.yml".to_string(),
+        "description: A database.\nvariables:\n  db_name: {description: Its name.}\ntasks: []\n"
+            .to_string(),
+    );
+    files.insert(
+        "inventory.yml".to_string(),
+        "vars: {db_name: club}\ngroups:\n  data: {hosts: [db], vars: {db_name: members}}\n  empty: {vars: {anything: 1}}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web], vars: {greeting: hi}}\n  db: {address: 127.0.0.1, port: 1, roles: [db]}\n"
+            .to_string(),
+    );
+    write_site(dir.path(), host.port(), &files);
+    let output = plan(dir.path(), &["web".to_string()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(host.was_contacted());
+}
+
+#[test]
 fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
     let cases: Vec<Case> =
         serde_yaml::from_str(include_str!("invalid/cases.yml")).expect("the cases parse");
