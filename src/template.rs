@@ -325,6 +325,14 @@ pub fn check_nesting(text: &str) -> Result<(), TooDeep> {
                     }
                 }
                 None => match byte {
+                    // A path key, `a.[any text]`, is not parsed up to its `]`: a quote in
+                    // it starts no string.
+                    b'[' if position > 0 && matches!(bytes[position - 1], b'.' | b'/') => {
+                        match find(position, "]") {
+                            Some(close) => position = close,
+                            None => break,
+                        }
+                    }
                     b'"' | b'\'' => quote = Some(byte),
                     b'(' | b'[' | b'{' => {
                         brackets += 1;
@@ -624,6 +632,9 @@ mod tests {
             "(".repeat(100)
         );
         assert_eq!(check_nesting(&siblings), Ok(()));
+        // A quote in a path key must not hide the blocks after it.
+        let keyed = format!("{{{{a.[it's]}}}}{}", "{{#if v}}".repeat(100));
+        assert!(check_nesting(&keyed).is_err());
         assert_eq!(check_nesting(&hidden), Ok(()));
         assert_eq!(
             check_nesting("{{{triple}}} {{#each (a (b c))}}{{/each}} \\{{#x"),
