@@ -189,12 +189,19 @@ impl From<Diagnostic> for InvalidInput {
     }
 }
 
+/// The most diagnostics shown; past that, a file repeating one mistake a thousand times
+/// would bury the others.
+const SHOWN_DIAGNOSTICS: usize = 50;
+
 impl fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for diagnostic in &self.diagnostics {
+        for diagnostic in self.diagnostics.iter().take(SHOWN_DIAGNOSTICS) {
             write!(f, "{diagnostic}")?;
         }
         let count = self.diagnostics.len();
+        if count > SHOWN_DIAGNOSTICS {
+            writeln!(f, "… and {} more", count - SHOWN_DIAGNOSTICS)?;
+        }
         write!(
             f,
             "{count} error{} in the input; no host was contacted",

@@ -41,6 +41,9 @@ pub struct SourceFile {
     /// Duplicate keys and excessive nesting, found while indexing.
     problems: Vec<StructureProblem>,
     first_alias: Option<Position>,
+    /// Where each line starts, in bytes: a file with thousands of problems gets each
+    /// line for its caret without reading the file from the top each time.
+    line_starts: Vec<usize>,
 }
 
 /// A problem in the shape of a YAML document, found by the index rather than by serde.
@@ -100,10 +103,14 @@ impl SourceFile {
         }
         SourceFile {
             path: path.to_path_buf(),
-            text,
             positions: index.positions,
             problems: index.problems,
             first_alias: index.first_alias,
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+                .filter(|start| *start < text.len())
+                .collect(),
+            text,
         }
     }
 
@@ -188,7 +195,10 @@ impl SourceFile {
 
     /// The text of a 1-based line, for the caret display.
     pub fn line_text(&self, line: usize) -> Option<&str> {
-        self.text.lines().nth(line.checked_sub(1)?)
+        let start = *self.line_starts.get(line.checked_sub(1)?)?;
+        let rest = &self.text[start..];
+        let line = rest.split('\n').next().unwrap_or_default();
+        Some(line.strip_suffix('\r').unwrap_or(line))
     }
 }
 
