@@ -213,6 +213,7 @@ enum Mutation {
     },
     DuplicateLine {
         at: Index,
+        times: usize,
     },
     Insert {
         at: Index,
@@ -236,12 +237,14 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     // failing as invalid UTF-8.
     let byte = prop_oneof![9 => 0x20u8..0x7f, 1 => any::<u8>()];
     let depth = prop_oneof![8 => 1usize..200, 2 => 200usize..5_000, 1 => Just(100_000usize)];
+    // Now and then thousands of copies: one mistake repeated must stay linear to report.
+    let times = prop_oneof![19 => 1usize..40, 1 => 1_000usize..20_000];
     prop_oneof![
         4 => (any::<Index>(), byte.clone()).prop_map(|(at, byte)| Mutation::Flip { at, byte }),
         1 => any::<Index>().prop_map(|at| Mutation::Truncate { at }),
-        2 => (any::<Index>(), 1usize..200, 1usize..40)
+        2 => (any::<Index>(), 1usize..200, times.clone())
             .prop_map(|(at, length, times)| Mutation::Duplicate { at, length, times }),
-        2 => any::<Index>().prop_map(|at| Mutation::DuplicateLine { at }),
+        2 => (any::<Index>(), times).prop_map(|(at, times)| Mutation::DuplicateLine { at, times }),
         4 => (any::<Index>(), prop::sample::select(TOKENS))
             .prop_map(|(at, token)| Mutation::Insert { at, token }),
         2 => (any::<Index>(), prop::sample::select(NESTINGS), depth, any::<bool>())
@@ -269,7 +272,7 @@ fn apply(mutation: &Mutation, text: &mut Vec<u8>) {
             let copies: Vec<u8> = span.repeat(*times);
             text.splice(end..end, copies);
         }
-        Mutation::DuplicateLine { at } => {
+        Mutation::DuplicateLine { at, times } => {
             let at = point(at, text);
             let start = text[..at]
                 .iter()
@@ -283,7 +286,7 @@ fn apply(mutation: &Mutation, text: &mut Vec<u8>) {
             if !line.ends_with(b"\n") {
                 line.insert(0, b'\n');
             }
-            text.splice(end..end, line);
+            text.splice(end..end, line.repeat(*times));
         }
         Mutation::Insert { at, token } => {
             let at = point(at, text);
