@@ -237,6 +237,9 @@ impl Renderer {
 /// templates stay under 10.
 pub const MAX_TEMPLATE_DEPTH: usize = 64;
 
+/// The largest template (or templated string) rendered; the shipped ones are under 4 KiB.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
 /// Where a template nests too deeply: 1-based line and column of the opening that is
 /// one level too many.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +283,7 @@ pub fn check_nesting(text: &str) -> Result<(), TooDeep> {
         if rest.starts_with("{{{{") {
             // A raw block: its text is not parsed up to the next `{{{{`.
             let Some(start_end) = find(open + 4, "}}}}") else {
-                return Ok(());
+                break;
             };
             at = find(start_end + 4, "{{{{")
                 .and_then(|end| find(end, "}}}}"))
@@ -352,6 +355,20 @@ pub fn check_nesting(text: &str) -> Result<(), TooDeep> {
             position += 1;
         }
         at = end;
+    }
+    // Checked after the nesting, which is the more telling message. Handlebars
+    // computes the line and column of every tag from the start of the text: compiling
+    // takes quadratic time, and a 640 KB template took minutes.
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(TooDeep {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the template is {} KiB, more than the {} KiB placard accepts; split it",
+                text.len() / 1024,
+                MAX_TEMPLATE_BYTES / 1024
+            ),
+        });
     }
     Ok(())
 }
@@ -607,6 +624,8 @@ mod tests {
         assert!(error.contains("nested more than 64"), "{error}");
         let parens = format!("{{{{v {}w{}}}}}", "(not ".repeat(5_000), ")".repeat(5_000));
         assert!(check_nesting(&parens).is_err());
+        let huge = "{{v}}\n".repeat(MAX_TEMPLATE_BYTES);
+        assert!(check_nesting(&huge).is_err());
         let arrays = format!("{{{{len {}1{}}}}}", "[".repeat(5_000), "]".repeat(5_000));
         assert!(check_nesting(&arrays).is_err());
     }
