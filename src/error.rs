@@ -69,8 +69,16 @@ impl Diagnostic {
             Some(cut) => message[..cut].to_string(),
             None => message,
         };
+        let mut position = position;
         let help = if message.contains("unknown field") {
             Some("remove the key, or check its spelling against the documentation".to_string())
+        } else if message.contains("repetition limit exceeded") {
+            // Aliases of aliases: a few lines that would expand to gigabytes.
+            position = position.or(source.first_alias());
+            Some(
+                "the aliases (`*name`) here expand to too many values; write the values out"
+                    .to_string(),
+            )
         } else {
             None
         };
@@ -82,21 +90,70 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Messages quote the admin's values, which may be a megabyte long.
+        let message = shorten(&self.message, MESSAGE_WIDTH);
         match self.position {
-            Some(p) => writeln!(f, "error: {}:{}: {}", self.file.display(), p, self.message)?,
-            None => writeln!(f, "error: {}: {}", self.file.display(), self.message)?,
+            Some(p) => writeln!(f, "error: {}:{}: {}", self.file.display(), p, message)?,
+            None => writeln!(f, "error: {}: {}", self.file.display(), message)?,
         }
         if let (Some(p), Some(text)) = (self.position, &self.line_text) {
             let gutter = p.line.to_string().len();
+            let (shown, offset) = line_window(text, p.column);
             writeln!(f, "{:gutter$} |", "")?;
-            writeln!(f, "{} | {}", p.line, text)?;
-            writeln!(f, "{:gutter$} | {:>col$}", "", "^", col = p.column)?;
+            writeln!(f, "{} | {}", p.line, shown)?;
+            // The caret is padded by hand: a formatting width past 65,535 panics.
+            writeln!(f, "{:gutter$} | {}^", "", " ".repeat(offset))?;
         }
         if let Some(help) = &self.help {
             writeln!(f, "  = help: {help}")?;
         }
         Ok(())
     }
+}
+
+/// The longest message shown whole; longer ones keep their start and end.
+const MESSAGE_WIDTH: usize = 400;
+
+fn shorten(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    let length = text.chars().count();
+    if length <= width {
+        return text.into();
+    }
+    let half = width / 2;
+    let start: String = text.chars().take(half).collect();
+    let end: String = text.chars().skip(length - half).collect();
+    format!(
+        "{start} … ({} characters left out) … {end}",
+        length - 2 * half
+    )
+    .into()
+}
+
+/// The widest line shown whole under a diagnostic; longer lines are cut around the column.
+const LINE_WINDOW: usize = 100;
+
+/// The part of `line` to show for a caret at 1-based `column` (in characters), and the
+/// caret's offset in it. A long line is cut to a window around the column, marked with
+/// `…` where text was left out, so that a megabyte-long line still gives a short message.
+fn line_window(line: &str, column: usize) -> (String, usize) {
+    let length = line.chars().count();
+    // Past the end means the end: the parser points there for a missing closing bracket.
+    let target = column.saturating_sub(1).min(length);
+    if length <= LINE_WINDOW {
+        return (line.to_string(), target);
+    }
+    let start = target.saturating_sub(LINE_WINDOW / 2);
+    let end = (start + LINE_WINDOW).min(length);
+    let start = end.saturating_sub(LINE_WINDOW).min(start);
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(line.chars().skip(start).take(end - start));
+    if end < length {
+        shown.push('…');
+    }
+    (shown, target - start + usize::from(start > 0))
 }
 
 /// Everything wrong with the input, found before any host was contacted.
@@ -132,12 +189,19 @@ impl From<Diagnostic> for InvalidInput {
     }
 }
 
+/// The most diagnostics shown; past that, a file repeating one mistake a thousand times
+/// would bury the others.
+const SHOWN_DIAGNOSTICS: usize = 50;
+
 impl fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for diagnostic in &self.diagnostics {
+        for diagnostic in self.diagnostics.iter().take(SHOWN_DIAGNOSTICS) {
             write!(f, "{diagnostic}")?;
         }
         let count = self.diagnostics.len();
+        if count > SHOWN_DIAGNOSTICS {
+            writeln!(f, "… and {} more", count - SHOWN_DIAGNOSTICS)?;
+        }
         write!(
             f,
             "{count} error{} in the input; no host was contacted",
@@ -167,5 +231,54 @@ mod tests {
         .help("`mail_domain`: the domain the club's addresses end in");
         let invalid = InvalidInput::from(diagnostic);
         insta::assert_snapshot!(invalid.to_string());
+    }
+
+    #[test]
+    fn a_caret_past_column_65535_shows_a_window_of_the_line() {
+        // Issue 14: `{:>width$}` panics past u16::MAX; a long line must still render.
+        let line = format!("vars: {{note: {}x}}", "a".repeat(200_000));
+        let source = SourceFile::new(Path::new("inventory.yml"), format!("{line}\n"));
+        let column = line.len() - 1;
+        let diagnostic = Diagnostic::new(Path::new("inventory.yml"), "something is wrong")
+            .with_position(&source, Some(Position { line: 1, column }));
+        let text = diagnostic.to_string();
+        assert!(
+            text.contains(&format!("inventory.yml:1:{column}:")),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let (shown, caret) = (lines[2], lines[3]);
+        assert!(shown.len() < 300 && caret.len() < 300, "{text}");
+        let caret_at = caret.chars().count() - 1;
+        assert_eq!(shown.chars().nth(caret_at), Some('x'), "{text}");
+        assert!(shown.contains('…'), "{text}");
+        let quoted = Diagnostic::new(
+            Path::new("inventory.yml"),
+            format!("\"{}\" is not a port number", "9".repeat(100_000)),
+        )
+        .to_string();
+        assert!(quoted.len() < 600, "{quoted}");
+        assert!(quoted.ends_with("is not a port number\n"), "{quoted}");
+    }
+
+    #[test]
+    fn a_caret_fits_any_column_and_line() {
+        for (line, column) in [
+            ("", 0),
+            ("", 5),
+            ("short", 1),
+            ("short", 6),
+            ("short", usize::MAX),
+            ("ééééé", 3),
+        ] {
+            let (shown, offset) = line_window(line, column);
+            assert!(offset <= shown.chars().count(), "{line:?} {column}");
+        }
+        let long = "é".repeat(1_000);
+        for column in [0, 1, 50, 51, 500, 999, 1_000, 1_001, usize::MAX] {
+            let (shown, offset) = line_window(&long, column);
+            assert!(shown.chars().count() <= LINE_WINDOW + 2, "{column}");
+            assert!(offset <= shown.chars().count(), "{column}");
+        }
     }
 }

@@ -81,6 +81,11 @@ impl Renderer {
         );
         handlebars.register_helper("version_at_least", Box::new(version_at_least));
         for (name, source) in templates {
+            check_nesting(source).map_err(|too_deep| RenderFailure {
+                field: String::new(),
+                message: too_deep.message,
+                template: Some((name.clone(), too_deep.line, too_deep.column)),
+            })?;
             handlebars
                 .register_template_string(name, source)
                 .map_err(|error| {
@@ -109,6 +114,7 @@ impl Renderer {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
+        check_nesting(text).map_err(|too_deep| too_deep.message)?;
         self.handlebars
             .render_template(text, data)
             .map_err(|e| describe(&e))
@@ -223,6 +229,148 @@ impl Renderer {
         }
         Ok(())
     }
+}
+
+/// The deepest nesting of blocks (`{{#if}}…{{/if}}`), and of sub-expressions and
+/// literals within one `{{…}}`, a template may have. Handlebars parses and renders both
+/// recursively, so thousands of levels overflow the stack and abort the process; real
+/// templates stay under 10.
+pub const MAX_TEMPLATE_DEPTH: usize = 64;
+
+/// The largest template (or templated string) rendered; the shipped ones are under 4 KiB.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
+/// Where a template nests too deeply: 1-based line and column of the opening that is
+/// one level too many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooDeep {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Refuses a template nested deeper than [`MAX_TEMPLATE_DEPTH`], before handlebars
+/// parses it. A linear scan that follows handlebars' grammar only as far as nesting
+/// goes: comments, raw blocks and string literals are skipped, since what they contain
+/// does not nest; anything else malformed is left for handlebars to report.
+pub fn check_nesting(text: &str) -> Result<(), TooDeep> {
+    let bytes = text.as_bytes();
+    let too_deep = |at: usize, what: &str| {
+        let before = &text[..at];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        TooDeep {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            message: format!(
+                "{what} nested more than {MAX_TEMPLATE_DEPTH} levels deep; flatten the template (a partial or a variable computed in the inventory)"
+            ),
+        }
+    };
+    let find = |from: usize, needle: &str| {
+        text.get(from..)
+            .and_then(|rest| rest.find(needle))
+            .map(|i| from + i)
+    };
+    let mut blocks = 0usize;
+    let mut at = 0usize;
+    while let Some(open) = find(at, "{{") {
+        // `\{{` is literal text.
+        if open > 0 && bytes[open - 1] == b'\\' {
+            at = open + 2;
+            continue;
+        }
+        let rest = &text[open..];
+        if rest.starts_with("{{{{") {
+            // A raw block: its text is not parsed up to the next `{{{{`.
+            let Some(start_end) = find(open + 4, "}}}}") else {
+                break;
+            };
+            at = find(start_end + 4, "{{{{")
+                .and_then(|end| find(end, "}}}}"))
+                .map_or(text.len(), |close| close + 4);
+            continue;
+        }
+        if rest.starts_with("{{!--") {
+            at = find(open + 5, "--}}").map_or(text.len(), |close| close + 4);
+            continue;
+        }
+        if rest.starts_with("{{!") {
+            at = find(open + 3, "}}").map_or(text.len(), |close| close + 2);
+            continue;
+        }
+        let mut position = open + 2;
+        if bytes.get(position) == Some(&b'~') {
+            position += 1;
+        }
+        match bytes.get(position) {
+            Some(b'#') => {
+                blocks += 1;
+                if blocks > MAX_TEMPLATE_DEPTH {
+                    return Err(too_deep(open, "blocks are"));
+                }
+            }
+            Some(b'/') => blocks = blocks.saturating_sub(1),
+            _ => {}
+        }
+        // Inside the tag: sub-expressions, array and object literals nest; strings
+        // may hold any bracket.
+        let mut brackets = 0usize;
+        let mut quote: Option<u8> = None;
+        let mut end = text.len();
+        while position < bytes.len() {
+            let byte = bytes[position];
+            match quote {
+                Some(q) => {
+                    if byte == b'\\' {
+                        position += 1;
+                    } else if byte == q {
+                        quote = None;
+                    }
+                }
+                None => match byte {
+                    // A path key, `a.[any text]`, is not parsed up to its `]`: a quote in
+                    // it starts no string.
+                    b'[' if position > 0 && matches!(bytes[position - 1], b'.' | b'/') => {
+                        match find(position, "]") {
+                            Some(close) => position = close,
+                            None => break,
+                        }
+                    }
+                    b'"' | b'\'' => quote = Some(byte),
+                    b'(' | b'[' | b'{' => {
+                        brackets += 1;
+                        if brackets > MAX_TEMPLATE_DEPTH {
+                            return Err(too_deep(position, "sub-expressions and literals are"));
+                        }
+                    }
+                    b')' | b']' => brackets = brackets.saturating_sub(1),
+                    b'}' if brackets > 0 => brackets -= 1,
+                    b'}' if bytes.get(position + 1) == Some(&b'}') => {
+                        end = position + 2;
+                        break;
+                    }
+                    _ => {}
+                },
+            }
+            position += 1;
+        }
+        at = end;
+    }
+    // Checked after the nesting, which is the more telling message. Handlebars
+    // computes the line and column of every tag from the start of the text: compiling
+    // takes quadratic time, and a 640 KB template took minutes.
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(TooDeep {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the template is {} KiB, more than the {} KiB placard accepts; split it",
+                text.len() / 1024,
+                MAX_TEMPLATE_BYTES / 1024
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn failure(field: &str, message: String) -> RenderFailure {
@@ -443,6 +591,73 @@ mod tests {
         assert_eq!(
             failure.template.as_ref().map(|t| t.0.as_str()),
             Some("base/bad.hbs")
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_handlebars_parses() {
+        // Issue 14: 5,000 nested blocks overflowed the stack (exit 134).
+        let deep = format!(
+            "a\n  {}x{}",
+            "{{#if v}}".repeat(5_000),
+            "{{/if}}".repeat(5_000)
+        );
+        let templates = [("web/deep.hbs".to_string(), deep.clone())]
+            .into_iter()
+            .collect();
+        let failure = Renderer::new(&templates, SecretSource::Placeholder)
+            .err()
+            .expect("too deep");
+        let column = 3 + MAX_TEMPLATE_DEPTH * "{{#if v}}".len();
+        assert_eq!(
+            failure.template,
+            Some(("web/deep.hbs".to_string(), 2, column))
+        );
+        assert!(
+            failure.message.contains("nested more than 64"),
+            "{}",
+            failure.message
+        );
+        let error = renderer(&[])
+            .render_string(&deep, &json!({"v": true}))
+            .unwrap_err();
+        assert!(error.contains("nested more than 64"), "{error}");
+        let parens = format!("{{{{v {}w{}}}}}", "(not ".repeat(5_000), ")".repeat(5_000));
+        assert!(check_nesting(&parens).is_err());
+        let huge = "{{v}}\n".repeat(MAX_TEMPLATE_BYTES);
+        assert!(check_nesting(&huge).is_err());
+        let arrays = format!("{{{{len {}1{}}}}}", "[".repeat(5_000), "]".repeat(5_000));
+        assert!(check_nesting(&arrays).is_err());
+    }
+
+    #[test]
+    fn nesting_up_to_the_bound_renders() {
+        let depth = MAX_TEMPLATE_DEPTH;
+        let blocks = format!("{}x{}", "{{#if v}}".repeat(depth), "{{/if}}".repeat(depth));
+        assert_eq!(
+            renderer(&[])
+                .render_string(&blocks, &json!({"v": true}))
+                .unwrap(),
+            "x"
+        );
+        // Closed blocks do not add up, and what comments, strings and raw blocks hold
+        // is not nesting.
+        let siblings = "{{#if v}}x{{/if}}".repeat(1_000);
+        let hidden = format!(
+            "{{{{!-- {} --}}}}{{{{! {} }}}}{{{{{{{{raw}}}}}}}}{}{{{{{{{{/raw}}}}}}}}{{{{v \"{}\"}}}}",
+            "{{#if v}}".repeat(100),
+            "(".repeat(100),
+            "{{#if v}}".repeat(100),
+            "(".repeat(100)
+        );
+        assert_eq!(check_nesting(&siblings), Ok(()));
+        // A quote in a path key must not hide the blocks after it.
+        let keyed = format!("{{{{a.[it's]}}}}{}", "{{#if v}}".repeat(100));
+        assert!(check_nesting(&keyed).is_err());
+        assert_eq!(check_nesting(&hidden), Ok(()));
+        assert_eq!(
+            check_nesting("{{{triple}}} {{#each (a (b c))}}{{/each}} \\{{#x"),
+            Ok(())
         );
     }
 

@@ -21,6 +21,10 @@ struct Case {
     /// so that the cases check the real roles' variables too.
     #[serde(default)]
     shipped_roles: Vec<String>,
+    /// Placeholders for giant inputs, replaced in the files by a text repeated a number
+    /// of times: `LONG: [a, 70000]` keeps a 70,000-character line out of this corpus.
+    #[serde(default)]
+    repeat: BTreeMap<String, (String, usize)>,
     error: String,
 }
 
@@ -129,6 +133,29 @@ fn the_valid_site_reaches_the_host() {
 }
 
 #[test]
+fn global_and_group_vars_may_serve_the_roles_of_hosts_not_selected() {
+    // Issue 14 checks global and group vars against the roles' variables. A variable
+    // for another host's role is no typo, even when that host is not planned now.
+    let host = Host::new();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut files = BTreeMap::new();
+    files.insert(
+        "roles/db.yml".to_string(),
+        "description: A database.\nvariables:\n  db_name: {description: Its name.}\ntasks: []\n"
+            .to_string(),
+    );
+    files.insert(
+        "inventory.yml".to_string(),
+        "vars: {db_name: club}\ngroups:\n  data: {hosts: [db], vars: {db_name: members}}\n  empty: {vars: {anything: 1}}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web], vars: {greeting: hi}}\n  db: {address: 127.0.0.1, port: 1, roles: [db]}\n"
+            .to_string(),
+    );
+    write_site(dir.path(), host.port(), &files);
+    let output = plan(dir.path(), &["web".to_string()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(host.was_contacted());
+}
+
+#[test]
 fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
     let cases: Vec<Case> =
         serde_yaml::from_str(include_str!("invalid/cases.yml")).expect("the cases parse");
@@ -138,13 +165,25 @@ fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
         let host = Host::new();
         let dir = tempfile::tempdir().expect("a temporary folder");
         let mut files = case.files.clone();
+        for text in files.values_mut() {
+            for (placeholder, (repeated, times)) in &case.repeat {
+                *text = text.replace(placeholder, &repeated.repeat(*times));
+            }
+        }
         for role in &case.shipped_roles {
             files.extend(shipped_role(role));
         }
         write_site(dir.path(), host.port(), &files);
+        let started = std::time::Instant::now();
         let output = plan(dir.path(), &case.args);
+        let elapsed = started.elapsed();
         let stderr = String::from_utf8_lossy(&output.stderr);
         let mut problems = Vec::new();
+        // Refusing must be quick even for giant input: a 100,000-deep list once took
+        // 45 s. The bound is loose for a debug build on a busy machine.
+        if elapsed > std::time::Duration::from_secs(10) {
+            problems.push(format!("took {elapsed:?} to refuse"));
+        }
         if output.status.code() != Some(3) {
             problems.push(format!("exit {:?}, not 3", output.status.code()));
         }

@@ -107,6 +107,7 @@ impl Inventory {
                 .help("name an inventory file with -i FILE")
         })?;
         let source = SourceFile::new(path, text);
+        source.check_structure()?;
         let file: InventoryFile =
             serde_yaml::from_str(&source.text).map_err(|e| Diagnostic::from_yaml(&source, &e))?;
         let inventory = Inventory { file, source };
@@ -155,6 +156,12 @@ impl Inventory {
                     format!("`{group}` is both a group and a host; rename one"),
                 ));
             }
+            check_role_names(
+                source,
+                &format!("groups.{group}"),
+                &entry.roles,
+                &mut problems,
+            );
             for (index, member) in entry.hosts.iter().enumerate() {
                 if !self.file.hosts.contains_key(member) {
                     problems.push(
@@ -172,6 +179,17 @@ impl Inventory {
                     message,
                 ));
             }
+            check_role_names(source, &format!("hosts.{name}"), &host.roles, &mut problems);
+            if host.port == Some(0) {
+                problems.push(
+                    Diagnostic::at(
+                        source,
+                        &format!("hosts.{name}.port"),
+                        "port 0 is not a port one can connect to",
+                    )
+                    .help("give the host's SSH port (1-65535), or leave `port` out for 22"),
+                );
+            }
             if let Some(via) = &host.via {
                 if via == name {
                     problems.push(Diagnostic::at(
@@ -179,6 +197,17 @@ impl Inventory {
                         &format!("hosts.{name}.via"),
                         "a host cannot be its own jump host",
                     ));
+                } else if !self.file.hosts.contains_key(via)
+                    && via.rsplit_once(':').is_some_and(|(_, port)| port == "0")
+                {
+                    problems.push(
+                        Diagnostic::at(
+                            source,
+                            &format!("hosts.{name}.via"),
+                            "port 0 is not a port one can connect to",
+                        )
+                        .help("write the jump host as user@host:port with a port of 1-65535, or leave the port out for 22"),
+                    );
                 } else if !self.file.hosts.contains_key(via) && !via.contains(['@', '.', ':']) {
                     problems.push(
                         Diagnostic::at(
@@ -274,6 +303,18 @@ impl Inventory {
 
     pub fn entry(&self, host: &str) -> &HostEntry {
         &self.file.hosts[host]
+    }
+}
+
+/// Role names become file names under roles/: `../web` must not reach outside it.
+fn check_role_names(source: &SourceFile, at: &str, roles: &[String], problems: &mut InvalidInput) {
+    for (index, role) in roles.iter().enumerate() {
+        if let Err(message) = crate::role::check_role_name(role) {
+            problems.push(
+                Diagnostic::at(source, &format!("{at}.roles[{index}]"), message)
+                    .help("name a file of the roles folder, without its `.yml`"),
+            );
+        }
     }
 }
 

@@ -119,6 +119,95 @@ pub fn resolve(
     Ok(values)
 }
 
+/// Global and group variables that no role of the hosts they reach declares: most
+/// likely typos, as undeclared host variables are (see [`resolve`]). `roles` holds the
+/// roles the inventory names; a scope reaching a role missing from it (one that could
+/// not be loaded) is not checked, since that role's variables are unknown.
+pub fn check_declared(
+    inventory: &Inventory,
+    roles: &BTreeMap<&str, &Role>,
+) -> Result<(), InvalidInput> {
+    let all_hosts = inventory.select(&[])?;
+    let mut scopes = vec![Scope {
+        path: "vars".to_string(),
+        subject: "no role of any host".to_string(),
+        hosts: all_hosts.iter().collect(),
+        vars: &inventory.file.vars,
+    }];
+    for (group, entry) in &inventory.file.groups {
+        scopes.push(Scope {
+            path: format!("groups.{group}.vars"),
+            subject: format!("no role of the hosts of group `{group}`"),
+            hosts: all_hosts
+                .iter()
+                .filter(|h| h.groups.contains(group))
+                .collect(),
+            vars: &entry.vars,
+        });
+    }
+    let mut problems = InvalidInput::default();
+    for Scope {
+        path,
+        subject,
+        hosts,
+        vars: layer,
+    } in scopes
+    {
+        // A group without hosts sets nothing: its variables cannot be wrong yet.
+        if layer.is_empty() || hosts.is_empty() {
+            continue;
+        }
+        let mut role_names: Vec<&str> = hosts
+            .iter()
+            .flat_map(|h| h.roles.iter().map(String::as_str))
+            .collect();
+        role_names.sort_unstable();
+        role_names.dedup();
+        let Some(scope_roles) = role_names
+            .iter()
+            .map(|name| roles.get(name).copied())
+            .collect::<Option<Vec<&Role>>>()
+        else {
+            continue;
+        };
+        for name in layer.keys() {
+            if scope_roles
+                .iter()
+                .any(|r| r.file.variables.contains_key(name))
+            {
+                continue;
+            }
+            let close = scope_roles
+                .iter()
+                .flat_map(|r| r.file.variables.keys())
+                .find(|known| similar_names(known, name));
+            let diagnostic = Diagnostic::at_key(
+                &inventory.source,
+                &format!("{path}.{name}"),
+                format!("{subject} has a variable `{name}`"),
+            );
+            problems.push(match close {
+                Some(known) => diagnostic.help(format!("did you mean `{known}`?")),
+                None => diagnostic.help(format!(
+                    "the roles concerned are: {}; `placard roles show ROLE` lists their variables",
+                    role_names.join(", ")
+                )),
+            });
+        }
+    }
+    problems.into_result()
+}
+
+/// Variables set for several hosts at once: the global `vars` or a group's.
+struct Scope<'a> {
+    /// Where they are set, such as `groups.www.vars`.
+    path: String,
+    /// Who lacks a variable, for the message: "no role of any host".
+    subject: String,
+    hosts: Vec<&'a Host>,
+    vars: &'a Map<String, Value>,
+}
+
 /// Names one edit apart, or equal but for `-`/`_`: the usual typos.
 fn similar_names(a: &str, b: &str) -> bool {
     if a.replace('-', "_") == b.replace('-', "_") {

@@ -83,6 +83,9 @@ pub fn prepare(
     let placeholder = Facts::placeholder();
     let mut bundles = Vec::new();
     let mut problems = InvalidInput::default();
+    if let Err(invalid) = check_inventory_variables(inventory, site, &roles) {
+        problems.diagnostics.extend(invalid.diagnostics);
+    }
     for host in hosts {
         let host_roles: Vec<&Role> = host
             .roles
@@ -188,6 +191,33 @@ pub fn prepare(
     }
     problems.into_result()?;
     Ok(bundles)
+}
+
+/// Global and group variables no role declares (see [`vars::check_declared`]). Those
+/// reach hosts that may not be selected, so their roles are loaded too; one that does
+/// not load leaves its scopes unchecked rather than failing a run that does not use it.
+fn check_inventory_variables(
+    inventory: &Inventory,
+    site: &Site,
+    loaded: &BTreeMap<String, Option<Role>>,
+) -> Result<(), InvalidInput> {
+    let mut others: BTreeMap<String, Role> = BTreeMap::new();
+    for host in inventory.select(&[])? {
+        for name in &host.roles {
+            if loaded.contains_key(name) || others.contains_key(name) {
+                continue;
+            }
+            if let Ok(role) = site.load_role(name) {
+                others.insert(name.clone(), role);
+            }
+        }
+    }
+    let roles: BTreeMap<&str, &Role> = loaded
+        .iter()
+        .filter_map(|(name, role)| Some((name.as_str(), role.as_ref()?)))
+        .chain(others.iter().map(|(name, role)| (name.as_str(), role)))
+        .collect();
+    vars::check_declared(inventory, &roles)
 }
 
 /// The template data for each run of `task`: once with `data`, or once per item of its

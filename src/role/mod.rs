@@ -79,6 +79,9 @@ impl Site {
 
     /// Loads and checks one role. Every problem found is reported, not just the first.
     pub fn load_role(&self, name: &str) -> Result<Role, InvalidInput> {
+        if let Err(message) = check_role_name(name) {
+            return Err(Diagnostic::new(&self.roles_dir, message).into());
+        }
         let path = self.roles_dir.join(format!("{name}.yml"));
         let text = std::fs::read_to_string(&path).map_err(|e| {
             let known = self.role_names().map(|n| n.join(", ")).unwrap_or_default();
@@ -88,6 +91,7 @@ impl Site {
             ))
         })?;
         let source = SourceFile::new(&path, text);
+        source.check_structure()?;
         let file: RoleFile =
             serde_yaml::from_str(&source.text).map_err(|e| Diagnostic::from_yaml(&source, &e))?;
         let templates = self.load_templates(name).map_err(|e| {
@@ -128,6 +132,23 @@ impl Site {
             }
         }
         Ok(templates)
+    }
+}
+
+/// A role is named by a plain name — letters, digits, `-` and `_` — because the name
+/// becomes a path (`roles/<name>.yml`, `templates/<name>/`): `../x` or `/x` would load
+/// files from outside the site.
+pub fn check_role_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a role name: letters, digits, `-` and `_` only"
+        ))
     }
 }
 
@@ -213,6 +234,19 @@ impl Role {
         for (index, check) in self.file.checks.iter().enumerate() {
             if let Err(message) = check.validate() {
                 problems.push(Diagnostic::at(source, &format!("checks[{index}]"), message));
+            }
+            if check.port.as_ref().is_some_and(|p| p.port == 0) {
+                problems.push(
+                    Diagnostic::at(
+                        source,
+                        &format!("checks[{index}].port.port"),
+                        format!(
+                            "check `{}`: port 0 is not a port one can connect to",
+                            check.name
+                        ),
+                    )
+                    .help("give the port the service listens on (1-65535)"),
+                );
             }
         }
         problems.into_result()
