@@ -578,12 +578,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::write(root.join("hostname"), "box\n").unwrap();
-        fs::write(root.join("upsmon.conf"), "MONITOR ups@localhost 1 upsmon pass primary\n").unwrap();
-        fs::set_permissions(
+        fs::write(
             root.join("upsmon.conf"),
-            fs::Permissions::from_mode(0o600),
+            "MONITOR ups@localhost 1 upsmon pass primary\n",
         )
         .unwrap();
+        fs::set_permissions(root.join("upsmon.conf"), fs::Permissions::from_mode(0o600)).unwrap();
         // A world-readable file in a closed folder, like /etc/dkimkeys/NAME.public.
         fs::create_dir_all(root.join("dkimkeys")).unwrap();
         fs::set_permissions(root.join("dkimkeys"), fs::Permissions::from_mode(0o700)).unwrap();
