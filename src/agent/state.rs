@@ -65,18 +65,10 @@ impl State {
     }
 
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let path = self.folder.join(name);
-        let text = match fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        serde_json::from_slice(&text).map(Some).with_context(|| {
-            format!(
-                "{} is not what placard wrote there; nothing was changed. Look at it, fix or remove it, then run again",
-                path.display()
-            )
-        })
+        atomic::read_json(
+            &self.folder.join(name),
+            "the handlers an interrupted run left to run",
+        )
     }
 
     fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {

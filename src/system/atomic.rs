@@ -206,6 +206,24 @@ pub fn replace_unsynced(path: &Path, content: &[u8], attributes: Attributes) -> 
     fs::rename(&staged, path).with_context(|| format!("cannot put {} in place", path.display()))
 }
 
+/// Reads a JSON file placard wrote: `None` when there is none. A file that cannot be
+/// read or parsed is an error naming it, what it holds (`holds`, e.g. "the upgrade's
+/// merge base") and what to do: state is never guessed.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, holds: &str) -> Result<Option<T>> {
+    let text = match fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    serde_json::from_slice(&text).map(Some).with_context(|| {
+        format!(
+            "{} is not what placard wrote there, and it holds {holds}; nothing was changed. \
+             Look at it, restore or remove it, then run again",
+            path.display()
+        )
+    })
+}
+
 /// Makes a rename in `path`'s folder durable.
 pub fn sync_folder(path: &Path) {
     if let Some(folder) = path.parent() {

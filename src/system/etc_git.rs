@@ -72,18 +72,10 @@ impl Declared {
 }
 
 fn read_list(path: &Path) -> Result<BTreeSet<PathBuf>> {
-    let text = match fs::read(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    serde_json::from_slice(&text).with_context(|| {
-        format!(
-            "{} is not what placard wrote there, and it says which files must stay out of /etc's git; \
-             nothing was changed. Look at it, fix or remove it, then run again",
-            path.display()
-        )
-    })
+    Ok(
+        atomic::read_json(path, "the list of files kept out of /etc's git or let in")?
+            .unwrap_or_default(),
+    )
 }
 
 fn write_list(path: &Path, list: &BTreeSet<PathBuf>) -> Result<()> {

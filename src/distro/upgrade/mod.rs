@@ -277,19 +277,10 @@ impl Worktree {
     /// it holds the merge base, and starting over without it would merge against the
     /// wrong pristine files.
     fn state(&self) -> Result<Option<State>> {
-        let path = self.root.join("state.json");
-        let text = match fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        serde_json::from_slice(&text).map(Some).with_context(|| {
-            format!(
-                "{} cannot be read, and it records the upgrade's merge base; nothing was changed. \
-                 Restore it from a backup, or remove it to start the upgrade's merge over",
-                path.display()
-            )
-        })
+        atomic::read_json(
+            &self.root.join("state.json"),
+            "the upgrade's merge base (remove it only to start the upgrade's merge over)",
+        )
     }
 
     fn save_state(&self, state: &State) -> Result<()> {
