@@ -237,13 +237,7 @@ impl EtcRepo {
                 .iter()
                 .map(|e| String::from_utf8_lossy(&e.path).into_owned()),
         );
-        let mut options = StatusOptions::new();
-        options
-            .include_untracked(true)
-            .recurse_untracked_dirs(true)
-            .include_ignored(false);
-        let statuses = self.repo.statuses(Some(&mut options))?;
-        candidates.extend(statuses.iter().filter_map(|s| s.path().map(str::to_string)));
+        candidates.extend(self.changes()?);
         candidates.remove(".etckeeper");
         candidates.remove(".gitignore");
         let mut private = Vec::new();
