@@ -79,22 +79,12 @@ pub(super) fn create_dir_all_mode(dir: &Path, mode: u32) -> Result<()> {
 
 /// Write via a temp file and rename, so readers never see half a file.
 pub(super) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    crate::system::atomic::write_atomic(
+        path,
+        data,
+        crate::system::atomic::Attributes::mode(mode),
+        None,
+    )
 }
 
 /// Check that no directory between root and rel is a symlink: a host that
@@ -291,39 +281,12 @@ pub(super) fn describe(cmd: &Command) -> String {
 /// outlives `timeout`. Every external command here is bounded this way.
 pub(super) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     let what = describe(cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.process_group(0);
-    let mut child = cmd.spawn().with_context(|| format!("running {what}"))?;
-    let mut so = child.stdout.take().expect("piped");
-    let mut se = child.stderr.take().expect("piped");
-    let t_out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let t_err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-            bail!("{what} did not finish within {} s", timeout.as_secs());
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let prepared = std::mem::replace(cmd, Command::new(cmd.get_program()));
+    let output = crate::system::command::execute(prepared, None, timeout, &what)?;
     Ok(Output {
-        status,
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
+        status: output.status,
+        stdout: output.stdout,
+        stderr: output.stderr,
     })
 }
 

@@ -183,76 +183,11 @@ impl Program {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .env("APT_LISTCHANGES_FRONTEND", "none")
             .env("PATH", PATH)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(directory) = &self.directory {
             command.current_dir(directory);
         }
-        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
-            program: program.to_string_lossy().into_owned(),
-            source,
-        })?;
-        let group = Pid::from_raw(child.id() as i32);
-
-        if let (Some(input), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
-            // A program that does not read its input must not block us: write from a
-            // thread, and let a closed pipe end it.
-            thread::spawn(move || {
-                let _ = pipe.write_all(&input);
-            });
-        }
-        let stdout = child.stdout.take().map(collect);
-        let stderr = child.stderr.take().map(collect);
-        let (exited, exit) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = exited.send(child.wait());
-        });
-
-        let mut timed_out = false;
-        let status = match exit.recv_timeout(self.timeout) {
-            Ok(status) => status,
-            Err(_) => {
-                timed_out = true;
-                let _ = killpg(group, Signal::SIGTERM);
-                match exit.recv_timeout(GRACE) {
-                    Ok(status) => status,
-                    Err(_) => {
-                        let _ = killpg(group, Signal::SIGKILL);
-                        exit.recv().unwrap_or_else(|_| {
-                            Err(std::io::Error::other("the program could not be waited for"))
-                        })
-                    }
-                }
-            }
-        };
-        if timed_out {
-            // What is left of the group still holds the pipes: it goes too.
-            let _ = killpg(group, Signal::SIGKILL);
-        }
-        let status = status.map_err(|source| CommandError::Spawn {
-            program: program.to_string_lossy().into_owned(),
-            source,
-        })?;
-        let output = Output {
-            status,
-            stdout: stdout.map(receive).unwrap_or_default(),
-            stderr: stderr.map(receive).unwrap_or_default(),
-        };
-        if timed_out {
-            return Err(CommandError::TimedOut {
-                command: self.describe(),
-                timeout: self.timeout,
-                last_output: output.last_lines(12),
-            });
-        }
-        Ok(output)
+        execute(command, self.stdin.clone(), self.timeout, &self.describe())
     }
 
     /// Runs the program; a nonzero exit is an error carrying its last output lines.
@@ -282,6 +217,83 @@ impl Program {
             detail: output.last_lines(12),
         })
     }
+}
+
+/// Runs a prepared command to its end or its deadline, in a process group of its own,
+/// with `stdin` fed from a thread and its output collected (capped); `shown` names it
+/// in errors. [`Program`] prepares the command with placard's environment policy; the
+/// sandbox, which drives this machine's own tools, prepares its own.
+pub fn execute(
+    mut command: std::process::Command,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+    shown: &str,
+) -> Result<Output, CommandError> {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let group = Pid::from_raw(child.id() as i32);
+
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A program that does not read its input must not block us: write from a
+        // thread, and let a closed pipe end it.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let stdout = child.stdout.take().map(collect);
+    let stderr = child.stderr.take().map(collect);
+    let (exited, exit) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+
+    let mut timed_out = false;
+    let status = match exit.recv_timeout(timeout) {
+        Ok(status) => status,
+        Err(_) => {
+            timed_out = true;
+            let _ = killpg(group, Signal::SIGTERM);
+            match exit.recv_timeout(GRACE) {
+                Ok(status) => status,
+                Err(_) => {
+                    let _ = killpg(group, Signal::SIGKILL);
+                    exit.recv().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("the program could not be waited for"))
+                    })
+                }
+            }
+        }
+    };
+    if timed_out {
+        // What is left of the group still holds the pipes: it goes too.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    let status = status.map_err(|source| CommandError::Spawn { program, source })?;
+    let output = Output {
+        status,
+        stdout: stdout.map(receive).unwrap_or_default(),
+        stderr: stderr.map(receive).unwrap_or_default(),
+    };
+    if timed_out {
+        return Err(CommandError::TimedOut {
+            command: shown.to_string(),
+            timeout,
+            last_output: output.last_lines(12),
+        });
+    }
+    Ok(output)
 }
 
 /// A program whose output is read as it comes (a .deb's files, larger than any cap);
