@@ -291,6 +291,53 @@ fn an_agent_killed_at_any_instant_leaves_files_whole_and_the_next_run_converges(
     eprintln!("{killed} kill points, {clean} left the host clean");
     assert!(killed >= 30, "only {killed} kills reached the agent");
 
+    // Kills aimed at the instants git holds its lock files: the test watches for the
+    // index's or the branch's lock file and kills the agent as soon as one appears. A
+    // kill can land just after git let go; the count of those that left a lock is said.
+    let (mut aimed, mut landed) = (0, 0);
+    for generation_now in 40..52 {
+        generation(&bed, generation_now);
+        let mut child: Child = placard_command(&bed, &["apply"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start placard");
+        let git = bed.root_path("/etc/.git");
+        let locks = [git.join("index.lock"), git.join("refs/heads/master.lock")];
+        let mut agent = None;
+        wait_for(Duration::from_secs(30), || {
+            agent = agents(&bed).first().copied();
+            agent.is_some() || child.try_wait().ok().flatten().is_some()
+        });
+        // A lock lives for a millisecond or so: watch for it without sleeping, bounded.
+        let started = Instant::now();
+        let mut seen = false;
+        for round in 0u64.. {
+            if locks.iter().any(|l| l.exists()) {
+                seen = true;
+                break;
+            }
+            if round % 4096 == 0
+                && (started.elapsed() > Duration::from_secs(60)
+                    || child.try_wait().ok().flatten().is_some())
+            {
+                break;
+            }
+        }
+        if let (true, Some(pid)) = (seen, agent) {
+            kill(pid);
+            aimed += 1;
+        }
+        let _ = child.wait();
+        if locks.iter().any(|l| l.exists()) {
+            landed += 1;
+        }
+        let when = format!("kill aimed at a git lock, generation {generation_now}");
+        assert_whole(&bed, &[generation_now - 1, generation_now], &when);
+        assert_converges(&bed, generation_now, &when);
+    }
+    eprintln!("{aimed} kills aimed at git's lock files, {landed} left a lock behind; every host converged");
+
     // The instants git's lock files exist: a kill there leaves them behind.
     for (round, locks) in [
         vec!["index.lock"],
