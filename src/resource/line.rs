@@ -31,6 +31,10 @@ pub struct LineSpec {
     pub pattern: Option<String>,
     #[serde(default)]
     pub state: LineState,
+    /// Create the file when it does not exist (a minimal Debian has no /etc/hosts);
+    /// otherwise that is an error: the file is expected to come from a package.
+    #[serde(default)]
+    pub create: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validate: Option<Vec<String>>,
 }
@@ -84,8 +88,11 @@ impl LineSpec {
 
     pub fn run(&self, context: &mut Context) -> Result<Outcome> {
         let pattern = self.pattern.as_deref().map(Regex::new).transpose()?;
-        let current =
-            fs::read_to_string(&self.path).with_context(|| format!("cannot read {}", self.path))?;
+        let current = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path)),
+        };
         let edited = edit_line(&current, &self.line, pattern.as_ref(), self.state);
         write_edit(
             &self.path,

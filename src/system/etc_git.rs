@@ -199,7 +199,17 @@ impl EtcRepo {
         entries.retain(|entry| !public.contains(entry));
         entries.extend(secret);
         let mut private = Vec::new();
-        for file in self.private_files()? {
+        // Files the patterns already keep out are not news, whatever their mode.
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::default()
+        };
+        let named = |file: &str| {
+            SECRET_PATTERNS.iter().any(|(pattern, _)| {
+                glob::Pattern::new(pattern).is_ok_and(|p| p.matches_with(file, options))
+            })
+        };
+        for file in self.private_files()?.into_iter().filter(|f| !named(f)) {
             let entry = format!("/{file}");
             if !public.contains(&entry) && entries.insert(entry) {
                 private.push(file);
