@@ -175,6 +175,17 @@ impl Program {
 
     /// Runs the program to its end or its deadline; its output whatever its status.
     pub fn output(&self) -> Result<Output, CommandError> {
+        execute(
+            self.prepare()?,
+            self.stdin.clone(),
+            self.timeout,
+            &self.describe(),
+        )
+    }
+
+    /// The command with its arguments, placard's environment policy, the caller's
+    /// variables and folder: what both [`Program::output`] and [`Program::stream`] run.
+    fn prepare(&self) -> Result<std::process::Command, CommandError> {
         let (program, args) = self.argv.split_first().ok_or(CommandError::Empty)?;
         let mut command = std::process::Command::new(program);
         command
@@ -187,7 +198,7 @@ impl Program {
         if let Some(directory) = &self.directory {
             command.current_dir(directory);
         }
-        execute(command, self.stdin.clone(), self.timeout, &self.describe())
+        Ok(command)
     }
 
     /// Runs the program; a nonzero exit is an error carrying its last output lines.
@@ -309,20 +320,14 @@ pub struct Streaming {
 impl Program {
     /// Starts the program with its stdout to be read through [`Streaming::stdout`].
     pub fn stream(&self) -> Result<Streaming, CommandError> {
-        let (program, args) = self.argv.split_first().ok_or(CommandError::Empty)?;
-        let mut command = std::process::Command::new(program);
+        let mut command = self.prepare()?;
         command
-            .args(args)
-            .env("LC_ALL", "C")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("PATH", PATH)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
         let mut child = command.spawn().map_err(|source| CommandError::Spawn {
-            program: program.to_string_lossy().into_owned(),
+            program: command.get_program().to_string_lossy().into_owned(),
             source,
         })?;
         let group = Pid::from_raw(child.id() as i32);
