@@ -1,0 +1,499 @@
+//! Shared pieces of the end-to-end tests of roles served over HTTPS (web, certs and the
+//! roles behind them): pebble (Let's Encrypt's test ACME server, Debian's `pebble`
+//! package) on loopback, a web host whose nginx listens on free high ports, and clients
+//! that trust only pebble's root.
+//!
+//! How the pieces meet: the test hosts share this machine's network, so the host's
+//! nginx listens on free high ports (`web_http_port`, `web_https_port`), and pebble is
+//! told to validate HTTP-01 on that port (`httpPort`). pebble resolves every name
+//! through pebble-challtestsrv, which answers 127.0.0.1 for all of them: the host's
+//! nginx. certbot on the host reaches pebble at https://127.0.0.1:PORT/dir and trusts
+//! its HTTPS through a CA made here (REQUESTS_CA_BUNDLE, via `certs_ca_bundle`).
+//!
+//! Every child process is killed when its guard drops, and every wait has a deadline.
+//! Use with `#[path = "common/testbed.rs"] mod testbed;` next to it.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::Value;
+
+use crate::testbed::{stdout, Testbed};
+
+/// Held from a web host's boot until its first apply has replaced Debian's default site:
+/// nginx's first start (the package's postinst) listens on port 80, which every test
+/// host shares. A file lock, so that test binaries running at once take turns too.
+struct FirstStart(#[allow(dead_code)] Flock<File>);
+
+impl FirstStart {
+    fn take() -> FirstStart {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/placard-e2e-nginx-first-start.lock")
+            .expect("open the lock of nginx's first start");
+        FirstStart(Flock::lock(file, FlockArg::LockExclusive).expect("lock nginx's first start"))
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Runs a program here with a deadline (coreutils' timeout).
+pub fn run(seconds: u32, argv: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("--kill-after=5")
+        .arg(seconds.to_string())
+        .args(argv)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"))
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// pebble and pebble-challtestsrv, on free loopback ports, with their own HTTPS CA.
+pub struct Pebble {
+    pub dir: tempfile::TempDir,
+    pub directory_port: u16,
+    pub management_port: u16,
+    pub dns_management_port: u16,
+    _processes: Vec<Killed>,
+}
+
+impl Pebble {
+    pub fn start(http_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().expect("a folder for pebble");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        // The CA of pebble's own HTTPS (the ACME API): Debian's package ships no test
+        // certificates, so make them, as pebble's minica would.
+        for argv in [
+            vec![
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=e2e pebble minica",
+                "-keyout",
+                &path("ca.key"),
+                "-out",
+                &path("minica.pem"),
+            ],
+            vec![
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                &path("key.pem"),
+                "-out",
+                &path("cert.csr"),
+            ],
+        ] {
+            let output = run(60, &argv);
+            assert!(output.status.success(), "{argv:?}: {}", text(&output));
+        }
+        std::fs::write(
+            dir.path().join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write the extension");
+        let output = run(
+            60,
+            &[
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                &path("cert.csr"),
+                "-CA",
+                &path("minica.pem"),
+                "-CAkey",
+                &path("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &path("san.ext"),
+                "-out",
+                &path("cert.pem"),
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "sign pebble's cert: {}",
+            text(&output)
+        );
+
+        let directory_port = free_port();
+        let management_port = free_port();
+        let dns_port = free_port();
+        let dns_management_port = free_port();
+        let tls_port = free_port();
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{directory_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": path("cert.pem"),
+            "privateKey": path("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).expect("config");
+
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
+        let dns = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdout(log("challtestsrv.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble-challtestsrv (apt-get install pebble)");
+        let dns = Killed(dns);
+        let pebble = Command::new("pebble")
+            .args(["-config", &path("pebble.json")])
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble (apt-get install pebble)");
+        let pebble = Pebble {
+            directory_port,
+            management_port,
+            dns_management_port,
+            _processes: vec![Killed(pebble), dns],
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pebble.root().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "pebble did not start: {}",
+                pebble.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        std::fs::write(
+            pebble.dir.path().join("root.pem"),
+            pebble.root().unwrap_or_default(),
+        )
+        .expect("write pebble's root");
+        pebble
+    }
+
+    pub fn minica(&self) -> PathBuf {
+        self.dir.path().join("minica.pem")
+    }
+
+    /// The root pebble issues under; the only root the clients trust.
+    pub fn root_path(&self) -> PathBuf {
+        self.dir.path().join("root.pem")
+    }
+
+    pub fn root(&self) -> Option<String> {
+        let url = format!("https://127.0.0.1:{}/roots/0", self.management_port);
+        let minica = self.minica().display().to_string();
+        let output = run(
+            10,
+            &["curl", "--silent", "--fail", "--cacert", &minica, &url],
+        );
+        let pem = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success() && pem.contains("BEGIN CERTIFICATE")).then_some(pem)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// How many orders pebble has taken (new-order requests in its log).
+    pub fn orders(&self) -> usize {
+        self.log()
+            .matches("/order-plz -> calling handler()")
+            .count()
+    }
+
+    /// Makes every DNS lookup of `host` fail (SERVFAIL), so its challenge cannot succeed.
+    pub fn servfail(&self, host: &str) {
+        let url = format!("http://127.0.0.1:{}/set-servfail", self.dns_management_port);
+        let body = serde_json::json!({ "host": host }).to_string();
+        let output = run(10, &["curl", "--silent", "--fail", "--data", &body, &url]);
+        assert!(output.status.success(), "set-servfail: {}", text(&output));
+    }
+}
+
+/// A local upstream for the reverse-proxy site: answers every request with `body`,
+/// until the test ends (the thread stops with the process).
+pub fn upstream(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    let port = listener.local_addr().expect("upstream address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A Debian host with pebble beside it, ready for the web and certs roles (and any role
+/// whose sites they serve).
+pub struct WebHost {
+    pub bed: Testbed,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub pebble: Pebble,
+    /// Released by the first apply that succeeds (nginx then listens on its own ports).
+    first_start: Mutex<Option<FirstStart>>,
+}
+
+impl WebHost {
+    pub fn up(name: &str, suite: &str) -> WebHost {
+        let http_port = free_port();
+        let https_port = free_port();
+        let pebble = Pebble::start(http_port);
+        let first_start = FirstStart::take();
+        let bed = Testbed::up(name, suite);
+        std::fs::copy(pebble.minica(), bed.root_path("/root/pebble-minica.pem"))
+            .expect("copy pebble's HTTPS CA onto the host");
+        WebHost {
+            bed,
+            http_port,
+            https_port,
+            pebble,
+            first_start: Mutex::new(Some(first_start)),
+        }
+    }
+
+    /// The inventory: the web and certs roles, with `sites` and `certificates` as YAML
+    /// flow lists.
+    pub fn inventory(&self, sites: &str, certificates: &str) {
+        self.inventory_with(&[], sites, certificates, "");
+    }
+
+    /// The inventory: the web and certs roles, then `roles`, with `sites` and
+    /// `certificates` as YAML flow lists and `vars` (lines `name: value`) added.
+    pub fn inventory_with(&self, roles: &[&str], sites: &str, certificates: &str, vars: &str) {
+        let roles = ["web", "certs"]
+            .iter()
+            .chain(roles)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let vars: String = vars
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| format!("      {}\n", line.trim()))
+            .collect();
+        self.bed.write_inventory(&format!(
+            "roles: [{roles}]\n    vars:\n      web_http_port: {}\n      web_https_port: {}\n      \
+             web_sites: {sites}\n      certs_email: admin@club.example\n      \
+             certs_acme_server: https://127.0.0.1:{}/dir\n      certs_ca_bundle: /root/pebble-minica.pem\n      \
+             certs_certificates: {certificates}\n{vars}",
+            self.http_port, self.https_port, self.pebble.directory_port
+        ));
+    }
+
+    pub fn apply(&self) -> (Output, u64) {
+        let output = self.bed.placard(&["apply", "--format", "json"]);
+        let last = stdout(&output)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let summary: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
+        let changed = summary["summary"][0]["changed"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        (output, changed)
+    }
+
+    pub fn apply_ok(&self, what: &str) -> u64 {
+        let (output, changed) = self.apply();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{what}:\n{}",
+            stdout(&output)
+        );
+        // nginx now listens on this host's own ports: the next host may start its nginx.
+        self.first_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        changed
+    }
+
+    /// GET https://NAME:PORT/PATH, trusting only pebble's root: (status, headers+body).
+    pub fn https(&self, name: &str, path: &str) -> (bool, String) {
+        let resolve = format!("{name}:{}:127.0.0.1", self.https_port);
+        let url = format!("https://{name}:{}{path}", self.https_port);
+        let root = self.pebble.root_path().display().to_string();
+        let output = run(
+            20,
+            &[
+                "curl",
+                "--silent",
+                "--show-error",
+                "--include",
+                "--cacert",
+                &root,
+                "--resolve",
+                &resolve,
+                &url,
+            ],
+        );
+        (output.status.success(), text(&output))
+    }
+
+    pub fn http(&self, name: &str, path: &str) -> String {
+        let resolve = format!("{name}:{}:127.0.0.1", self.http_port);
+        let url = format!("http://{name}:{}{path}", self.http_port);
+        text(&run(
+            20,
+            &["curl", "--silent", "--include", "--resolve", &resolve, &url],
+        ))
+    }
+
+    /// The certificate nginx presents for `name`, verified by openssl against pebble's
+    /// root and the name: its serial and its names.
+    pub fn presented(&self, name: &str) -> (String, String) {
+        let root = self.pebble.root_path().display().to_string();
+        let connect = format!("127.0.0.1:{}", self.https_port);
+        let mut s_client = Command::new("timeout")
+            .args([
+                "20",
+                "openssl",
+                "s_client",
+                "-connect",
+                &connect,
+                "-servername",
+                name,
+            ])
+            .args([
+                "-CAfile",
+                &root,
+                "-verify_return_error",
+                "-verify_hostname",
+                name,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run openssl s_client");
+        let mut pem = String::new();
+        let _ = s_client
+            .stdout
+            .take()
+            .map(|mut out| out.read_to_string(&mut pem));
+        let status = s_client.wait().expect("wait for s_client");
+        assert!(
+            status.success(),
+            "s_client -verify_return_error for {name} failed:\n{pem}"
+        );
+        assert!(pem.contains("Verify return code: 0 (ok)"), "{pem}");
+        let certificate_file = self.pebble.dir.path().join("presented.pem");
+        std::fs::write(&certificate_file, &pem).expect("write the presented certificate");
+        let file = certificate_file.display().to_string();
+        let details = run(
+            10,
+            &[
+                "openssl",
+                "x509",
+                "-in",
+                &file,
+                "-noout",
+                "-serial",
+                "-ext",
+                "subjectAltName",
+            ],
+        );
+        let details = text(&details);
+        let serial = details
+            .lines()
+            .find_map(|l| l.strip_prefix("serial="))
+            .expect("a serial")
+            .to_string();
+        (serial, details)
+    }
+
+    /// The certificate presented for `name` once `wanted(serial, details)` holds, or
+    /// after 20 s: nginx's reload returns before its new workers answer.
+    pub fn presented_when(
+        &self,
+        name: &str,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (serial, details) = self.presented(name);
+            if wanted(&serial, &details) || Instant::now() > deadline {
+                return (serial, details);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    pub fn lineages(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(self.bed.root_path("/etc/letsencrypt/renewal"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
