@@ -9,7 +9,7 @@
 //! `listen`), and the clients talk to that address; the health checks expect the banner
 //! with this host's name, so another server answering would fail them. The helper
 //! daemons (postsrsd, OpenDKIM, postfwd) still use fixed loopback ports, so the mail
-//! hosts run one at a time, serialized by [`MAIL_HOSTS`].
+//! hosts run one at a time, across test binaries too (`testbed::exclusive("mail-daemons")`).
 
 #[path = "common/testbed.rs"]
 mod testbed;
@@ -18,14 +18,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::Output;
 use std::sync::mpsc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testbed::{stdout, Testbed};
-
-/// One mail host at a time: the helper daemons' loopback ports are the machine's.
-static MAIL_HOSTS: Mutex<()> = Mutex::new(());
 
 const CLIENT: &str = include_str!("mail/client.py");
 
@@ -406,9 +402,8 @@ fn first_apply(host: &MailHost, vars: &str) {
 
 #[test]
 fn mail_on_debian_12_delivers_signs_forwards_and_resists_abuse() {
-    let _one_at_a_time = MAIL_HOSTS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // One mail host at a time: the helper daemons' loopback ports are the machine's.
+    let _one_at_a_time = testbed::exclusive("mail-daemons");
     let (sink_port, envelopes) = smtp_sink(Duration::from_secs(900));
     let host = MailHost::up("e2e-mail12", "bookworm", "127.0.0.61");
     let vars = format!(
@@ -535,9 +530,8 @@ fn mail_on_debian_12_delivers_signs_forwards_and_resists_abuse() {
 
 #[test]
 fn mail_on_debian_13_delivers_signs_and_stays_put() {
-    let _one_at_a_time = MAIL_HOSTS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // One mail host at a time: the helper daemons' loopback ports are the machine's.
+    let _one_at_a_time = testbed::exclusive("mail-daemons");
     let host = MailHost::up("e2e-mail13", "trixie", "127.0.0.62");
     let vars = "";
     first_apply(&host, vars);

@@ -22,27 +22,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde_json::Value;
 
-use crate::testbed::{stdout, Testbed};
-
-/// Held from a web host's boot until its first apply has replaced Debian's default site:
-/// nginx's first start (the package's postinst) listens on port 80, which every test
-/// host shares. A file lock, so that test binaries running at once take turns too.
-struct FirstStart(#[allow(dead_code)] Flock<File>);
-
-impl FirstStart {
-    fn take() -> FirstStart {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open("/run/placard-e2e-nginx-first-start.lock")
-            .expect("open the lock of nginx's first start");
-        FirstStart(Flock::lock(file, FlockArg::LockExclusive).expect("lock nginx's first start"))
-    }
-}
+use crate::testbed::{exclusive, stdout, Testbed};
 
 /// A child process killed (and reaped) when dropped.
 pub struct Killed(pub Child);
@@ -291,8 +274,10 @@ pub struct WebHost {
     pub http_port: u16,
     pub https_port: u16,
     pub pebble: Pebble,
-    /// Released by the first apply that succeeds (nginx then listens on its own ports).
-    first_start: Mutex<Option<FirstStart>>,
+    /// Held from the host's boot until the first apply that succeeds: nginx's first
+    /// start (the package's postinst) listens on port 80, which every test host shares;
+    /// after that apply nginx listens on this host's own ports.
+    first_start: Mutex<Option<Flock<File>>>,
 }
 
 impl WebHost {
@@ -300,7 +285,7 @@ impl WebHost {
         let http_port = free_port();
         let https_port = free_port();
         let pebble = Pebble::start(http_port);
-        let first_start = FirstStart::take();
+        let first_start = exclusive("nginx-first-start");
         let bed = Testbed::up(name, suite);
         std::fs::copy(pebble.minica(), bed.root_path("/root/pebble-minica.pem"))
             .expect("copy pebble's HTTPS CA onto the host");

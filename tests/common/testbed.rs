@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nix::fcntl::{Flock, FlockArg};
 use placard::sandbox::{self, Sandbox, SandboxPaths};
 
 pub struct Testbed {
@@ -111,6 +112,19 @@ impl Drop for Testbed {
         }
         let _ = fs::remove_dir_all(&self.paths.state_dir);
     }
+}
+
+/// A lock on something every test host shares (a port of this machine's network), held
+/// until dropped: test threads and test binaries running at once take turns. `what`
+/// names the resource, e.g. "mail-daemons".
+pub fn exclusive(what: &str) -> Flock<fs::File> {
+    let file = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("/run/placard-e2e-{what}.lock"))
+        .unwrap_or_else(|e| panic!("open the lock of {what}: {e}"));
+    Flock::lock(file, FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("lock {what}: {e}"))
 }
 
 pub fn stdout(output: &Output) -> String {
