@@ -580,7 +580,13 @@ fn apply(
     if let (Some(repo), false) = (&repo, check) {
         let mut all = tasks.declared.clone();
         all.secret.extend(context.sensitive_paths.iter().cloned());
-        for file in repo.update_ignores(&all)? {
+        // A run that changed nothing made no new file: the start's scan still holds.
+        let private = if changed == 0 && failed == 0 && notified.is_empty() {
+            repo.update_ignores_unchanged(&all)?
+        } else {
+            repo.update_ignores(&all)?
+        };
+        for file in private {
             emit(Event::Notice {
                 message: private_file_notice(&file),
             });
@@ -684,7 +690,9 @@ fn run_task(
             state.folder(),
         )?;
         if context.sensitive {
-            repo.update_ignores(declared)?;
+            // Only the declared path matters here; new private files are the end's
+            // scan's to find (a fresh one, as this run then changed something).
+            repo.update_ignores_unchanged(declared)?;
         }
     }
     rendered.run(context)

@@ -130,6 +130,8 @@ const ALWAYS_IGNORED: &[&str] = &[".placard-*", "/ssl/private/"];
 pub struct EtcRepo {
     repo: Repository,
     root: PathBuf,
+    /// The private files the last scan found, for [`EtcRepo::update_ignores_unchanged`].
+    last_scan: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 impl EtcRepo {
@@ -144,6 +146,7 @@ impl EtcRepo {
         Ok(Some(EtcRepo {
             repo,
             root: root.to_path_buf(),
+            last_scan: Default::default(),
         }))
     }
 
@@ -159,6 +162,7 @@ impl EtcRepo {
             EtcRepo {
                 repo,
                 root: root.to_path_buf(),
+                last_scan: Default::default(),
             },
             true,
         ))
@@ -169,6 +173,23 @@ impl EtcRepo {
     /// /etc, for the run to name. A file declared public leaves the section, unless it
     /// is also declared secret.
     pub fn update_ignores(&self, declared: &Declared) -> Result<Vec<String>> {
+        let scan = self.private_files()?;
+        self.write_ignores(declared, scan)
+    }
+
+    /// [`EtcRepo::update_ignores`] for a run that changed nothing since this repository's
+    /// last scan (no task changed, none failed, no handler ran): the private files that
+    /// scan found are reused instead of walking /etc again. Anything else rescans.
+    pub fn update_ignores_unchanged(&self, declared: &Declared) -> Result<Vec<String>> {
+        let scan = match self.last_scan.borrow_mut().take() {
+            Some(scan) => scan,
+            None => self.private_files()?,
+        };
+        self.write_ignores(declared, scan)
+    }
+
+    fn write_ignores(&self, declared: &Declared, scan: Vec<String>) -> Result<Vec<String>> {
+        *self.last_scan.borrow_mut() = Some(scan.clone());
         let path = self.root.join(".gitignore");
         let current = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -209,7 +230,7 @@ impl EtcRepo {
                 glob::Pattern::new(pattern).is_ok_and(|p| p.matches_with(file, options))
             })
         };
-        for file in self.private_files()?.into_iter().filter(|f| !named(f)) {
+        for file in scan.into_iter().filter(|f| !named(f)) {
             let entry = format!("/{file}");
             if !public.contains(&entry) && entries.insert(entry) {
                 private.push(file);
