@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use git2::Repository;
 use serde::Serialize;
 
+use super::baseline;
 use super::branch::{self, Update};
 use super::classify::{self, Class};
 use super::host::{self, Roots};
@@ -31,6 +32,9 @@ pub struct Drift {
     pub files: Vec<FileDrift>,
     /// How many files fall in each class.
     pub counts: BTreeMap<String, usize>,
+    /// The reference install that tells package-made files from the site's, or why
+    /// there is none (then those files stay the site's).
+    pub baseline: baseline::Report,
 }
 
 /// Runs drift on the /etc of `roots`, whose repository must exist.
@@ -45,7 +49,22 @@ pub fn run(roots: &Roots) -> Result<Drift> {
         .map(|(path, file)| (path.clone(), host::md5_hex(&file.content)))
         .collect();
     let live = host::walk_etc(&roots.etc)?;
-    let classes = classify::classify(&live, &known);
+    let mut classes = classify::classify(&live, &known);
+    // Issue 13, item 5: files maintainer scripts made are not the site's. Fails closed:
+    // without a baseline they stay "site", and the report says why.
+    let baseline = match baseline::load_or_build(roots, &known.status) {
+        Ok((baseline, built)) => baseline::Report::Used {
+            generated: baseline::apply(&baseline, &live, &mut classes),
+            key: baseline.key,
+            built,
+            build_seconds: baseline.build_seconds,
+            scratch_bytes: baseline.scratch_bytes,
+            left_out: baseline.left_out,
+        },
+        Err(error) => baseline::Report::Unavailable {
+            reason: format!("{error:#}"),
+        },
+    };
 
     let mut files = Vec::with_capacity(classes.len());
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -67,6 +86,7 @@ pub fn run(roots: &Roots) -> Result<Drift> {
         branch: update,
         files,
         counts,
+        baseline,
     })
 }
 
@@ -82,9 +102,8 @@ fn modified_diff(
         return "(diff withheld: /etc's repository keeps this file out of history, as it may hold secrets)\n".to_string();
     }
     if !deleted {
-        if let Some(why) =
-            super::secrets::why_secret(path, super::secrets::live_mode(&roots.etc, path))
-        {
+        let marked = super::secrets::marked(&roots.etc);
+        if let Some(why) = super::secrets::why_secret_in(&roots.etc, &marked, path) {
             return format!("(diff withheld: {why}; it may hold secrets)\n");
         }
     }
