@@ -378,6 +378,27 @@ fn print_migrate(out: &mut dyn Write, migrate: &serde_json::Value) {
             text(&conflict["reason"])
         );
     }
+    if !conflicts.is_empty() {
+        let _ = writeln!(
+            out,
+            "  edit each file there (or delete it to keep this host's own), then `placard etc resolve HOST`"
+        );
+    }
+    for path in list("deleted") {
+        let _ = writeln!(
+            out,
+            "  deleted: /etc/{} (the old site had deleted it; this host's copy was as shipped)",
+            text(&path)
+        );
+    }
+    for by_hand in list("by_hand") {
+        let _ = writeln!(
+            out,
+            "  by hand: /etc/{}: {}",
+            text(&by_hand["path"]),
+            text(&by_hand["what"])
+        );
+    }
     for missing in list("unavailable") {
         let _ = writeln!(
             out,
