@@ -7,7 +7,8 @@
 //! host's own release into a scratch folder under /var/cache/placard, then `apt-get
 //! install` of every installed package at its installed version, with the host's apt
 //! sources and debconf answers (`/var/cache/debconf/config.dat`; never passwords.dat),
-//! daemons kept from starting by a `policy-rc.d`. The host's own .debs in
+//! daemons kept from starting by a `policy-rc.d`, then `systemd-tmpfiles --create` for
+//! what the first boot makes under /etc. The host's own .debs in
 //! /var/cache/apt/archives are linked in first, so debootstrap and apt only download
 //! what the host's cache lacks. The scratch /etc is hashed; the scratch tree is deleted.
 //! Built on the host, not the controller: the host has its release's debootstrap, its
@@ -315,6 +316,26 @@ fn install(
         .shown_as("apt-get install (the host's packages, in the reference install)")
         .run_ok()
         .context("installing the host's packages in the reference install failed")?;
+    // Files systemd-tmpfiles makes at boot (Debian 13's empty vconsole.conf): the
+    // reference install never boots, so they are made here. Evidence only: when it
+    // fails, those files stay the site's, and the report says so.
+    let mut left_out = left_out;
+    let root_option = format!("--root={root}");
+    let tmpfiles = Program::new(
+        &[
+            "systemd-tmpfiles",
+            "--create",
+            "--prefix=/etc",
+            root_option.as_str(),
+        ],
+        deadline::SYSTEM,
+    )
+    .output();
+    if !tmpfiles.as_ref().is_ok_and(|o| o.status.success()) {
+        left_out.push(
+            "systemd-tmpfiles --create failed in the reference install: what it makes under /etc at boot stays the site's".to_string(),
+        );
+    }
     let mut files: BTreeMap<String, String> = host::walk_etc(&scratch.join("etc"))?
         .into_iter()
         .map(|(path, live)| (path, live.md5))

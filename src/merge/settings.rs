@@ -463,10 +463,7 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
                 values: values.clone(),
             }),
             Some(values)
-                if dovecot_24
-                    && values
-                        .iter()
-                        .any(|v| renames::has_dovecot_23_variables(v)) =>
+                if dovecot_24 && values.iter().any(|v| renames::has_dovecot_23_variables(v)) =>
             {
                 let rewritten: Option<Vec<String>> = values
                     .iter()
@@ -477,7 +474,10 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
                         key: key.clone(),
                         values: values.clone(),
                         new_names: vec![key],
-                        note: format!("{}: a variable the rules do not know; rewrite it by hand", renames::DOVECOT_VARIABLES_NOTE),
+                        note: format!(
+                            "{}: a variable the rules do not know; rewrite it by hand",
+                            renames::DOVECOT_VARIABLES_NOTE
+                        ),
                     });
                     continue;
                 };
