@@ -66,6 +66,8 @@ pub fn run(roots: &Roots) -> Result<Drift> {
         },
     };
 
+    // The admin's `!/PATH` lines: files marked as no secret get their diff.
+    let marked = super::secrets::marked(&roots.etc);
     let mut files = Vec::with_capacity(classes.len());
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for (path, class) in classes {
@@ -75,9 +77,9 @@ pub fn run(roots: &Roots) -> Result<Drift> {
             .unwrap_or_default();
         *counts.entry(name).or_default() += 1;
         let diff = match &class {
-            Class::Modified { deleted, .. } => {
-                Some(modified_diff(&repo, roots, &update, &path, *deleted))
-            }
+            Class::Modified { deleted, .. } => Some(modified_diff(
+                &repo, roots, &marked, &update, &path, *deleted,
+            )),
             _ => None,
         };
         files.push(FileDrift { path, class, diff });
@@ -93,6 +95,7 @@ pub fn run(roots: &Roots) -> Result<Drift> {
 fn modified_diff(
     repo: &Repository,
     roots: &Roots,
+    marked: &std::collections::BTreeSet<String>,
     update: &Update,
     path: &str,
     deleted: bool,
@@ -102,8 +105,7 @@ fn modified_diff(
         return "(diff withheld: /etc's repository keeps this file out of history, as it may hold secrets)\n".to_string();
     }
     if !deleted {
-        let marked = super::secrets::marked(&roots.etc);
-        if let Some(why) = super::secrets::why_secret_in(&roots.etc, &marked, path) {
+        if let Some(why) = super::secrets::why_secret_in(&roots.etc, marked, path) {
             return format!("(diff withheld: {why}; it may hold secrets)\n");
         }
     }
