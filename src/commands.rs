@@ -160,16 +160,24 @@ fn migrate(host: &HostArgs, from: Option<&Path>) -> Result<Exit> {
         )
         .into());
     };
-    let (source, files) = crate::distro::migrate::load(from)?;
+    let (source, files, others) = crate::distro::migrate::load(from)?;
     let reports = execute(
         &host.common,
         std::slice::from_ref(&host.host),
-        Job::Migrate { source, files },
+        Job::Migrate {
+            source,
+            files,
+            others,
+        },
         1,
         true,
     )?;
+    // Conflicts and files left to do by hand: something is left for the admin.
     let conflicts = output_data(&reports, "migrate")
-        .and_then(|m| m["conflicts"].as_array().map(Vec::len))
+        .map(|m| {
+            m["conflicts"].as_array().map_or(0, Vec::len)
+                + m["by_hand"].as_array().map_or(0, Vec::len)
+        })
         .unwrap_or(0);
     Ok(if reports.iter().any(HostReport::failed) {
         Exit::Failed

@@ -43,7 +43,9 @@ echo 'FINALDELAY 10' >> /etc/nut/upsmon.conf
 printf 'Defaults\ttimestamp_timeout=5\n' >> /etc/sudoers
 sed -i 's/^UMASK\t\t022/UMASK\t\t027/' /etc/login.defs
 printf '    ServerAliveInterval 60\n' >> /etc/ssh/ssh_config
+rm /etc/update-motd.d/10-uname
 mkdir -p /etc/club
+printf 'GIF89a\001\000\001\000\000\377\000' > /etc/club/logo.gif
 echo 'keep = 30' > /etc/club/backup.conf
 ln -s backup.conf /etc/club/current.conf
 echo 'PRIVATE KEY the-club-secret' > /etc/club/tls.key
@@ -376,9 +378,9 @@ test \"$(stat -c %a /etc/postsrsd.secret)\" = 600",
         "json",
     ]);
     let report = output_event(&stdout(&migrated), "migrate");
-    let pending = report["conflicts"]
-        .as_array()
-        .is_some_and(|c| !c.is_empty());
+    let pending = ["conflicts", "by_hand"]
+        .iter()
+        .any(|key| report[key].as_array().is_some_and(|c| !c.is_empty()));
     assert_eq!(
         migrated.status.code(),
         Some(if pending { 2 } else { 0 }),
@@ -474,7 +476,8 @@ test \"$(stat -c %a /etc/postsrsd.secret)\" = 600",
     assert_eq!(second["merged"], serde_json::json!([]), "{second:#}");
     assert_eq!(
         second["unchanged"].as_array().map(Vec::len),
-        Some(merged.len())
+        Some(merged.len() + 1),
+        "the merged files, and the deleted conffile already absent: {second:#}"
     );
 
     // The measurement, on the same files and trees.
@@ -520,4 +523,104 @@ test \"$(stat -c %a /etc/postsrsd.secret)\" = 600",
         placard_conflicts < line_conflicts && line_conflicts < unrelated,
         "{placard_conflicts} < {line_conflicts} < {unrelated}"
     );
+
+    // Issue 13, item 7: the conffile the old site deleted is deleted here too (this
+    // host's copy was as shipped), in migrate's commit; the binary file is named with
+    // what to do.
+    assert_eq!(
+        report["deleted"],
+        serde_json::json!(["update-motd.d/10-uname"]),
+        "{report:#}"
+    );
+    assert!(!new.root_path("/etc/update-motd.d/10-uname").exists());
+    let body = stdout(&host_git(&new, &["log", "-1", "--format=%B"]));
+    assert!(body.contains("update-motd.d/10-uname (deleted)"), "{body}");
+    let by_hand = report["by_hand"].as_array().expect("by_hand");
+    assert!(
+        by_hand.iter().any(|b| b["path"] == "club/logo.gif"
+            && b["what"]
+                .as_str()
+                .is_some_and(|w| w.contains("scp -p") && w.contains("/etc/club/logo.gif"))),
+        "{report:#}"
+    );
+
+    // Issue 13, item 7: `etc resolve` for migrate's conflicts. The admin adds to the
+    // draft's sshd_config patch a setting Debian 13's sshd refuses (OpenSSH 10 has no
+    // DSA): the merge is clean, the validator refuses it, /etc keeps its file, and the
+    // merged file waits for the admin.
+    let pristine_sshd =
+        std::fs::read_to_string(draft.join("pristine/ssh/sshd_config")).expect("pristine");
+    let patch_path = draft.join("patches/ssh/sshd_config.patch");
+    let old_live = placard::distro::draft::apply_patch(
+        &pristine_sshd,
+        &std::fs::read_to_string(&patch_path).expect("patch"),
+    )
+    .expect("the patch applies");
+    let with_dss = format!("{old_live}PubkeyAcceptedAlgorithms +ssh-dss\n");
+    std::fs::write(
+        &patch_path,
+        placard::distro::draft::patch_text("ssh/sshd_config", &pristine_sshd, &with_dss),
+    )
+    .expect("write the patch");
+    let live_sshd = new.read("/etc/ssh/sshd_config").expect("sshd_config");
+    let third = new.placard(&[
+        "etc",
+        "migrate",
+        "--from",
+        &draft.to_string_lossy(),
+        &new_name,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(third.status.code(), Some(2), "{}", stdout(&third));
+    let third = output_event(&stdout(&third), "migrate");
+    assert!(
+        third["conflicts"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["path"] == "ssh/sshd_config"
+                && c["reason"].as_str().is_some_and(|r| r.contains("sshd -t")))),
+        "{third:#}"
+    );
+    assert_eq!(
+        new.read("/etc/ssh/sshd_config").as_deref(),
+        Some(live_sshd.as_str()),
+        "live /etc keeps its file"
+    );
+    let left = "/var/lib/placard/migrate/ssh/sshd_config";
+    assert!(new.read(left).is_some_and(|t| t.contains("+ssh-dss")));
+
+    // Taken as it is, the validator refuses it again: nothing written, the run fails.
+    let refused = new.placard(&["etc", "resolve", &new_name]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    assert!(stdout(&refused).contains("not taken: /etc/ssh/sshd_config"));
+    assert_eq!(
+        new.read("/etc/ssh/sshd_config").as_deref(),
+        Some(live_sshd.as_str())
+    );
+    // The admin's file still holding a conflict marker is refused too.
+    new.ssh(&format!("printf '<<<<<<< ours\\n' >> {left}"));
+    let marked = new.placard(&["etc", "resolve", &new_name]);
+    assert!(
+        stdout(&marked).contains("it still holds conflict markers"),
+        "{}",
+        stdout(&marked)
+    );
+    // Fixed by the admin: taken, checked by `sshd -t`, committed; nothing left.
+    new.ssh(&format!(
+        "sed -i -e '/ssh-dss/d' -e '/^<<<<<<< ours$/d' {left} && echo 'MaxAuthTries 3' >> {left}"
+    ));
+    let resolved = new.placard(&["etc", "resolve", &new_name]);
+    assert_eq!(resolved.status.code(), Some(0), "{}", stdout(&resolved));
+    assert!(
+        stdout(&resolved).contains("taken into /etc: /etc/ssh/sshd_config"),
+        "{}",
+        stdout(&resolved)
+    );
+    let sshd = new.read("/etc/ssh/sshd_config").expect("sshd_config");
+    assert!(sshd.contains("\nMaxAuthTries 3\n") && sshd.contains("\nPasswordAuthentication no\n"));
+    new.ssh("sshd -t");
+    assert!(stdout(&host_git(&new, &["log", "-1", "--format=%s"]))
+        .starts_with("placard etc resolve: 1 migrate conflict(s) resolved"));
+    assert!(new.read("/var/lib/placard/migrate/pending.json").is_none());
+    assert!(new.read(left).is_none());
 }

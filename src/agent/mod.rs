@@ -184,7 +184,26 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
         }
         Job::EtcResolve => {
             let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
-            let report = crate::distro::upgrade::resolve(&paths.etc)?;
+            // Migrate's conflicts first: when there are some and no upgrade is under
+            // way, they are all there is to resolve.
+            let folder = std::path::Path::new(crate::distro::migrate::CONFLICTS_DIR);
+            let migrate = crate::distro::migrate::resolve(&paths.etc, folder)?;
+            let upgrading =
+                std::path::Path::new(crate::distro::upgrade::WORKTREE).join("conflicts.json");
+            let report = match migrate {
+                Some(report) if !upgrading.exists() => report,
+                Some(report) => {
+                    let refused = report.refusal();
+                    emit(Event::Output {
+                        data: json!({ "resolve": report }),
+                    });
+                    if let Some(message) = refused {
+                        emit(Event::Error { message });
+                    }
+                    crate::distro::upgrade::resolve(&paths.etc)?
+                }
+                None => crate::distro::upgrade::resolve(&paths.etc)?,
+            };
             let refused = report.refusal();
             emit(Event::Output {
                 data: json!({ "resolve": report }),
@@ -281,12 +300,17 @@ fn distro_job(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
         Job::Capture { release } => {
             json!({ "capture": crate::distro::capture::run(&roots, release)? })
         }
-        Job::Migrate { source, files } => json!({
+        Job::Migrate {
+            source,
+            files,
+            others,
+        } => json!({
             "migrate": crate::distro::migrate::run(
                 etc,
                 std::path::Path::new(crate::distro::migrate::CONFLICTS_DIR),
                 source,
                 files,
+                others,
             )?
         }),
         _ => bail!("not a distro job"),

@@ -119,6 +119,7 @@ pub fn run(roots: &Roots, release: &str) -> Result<Capture> {
     let repo = Repository::open(&roots.etc)
         .with_context(|| format!("cannot open the git repository in {}", roots.etc.display()))?;
     let ignored = |path: &str| repo.is_path_ignored(path).unwrap_or(true);
+    let marked = secrets::marked(&roots.etc);
 
     let mut capture = Capture {
         hostname: fs::read_to_string(roots.etc.join("hostname"))
@@ -159,13 +160,14 @@ pub fn run(roots: &Roots, release: &str) -> Result<Capture> {
             continue;
         }
         // Issue 13, item 4: a file the site or a package made private, or a known
-        // secret, is never read into the capture, whatever git ignores.
+        // secret, is never read into the capture, whatever git ignores, unless the
+        // admin marked it with an exact `!/PATH` line in /etc/.gitignore.
         let capturable = matches!(
             file.class,
             Class::Modified { deleted: false, .. } | Class::Site
         );
         if capturable {
-            if let Some(why) = secrets::why_secret(path, secrets::live_mode(&roots.etc, path)) {
+            if let Some(why) = secrets::why_secret_in(&roots.etc, &marked, path) {
                 capture.secrets.push(path.to_string());
                 capture.secret_reasons.insert(path.to_string(), why);
                 continue;

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use git2::Repository;
 use serde::Serialize;
 
+use super::baseline;
 use super::branch::{self, Update};
 use super::classify::{self, Class};
 use super::host::{self, Roots};
@@ -31,6 +32,9 @@ pub struct Drift {
     pub files: Vec<FileDrift>,
     /// How many files fall in each class.
     pub counts: BTreeMap<String, usize>,
+    /// The reference install that tells package-made files from the site's, or why
+    /// there is none (then those files stay the site's).
+    pub baseline: baseline::Report,
 }
 
 /// Runs drift on the /etc of `roots`, whose repository must exist.
@@ -45,8 +49,25 @@ pub fn run(roots: &Roots) -> Result<Drift> {
         .map(|(path, file)| (path.clone(), host::md5_hex(&file.content)))
         .collect();
     let live = host::walk_etc(&roots.etc)?;
-    let classes = classify::classify(&live, &known);
+    let mut classes = classify::classify(&live, &known);
+    // Issue 13, item 5: files maintainer scripts made are not the site's. Fails closed:
+    // without a baseline they stay "site", and the report says why.
+    let baseline = match baseline::load_or_build(roots, &known.status) {
+        Ok((baseline, built)) => baseline::Report::Used {
+            generated: baseline::apply(&baseline, &live, &mut classes),
+            key: baseline.key,
+            built,
+            build_seconds: baseline.build_seconds,
+            scratch_bytes: baseline.scratch_bytes,
+            left_out: baseline.left_out,
+        },
+        Err(error) => baseline::Report::Unavailable {
+            reason: format!("{error:#}"),
+        },
+    };
 
+    // The admin's `!/PATH` lines: files marked as no secret get their diff.
+    let marked = super::secrets::marked(&roots.etc);
     let mut files = Vec::with_capacity(classes.len());
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for (path, class) in classes {
@@ -56,9 +77,9 @@ pub fn run(roots: &Roots) -> Result<Drift> {
             .unwrap_or_default();
         *counts.entry(name).or_default() += 1;
         let diff = match &class {
-            Class::Modified { deleted, .. } => {
-                Some(modified_diff(&repo, roots, &update, &path, *deleted))
-            }
+            Class::Modified { deleted, .. } => Some(modified_diff(
+                &repo, roots, &marked, &update, &path, *deleted,
+            )),
             _ => None,
         };
         files.push(FileDrift { path, class, diff });
@@ -67,12 +88,14 @@ pub fn run(roots: &Roots) -> Result<Drift> {
         branch: update,
         files,
         counts,
+        baseline,
     })
 }
 
 fn modified_diff(
     repo: &Repository,
     roots: &Roots,
+    marked: &std::collections::BTreeSet<String>,
     update: &Update,
     path: &str,
     deleted: bool,
@@ -82,9 +105,7 @@ fn modified_diff(
         return "(diff withheld: /etc's repository keeps this file out of history, as it may hold secrets)\n".to_string();
     }
     if !deleted {
-        if let Some(why) =
-            super::secrets::why_secret(path, super::secrets::live_mode(&roots.etc, path))
-        {
+        if let Some(why) = super::secrets::why_secret_in(&roots.etc, marked, path) {
             return format!("(diff withheld: {why}; it may hold secrets)\n");
         }
     }

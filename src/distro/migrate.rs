@@ -22,6 +22,7 @@ use super::branch;
 use super::draft;
 use super::host::{self, Roots};
 use super::successors;
+use super::upgrade;
 use crate::merge::{self, Issue};
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{self, deadline};
@@ -29,6 +30,10 @@ use crate::system::etc_git::{Declared, EtcRepo};
 
 /// Where conflicts are left for the admin, outside /etc; emptied at each migrate.
 pub const CONFLICTS_DIR: &str = "/var/lib/placard/migrate";
+/// The conflicts still waiting under [`CONFLICTS_DIR`], by path: what `etc resolve` reads.
+pub const PENDING: &str = "pending.json";
+/// The suffixes of the files left beside each conflict (inputs and notes).
+const INPUTS: &[&str] = &["old-pristine", "old-live", "new-pristine", "placard-issues"];
 
 /// One captured conffile, as the bundle carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +45,21 @@ pub struct MigrateFile {
     pub base: String,
     /// The old host's live file.
     pub ours: String,
+}
+
+/// What a draft holds besides patches: the conffiles the old site deleted, and the
+/// changed files capture could not carry because they are not text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Others {
+    pub deleted: Vec<String>,
+    pub binary: Vec<String>,
+}
+
+/// A file migrate cannot carry over by itself, and what the admin does with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ByHand {
+    pub path: String,
+    pub what: String,
 }
 
 /// The validators of the services whose files a migrate may write: a path prefix under
@@ -76,6 +96,11 @@ pub struct Migration {
     pub folder: String,
     /// Packages of the new host whose pristine files could not be had.
     pub unavailable: Vec<String>,
+    /// Conffiles the old site deleted, deleted here too (this host's copy was pristine).
+    pub deleted: Vec<String>,
+    /// Files left to the admin, each with what to do: deleted conffiles this host
+    /// changed, and binary files.
+    pub by_hand: Vec<ByHand>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,8 +140,17 @@ pub struct Validation {
 
 /// The controller's side: the captured files of a draft, each live file rebuilt from
 /// its pristine version and patch (so an admin's edit of a patch counts).
-pub fn load(dir: &Path) -> Result<(String, Vec<MigrateFile>)> {
+pub fn load(dir: &Path) -> Result<(String, Vec<MigrateFile>, Others)> {
     let manifest = draft::read_manifest(dir)?;
+    let others = Others {
+        deleted: manifest.deleted.clone(),
+        binary: manifest
+            .left_out
+            .iter()
+            .filter(|l| l.reason.starts_with("not text"))
+            .map(|l| l.path.clone())
+            .collect(),
+    };
     let mut files = Vec::new();
     for entry in &manifest.modified {
         let patch_path = dir.join(format!("patches/{}.patch", entry.path));
@@ -136,11 +170,17 @@ pub fn load(dir: &Path) -> Result<(String, Vec<MigrateFile>)> {
             ours,
         });
     }
-    Ok((manifest.hostname, files))
+    Ok((manifest.hostname, files, others))
 }
 
 /// Runs on the new host, whose /etc repository must exist.
-pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Result<Migration> {
+pub fn run(
+    etc: &Path,
+    folder: &Path,
+    source: &str,
+    files: &[MigrateFile],
+    others: &Others,
+) -> Result<Migration> {
     let repo = EtcRepo::open(etc)?
         .with_context(|| format!("{} is not a git repository", etc.display()))?;
     repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
@@ -172,6 +212,8 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
             .iter()
             .map(|u| format!("{} {}: {}", u.package, u.version, u.message))
             .collect(),
+        deleted: Vec::new(),
+        by_hand: Vec::new(),
     };
     // Written files and their previous content, to put back if a validator refuses.
     let mut written: Vec<(String, Option<Vec<u8>>, merge::Merged)> = Vec::new();
@@ -275,6 +317,40 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
         written.push((file.path.clone(), previous, merged));
     }
 
+    // Issue 13, item 7: a conffile the old site deleted (the Debian way to turn one off)
+    // is deleted here when this host's copy is as its package ships it, so nothing of
+    // this host's is lost; dpkg keeps a deleted conffile deleted on upgrades.
+    for path in others.deleted.iter().filter(|p| valid_relative(p)) {
+        let live = etc.join(path);
+        let Ok(meta) = fs::symlink_metadata(&live) else {
+            migration.unchanged.push(path.clone());
+            continue;
+        };
+        let pristine = update.pristine.get(path);
+        let as_shipped = meta.is_file()
+            && pristine.is_some_and(|p| fs::read(&live).ok().as_deref() == Some(&p.content[..]));
+        if as_shipped {
+            fs::remove_file(&live).with_context(|| format!("cannot remove {}", live.display()))?;
+            migration.deleted.push(path.clone());
+        } else {
+            let what = if pristine.is_some() {
+                format!("{source} had deleted this conffile, but this host's copy is changed: `rm /etc/{path}` if its job is unwanted here, else keep it")
+            } else {
+                format!("{source} had deleted this conffile, and no installed package here ships it: `rm /etc/{path}` if it is unwanted here")
+            };
+            migration.by_hand.push(ByHand {
+                path: path.clone(),
+                what,
+            });
+        }
+    }
+    for path in others.binary.iter().filter(|p| valid_relative(p)) {
+        migration.by_hand.push(ByHand {
+            path: path.clone(),
+            what: format!("not text, so no merge: copy it from {source} by hand keeping its owner and mode (`scp -p root@{source}:/etc/{path} /etc/{path}` on this host), then check it with `placard etc drift`"),
+        });
+    }
+
     for (prefix, program, argv) in VALIDATORS {
         let files: Vec<&(String, Option<Vec<u8>>, merge::Merged)> = written
             .iter()
@@ -312,6 +388,19 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
         }
     }
     let refused: Vec<String> = migration.conflicts.iter().map(|c| c.path.clone()).collect();
+    // What `etc resolve` takes: each conflict that left a file for the admin.
+    let pending: Vec<&String> = refused
+        .iter()
+        .filter(|p| folder.join(p).is_file())
+        .collect();
+    if !pending.is_empty() {
+        atomic::write_atomic(
+            &folder.join(PENDING),
+            &serde_json::to_vec_pretty(&pending)?,
+            Attributes::mode(0o600),
+            None,
+        )?;
+    }
     migration.merged = written
         .into_iter()
         .filter(|(path, _, _)| !refused.contains(path))
@@ -326,21 +415,94 @@ pub fn run(etc: &Path, folder: &Path, source: &str, files: &[MigrateFile]) -> Re
                 .collect(),
         })
         .collect();
-    if !migration.merged.is_empty() {
+    if !migration.merged.is_empty() || !migration.deleted.is_empty() {
         let body: String = migration
             .merged
             .iter()
             .map(|m| format!("  {}\n", m.path))
+            .chain(
+                migration
+                    .deleted
+                    .iter()
+                    .map(|p| format!("  {p} (deleted)\n")),
+            )
             .collect();
         migration.commit = repo.commit_all(
             &format!(
                 "placard etc migrate: the site's changes from {source} ({} files)",
-                migration.merged.len()
+                migration.merged.len() + migration.deleted.len()
             ),
             &body,
         )?;
     }
     Ok(migration)
+}
+
+/// `etc resolve` for migrate's conflicts, as for the upgrade's: each file the admin
+/// edited under `folder` (no markers left) is written to /etc, checked by its service's
+/// validator (put back when it fails) and committed; a file the admin deleted there
+/// means "keep the new host's own", and /etc is not touched. `None` when migrate left
+/// nothing to resolve.
+pub fn resolve(etc: &Path, folder: &Path) -> Result<Option<upgrade::ResolveReport>> {
+    let list = folder.join(PENDING);
+    let pending: Vec<String> = match fs::read(&list) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("cannot read {}", list.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // An unreadable list is not "nothing to resolve".
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", list.display())),
+    };
+    let repo = upgrade::open_repo(etc)?;
+    let mut report = upgrade::ResolveReport {
+        worktree: folder.display().to_string(),
+        ..upgrade::ResolveReport::default()
+    };
+    let mut ready = Vec::new();
+    for path in pending.iter().filter(|p| valid_relative(p)) {
+        match fs::read(folder.join(path)) {
+            Ok(content) if upgrade::markers::has_markers(&String::from_utf8_lossy(&content)) => {
+                report
+                    .refused
+                    .push((path.clone(), upgrade::STILL_MARKED.into()))
+            }
+            Ok(content) => ready.push((path.clone(), Some(content))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.kept.push(path.clone()),
+            Err(e) => report
+                .refused
+                .push((path.clone(), format!("cannot read it: {e}"))),
+        }
+    }
+    upgrade::take_resolutions(etc, &repo, ready, &mut report)?;
+    if !report.resolved.is_empty() {
+        report.commit = repo.commit_all(
+            &format!(
+                "placard etc resolve: {} migrate conflict(s) resolved",
+                report.resolved.len()
+            ),
+            &upgrade::list(&report.resolved),
+        )?;
+    }
+    for path in report.resolved.iter().chain(&report.kept) {
+        let left = folder.join(path);
+        let _ = fs::remove_file(&left);
+        for suffix in INPUTS {
+            let _ = fs::remove_file(sibling(&left, suffix));
+        }
+    }
+    let done: Vec<&String> = report.resolved.iter().chain(&report.kept).collect();
+    report.pending = pending.into_iter().filter(|p| !done.contains(&p)).collect();
+    if report.pending.is_empty() {
+        fs::remove_file(&list).with_context(|| format!("cannot remove {}", list.display()))?;
+    } else {
+        atomic::write_atomic(
+            &list,
+            &serde_json::to_vec_pretty(&report.pending)?,
+            Attributes::mode(0o600),
+            None,
+        )?;
+    }
+    report.refused.sort();
+    Ok(Some(report))
 }
 
 fn restore_and_leave(
@@ -482,7 +644,7 @@ mod tests {
             "modified":[{"path":"ssh/sshd_config","package":"openssh-server"},{"path":"nut/upsmon.conf","package":"nut-client"}],
             "deleted":[],"site_files":[],"site_links":[],"services":[],"secrets":[],"left_out":[],"unavailable":[]}"#;
         fs::write(dir.path().join(draft::MANIFEST), manifest).expect("write");
-        let (source, files) = load(dir.path()).expect("a draft");
+        let (source, files, _) = load(dir.path()).expect("a draft");
         assert_eq!(source, "old");
         assert_eq!(
             files,

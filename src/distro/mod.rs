@@ -6,6 +6,8 @@
 //! - [`tables`] documents what dpkg cannot say: config generated from templates, and
 //!   files the system generates;
 //! - [`branch`] commits them on the `distro` branch, from blobs, never touching live /etc;
+//! - [`baseline`] builds a reference install of the same packages, whose /etc tells the
+//!   files maintainer scripts made from the site's;
 //! - [`classify`] (pure) sorts files into pristine, modified, site, leftover, generated;
 //! - [`drift`] ties them together for `placard etc drift`;
 //! - [`capture`] gathers what a draft site needs to rebuild the host (`placard capture`),
@@ -22,6 +24,7 @@
 //! run on these files are in [`crate::merge`].
 
 pub mod archive;
+pub mod baseline;
 pub mod branch;
 pub mod capture;
 pub mod classify;

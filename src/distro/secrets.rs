@@ -15,7 +15,7 @@
 //! This module only reads; /etc's `.gitignore` and what gets committed are
 //! `system::etc_git`'s.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -49,6 +49,46 @@ pub fn why_secret(path: &str, mode: LiveMode) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The paths the admin explicitly marked as not secret: lines `!/PATH` of /etc's
+/// .gitignore outside placard's section, one exact path each. Failing closed, nothing
+/// else counts: no glob (`!/nut/*`), no unanchored name (`!upsmon.conf`), no escape.
+pub fn parse_marked(gitignore: &str) -> BTreeSet<String> {
+    let mut marked = BTreeSet::new();
+    let mut in_placards = false;
+    for line in gitignore.lines() {
+        if line == crate::system::etc_git::BEGIN {
+            in_placards = true;
+        } else if line == crate::system::etc_git::END {
+            in_placards = false;
+        } else if let Some(path) = line.strip_prefix("!/").filter(|_| !in_placards) {
+            let exact = !path.is_empty()
+                && !path.ends_with('/')
+                && !path.contains(['*', '?', '[', '\\', ' ', '\t'])
+                && path.split('/').all(|part| !matches!(part, "" | "." | ".."));
+            if exact {
+                marked.insert(path.to_string());
+            }
+        }
+    }
+    marked
+}
+
+/// [`parse_marked`] of `etc/.gitignore` (none when it cannot be read).
+pub fn marked(etc: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(etc.join(".gitignore"))
+        .map(|text| parse_marked(&text))
+        .unwrap_or_default()
+}
+
+/// Why the live `etc/path` is a secret, or `None`; a path in `marked` (the admin's
+/// `!/PATH`) is not one.
+pub fn why_secret_in(etc: &Path, marked: &BTreeSet<String>, path: &str) -> Option<String> {
+    if marked.contains(path) {
+        return None;
+    }
+    why_secret(path, live_mode(etc, path))
 }
 
 /// The mode of `etc/path` as [`why_secret`] takes it: `None` when there is no such file
@@ -197,7 +237,14 @@ fn walk_tree(
 pub fn check_etc(etc: &Path) -> Result<HistoryCheck> {
     let repo = Repository::open(etc)
         .with_context(|| format!("cannot open the git repository in {}", etc.display()))?;
-    history_check(&repo, &|path| live_mode(etc, path))
+    let marked = marked(etc);
+    let mut check = history_check(&repo, &|path| live_mode(etc, path))?;
+    // A file the admin marked with `!/PATH` is in the history on purpose.
+    check.leaks.retain(|leak| !marked.contains(&leak.path));
+    if check.leaks.is_empty() {
+        check.fix.clear();
+    }
+    Ok(check)
 }
 
 #[cfg(test)]
@@ -205,6 +252,25 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_an_exact_bang_path_outside_placards_section_marks_a_file() {
+        let gitignore = "*.swp\n!/sudoers\n!/nut/upsmon.conf\n!upsd.users\n!/nut/*\n!/club/\n!/club/../shadow\n!/a\\ b\n# begin section managed by placard\n!/postsrsd.secret\n# end section managed by placard\n";
+        assert_eq!(
+            parse_marked(gitignore),
+            BTreeSet::from(["sudoers".to_string(), "nut/upsmon.conf".to_string()])
+        );
+        let etc = tempfile::tempdir().unwrap();
+        fs::write(etc.path().join("sudoers"), "root ALL=(ALL) ALL\n").unwrap();
+        fs::set_permissions(
+            etc.path().join("sudoers"),
+            fs::Permissions::from_mode(0o440),
+        )
+        .unwrap();
+        let marked = parse_marked(gitignore);
+        assert_eq!(why_secret_in(etc.path(), &marked, "sudoers"), None);
+        assert!(why_secret_in(etc.path(), &BTreeSet::new(), "sudoers").is_some());
+    }
 
     #[test]
     fn what_is_a_secret() {

@@ -51,6 +51,10 @@ pub const GENERATED: &[(&str, &str)] = &[
     (".pwd.lock", "the shadow utilities' lock"),
     ("ld.so.cache", "ldconfig"),
     ("machine-id", "systemd-machine-id-setup"),
+    (
+        ".updated",
+        "systemd-update-done (a timestamp of the last /usr update)",
+    ),
     ("adjtime", "hwclock"),
     ("mtab", "a link to /proc/self/mounts"),
     ("resolv.conf", "DHCP, systemd-resolved or the installer"),

@@ -603,3 +603,46 @@ fn dovecot_switching_the_password_database_by_include_lines() {
     );
     assert_eq!(merged.text, expected);
 }
+
+#[test]
+fn issue_13_a_kept_dovecot_setting_gets_2_4_variables() {
+    let base = fixture!("bookworm", "dovecot/conf.d/10-auth.conf");
+    let new = fixture!("trixie", "dovecot/conf.d/10-auth.conf");
+    let live = edit(
+        base,
+        "#auth_username_format = %Lu",
+        "auth_username_format = %Lu",
+    );
+    let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
+    assert!(merged.is_clean(), "{:?}", merged.issues);
+    match &merged.translations[..] {
+        [translation] => {
+            assert_eq!(translation.old, "auth_username_format = %Lu");
+            assert_eq!(translation.new, ["auth_username_format = %{user|lower}"]);
+        }
+        other => panic!("expected one translation, got {other:?}"),
+    }
+    let settings = settings::settings_of(&merged.text, Syntax::Dovecot);
+    assert_eq!(
+        settings.get(&(String::new(), "auth_username_format".to_string())),
+        Some(&vec!["%{user|lower}".to_string()])
+    );
+
+    // A variable the table does not know is left for a human, by name.
+    let live = edit(
+        base,
+        "#auth_username_format = %Lu",
+        "auth_username_format = %Lu@%Z",
+    );
+    let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(new));
+    assert!(
+        matches!(&merged.issues[..], [Issue::Renamed { key, .. }] if key == "auth_username_format"),
+        "{:?}",
+        merged.issues
+    );
+
+    // Onto a Dovecot 2.3 file (Debian 12 to 12), the site's value stays as it is.
+    let merged = merge("dovecot/conf.d/10-auth.conf", base, &live, Some(base));
+    assert!(merged.is_clean() && merged.translations.is_empty());
+    assert!(merged.text.contains("\nauth_username_format = %Lu@%Z\n"));
+}

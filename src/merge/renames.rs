@@ -147,6 +147,29 @@ pub fn dovecot_variables(value: &str) -> Option<String> {
     Some(out)
 }
 
+/// Whether `value` holds a Dovecot 2.3 short variable (`%u`, `%Lu`, `%%`…): a `%` not
+/// followed by `{`.
+pub fn has_dovecot_23_variables(value: &str) -> bool {
+    value
+        .match_indices('%')
+        .any(|(at, _)| !value[at + 1..].starts_with('{'))
+}
+
+/// Settings only Dovecot 2.4's files name, and its variable syntax: a pristine file that
+/// shows one of them, where the old pristine file shows none, is for Dovecot 2.4, so a
+/// kept site value's 2.3 variables must be rewritten (2.4 refuses them).
+pub const DOVECOT_24_MARKS: &[&str] = &[
+    "%{user",
+    "dovecot_config_version",
+    "auth_allow_cleartext",
+    "mail_driver",
+    "ssl_server_cert_file",
+];
+
+/// The note of the variable rewrite, with its source.
+pub const DOVECOT_VARIABLES_NOTE: &str =
+    "Dovecot 2.4's variable syntax (doc.dovecot.org, upgrading 2.3 to 2.4: variable expansion)";
+
 /// The `KEY=value` parameters of `mail_location` and the 2.4 settings they became.
 const MAIL_LOCATION_KEYS: &[(&str, &str)] = &[
     ("INBOX", "mail_inbox_path"),

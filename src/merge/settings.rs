@@ -346,6 +346,12 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
             .any(|a| section == a || section.starts_with(&format!("{a} / ")))
     };
 
+    // Issue 13: a kept Dovecot setting's 2.3 variables, rewritten when the new file is
+    // Dovecot 2.4's.
+    let dovecot_24 = syntax == Syntax::Dovecot
+        && renames::DOVECOT_24_MARKS
+            .iter()
+            .any(|mark| theirs.contains(mark) && !base.contains(mark));
     let mut plan = Output::new(&theirs_parsed);
     let mut replayed = Vec::new();
     let mut notices = Vec::new();
@@ -456,6 +462,41 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
                 key,
                 values: values.clone(),
             }),
+            Some(values)
+                if dovecot_24 && values.iter().any(|v| renames::has_dovecot_23_variables(v)) =>
+            {
+                let rewritten: Option<Vec<String>> = values
+                    .iter()
+                    .map(|v| renames::dovecot_variables(v))
+                    .collect();
+                let Some(rewritten) = rewritten else {
+                    issues.push(Issue::Renamed {
+                        key: key.clone(),
+                        values: values.clone(),
+                        new_names: vec![key],
+                        note: format!(
+                            "{}: a variable the rules do not know; rewrite it by hand",
+                            renames::DOVECOT_VARIABLES_NOTE
+                        ),
+                    });
+                    continue;
+                };
+                let site_line = site_text(&ours_parsed, &id, &base_lines)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_string();
+                let indent = &site_line[..site_line.len() - site_line.trim_start().len()];
+                let line = syntax.setting_line(&key, &rewritten.join(" "));
+                plan.set(&id, format!("{indent}{line}\n"), syntax, &theirs_parsed);
+                translations.push(Translation::new(
+                    section,
+                    syntax.setting_line(&key, &values.join(" ")),
+                    vec![line],
+                    Vec::new(),
+                    renames::DOVECOT_VARIABLES_NOTE,
+                ));
+            }
             Some(values) => {
                 let text = site_text(&ours_parsed, &id, &base_lines);
                 plan.set(&id, text, syntax, &theirs_parsed);

@@ -59,6 +59,9 @@ pub enum Job {
     Migrate {
         source: String,
         files: Vec<crate::distro::migrate::MigrateFile>,
+        /// Deleted conffiles and binary files of the draft (issue 13, item 7).
+        #[serde(default)]
+        others: crate::distro::migrate::Others,
     },
     /// Upgrade the host's packages to `release`, keeping local conffiles, then merge the
     /// distro's changes into them ([`crate::distro::upgrade`]).

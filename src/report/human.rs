@@ -378,6 +378,27 @@ fn print_migrate(out: &mut dyn Write, migrate: &serde_json::Value) {
             text(&conflict["reason"])
         );
     }
+    if !conflicts.is_empty() {
+        let _ = writeln!(
+            out,
+            "  edit each file there (or delete it to keep this host's own), then `placard etc resolve HOST`"
+        );
+    }
+    for path in list("deleted") {
+        let _ = writeln!(
+            out,
+            "  deleted: /etc/{} (the old site had deleted it; this host's copy was as shipped)",
+            text(&path)
+        );
+    }
+    for by_hand in list("by_hand") {
+        let _ = writeln!(
+            out,
+            "  by hand: /etc/{}: {}",
+            text(&by_hand["path"]),
+            text(&by_hand["what"])
+        );
+    }
     for missing in list("unavailable") {
         let _ = writeln!(
             out,
@@ -419,6 +440,29 @@ fn print_drift(out: &mut dyn Write, drift: &serde_json::Value) {
             text(&missing["message"])
         );
     }
+    let baseline = &drift["baseline"];
+    let _ = match baseline["status"].as_str() {
+        Some("used") => writeln!(
+            out,
+            "  reference install: {} files made by maintainer scripts ({}; {} packages left out)",
+            baseline["generated"],
+            if baseline["built"] == true {
+                format!(
+                    "built in {:.0} s, {} MB of scratch",
+                    baseline["build_seconds"].as_f64().unwrap_or(0.0),
+                    baseline["scratch_bytes"].as_u64().unwrap_or(0) >> 20
+                )
+            } else {
+                "from the cache".to_string()
+            },
+            baseline["left_out"].as_array().map_or(0, Vec::len)
+        ),
+        _ => writeln!(
+            out,
+            "  reference install unavailable, so files maintainer scripts made are listed as the site's: {}",
+            text(&baseline["reason"])
+        ),
+    };
     let files = drift["files"].as_array().cloned().unwrap_or_default();
     let sections = [
         ("modified", "locally modified"),

@@ -206,6 +206,13 @@ pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
             text(&refused[1])
         );
     }
+    for path in list(&resolve["kept"]) {
+        let _ = writeln!(
+            out,
+            "  kept as it is: /etc/{} (you deleted the proposed file)",
+            text(&path)
+        );
+    }
     if let Some(error) = resolve["apt_error"].as_str() {
         let _ = writeln!(out, "  dpkg still cannot configure: {error}");
     }
@@ -214,7 +221,7 @@ pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
     }
     let pending = list(&resolve["pending"]);
     if pending.is_empty() {
-        let _ = writeln!(out, "  no conflict left from the upgrade");
+        let _ = writeln!(out, "  no conflict left in {}", text(&resolve["worktree"]));
     } else {
         let _ = writeln!(
             out,

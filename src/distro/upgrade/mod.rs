@@ -71,7 +71,7 @@ pub fn release_number(codename: &str) -> Option<u32> {
 
 /// Where conflicts wait for the admin, and the upgrade's state.
 pub const WORKTREE: &str = "/var/lib/placard/etc-upgrade";
-const STILL_MARKED: &str = "it still holds conflict markers";
+pub(crate) const STILL_MARKED: &str = "it still holds conflict markers";
 /// apt's messages of the last upgrade, kept for the admin.
 const APT_LOG: &str = "apt.log";
 /// Files dpkg and ucf leave beside a conffile they did not replace, or replaced.
@@ -213,6 +213,9 @@ pub struct ResolveReport {
     pub commit: Option<String>,
     /// Why dpkg still cannot configure the packages the upgrade left unconfigured.
     pub apt_error: Option<String>,
+    /// Migrate's conflicts whose file the admin deleted: /etc keeps the new host's own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
     /// Conflicts still waiting in the worktree.
     pub pending: Vec<String>,
     pub worktree: String,
@@ -342,7 +345,7 @@ fn installed_release() -> Result<String> {
         .context("os-release names no VERSION_CODENAME; is this Debian?")
 }
 
-fn open_repo(etc: &Path) -> Result<EtcRepo> {
+pub(crate) fn open_repo(etc: &Path) -> Result<EtcRepo> {
     EtcRepo::open(etc)?.ok_or_else(|| {
         anyhow::anyhow!(
             "{} is not a git repository yet, so there is no history to merge with and nowhere to keep the distro branch; nothing was written. \
@@ -1123,6 +1126,40 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
                 .push((path.clone(), format!("cannot read it: {error}"))),
         }
     }
+    take_resolutions(etc, &repo, ready, &mut report)?;
+    if !report.resolved.is_empty() {
+        let (_, unconfigured) = known_with_unconfigured(&Roots::host(etc))?;
+        if !unconfigured.is_empty() {
+            report.apt_error = configure_pending(&worktree.root.join(APT_LOG));
+        }
+        report.commit = repo.commit_all(
+            &format!(
+                "placard etc resolve: {} upgrade conflict(s) resolved",
+                report.resolved.len()
+            ),
+            &list(&report.resolved),
+        )?;
+        for path in &report.resolved {
+            pending.remove(path);
+            let _ = fs::remove_file(worktree.file(path));
+        }
+        worktree.save_conflicts(&pending)?;
+    }
+    report.refused.sort();
+    report.pending = pending.keys().cloned().collect();
+    Ok(report)
+}
+
+/// Takes the admin's resolutions (`None`: remove the file) into live /etc, after a
+/// commit of stray changes: by validator group, each checked and put back when its
+/// validator fails. Fills `resolved`, `refused` and `reloaded`; commits nothing.
+/// `etc resolve` uses it for the upgrade's conflicts and for migrate's.
+pub(crate) fn take_resolutions(
+    etc: &Path,
+    repo: &EtcRepo,
+    ready: Vec<(String, Option<Vec<u8>>)>,
+    report: &mut ResolveReport,
+) -> Result<()> {
     repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
     let stray = repo.changes()?;
     repo.commit_all("changes found before placard run", &list(&stray))?;
@@ -1146,27 +1183,7 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
             report.reloaded.extend(validator.and_then(|v| v.reload()));
         }
     }
-    if !report.resolved.is_empty() {
-        let (_, unconfigured) = known_with_unconfigured(&Roots::host(etc))?;
-        if !unconfigured.is_empty() {
-            report.apt_error = configure_pending(&worktree.root.join(APT_LOG));
-        }
-        report.commit = repo.commit_all(
-            &format!(
-                "placard etc resolve: {} upgrade conflict(s) resolved",
-                report.resolved.len()
-            ),
-            &list(&report.resolved),
-        )?;
-        for path in &report.resolved {
-            pending.remove(path);
-            let _ = fs::remove_file(worktree.file(path));
-        }
-        worktree.save_conflicts(&pending)?;
-    }
-    report.refused.sort();
-    report.pending = pending.keys().cloned().collect();
-    Ok(report)
+    Ok(())
 }
 
 /// Whether a file's values must be withheld from the report ([`super::secrets`]).
@@ -1196,7 +1213,7 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-fn list(files: &[String]) -> String {
+pub(crate) fn list(files: &[String]) -> String {
     files
         .iter()
         .map(|f| format!("  {f}"))
