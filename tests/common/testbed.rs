@@ -19,6 +19,12 @@ pub struct Testbed {
 impl Testbed {
     /// Boots a Debian host named `name` (unique per test) with the given suite.
     pub fn up(name: &str, suite: &str) -> Testbed {
+        Testbed::up_in(name, suite, None)
+    }
+
+    /// [`Testbed::up`] in the network namespace at `namespace` (see
+    /// tests/common/network.rs); None: this machine's, sshd on a loopback port.
+    pub fn up_in(name: &str, suite: &str, namespace: Option<&Path>) -> Testbed {
         assert!(
             nix::unistd::geteuid().is_root(),
             "end-to-end tests boot hosts with systemd-nspawn and must run as root"
@@ -29,7 +35,7 @@ impl Testbed {
             ..SandboxPaths::default()
         };
         let port = sandbox::free_port().expect("a free loopback port");
-        let host = sandbox::up(&paths, name, suite, port)
+        let host = sandbox::up_in(&paths, name, suite, port, namespace)
             .unwrap_or_else(|e| panic!("cannot boot sandbox {name}: {e:#}"));
         let dir = tempfile::tempdir().expect("a temporary folder");
         let bed = Testbed { paths, host, dir };
@@ -55,7 +61,23 @@ impl Testbed {
 
     /// Runs `placard ARGS -i inventory --site REPO`.
     pub fn placard(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_placard"))
+        self.placard_from(None, args)
+    }
+
+    /// [`Testbed::placard`] run inside the network namespace at `namespace` (the
+    /// controller's end of a private network), or in this machine's when None.
+    pub fn placard_from(&self, namespace: Option<&Path>, args: &[&str]) -> Output {
+        let mut command = match namespace {
+            Some(namespace) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net={}", namespace.display()))
+                    .arg(env!("CARGO_BIN_EXE_placard"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_placard")),
+        };
+        let output = command
             .args(args)
             .arg("-i")
             .arg(self.inventory())
