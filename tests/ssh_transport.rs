@@ -509,6 +509,60 @@ async fn jump_host_tunnels_to_the_target() {
     .await
 }
 
+/// Issue 12: the agent's upload through a jump host hung. While the tunnelled session
+/// writes, the host keeps talking (here: stderr, as a chatty program would); russh's
+/// own channel stream stopped draining the jump channel, so the jump session never saw
+/// the window adjustment the upload waited for. 30 MB go up while the host floods
+/// stderr; it must finish (bounded: a hang fails the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_through_a_jump_host_does_not_stall_while_the_host_talks() {
+    bounded(async {
+        let dir = TempDir::new("client");
+        let key = dir.join("id_ed25519");
+        keygen(&key, "ed25519", "");
+        let jump = Sshd::start(&[&key]);
+        let target_sshd = Sshd::start(&[&key]);
+        fs::write(
+            dir.join("known_hosts"),
+            format!(
+                "{}{}",
+                jump.known_hosts_line(),
+                target_sshd.known_hosts_line()
+            ),
+        )
+        .expect("known_hosts");
+        let mut target = target_sshd.target("db1", Some(&key));
+        target.via = Some(Box::new(jump.target("bastion", Some(&key))));
+        let conn = Connection::connect(&target, &options(&dir))
+            .await
+            .expect("connect through the jump host");
+        let size = 30 * 1024 * 1024;
+        let process = conn
+            .exec(&format!(
+                "yes talking >&2 & talker=$!; head -c {size} | wc -c; kill $talker"
+            ))
+            .await
+            .expect("exec");
+        let (mut stdin, mut stdout, exit) = (process.stdin, process.stdout, process.exit);
+        // Like the agent's upload: all of stdin first, stdout only afterwards.
+        let chunk = vec![7u8; 1024 * 1024];
+        for _ in 0..size / chunk.len() {
+            stdin.write_all(&chunk).await.expect("upload");
+        }
+        stdin.shutdown().await.expect("eof");
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.expect("read stdout");
+        assert_eq!(out.trim(), size.to_string());
+        let status = exit.wait().await.expect("status");
+        assert!(
+            status.stderr.starts_with("talking"),
+            "{}",
+            status.stderr.len()
+        );
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jump_host_failures_name_the_jump_host() {
     bounded(async {
