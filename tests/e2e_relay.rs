@@ -88,7 +88,12 @@ fn ssh_from(namespace: &network::Namespace, args: &[&str]) -> std::process::Outp
     Command::new("nsenter")
         .arg(format!("--net={}", namespace.path().display()))
         .args(["timeout", "10", "ssh", "-o", "BatchMode=yes"])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
         .args(args)
         .output()
         .expect("run ssh")
@@ -198,7 +203,12 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
         other_key.trim()
     ));
     let relay_apply = placard(&net.controller, &["apply", "relay"]);
-    assert_eq!(relay_apply.status.code(), Some(0), "{}", stderr(&relay_apply));
+    assert_eq!(
+        relay_apply.status.code(),
+        Some(0),
+        "{}",
+        stderr(&relay_apply)
+    );
     let again = placard(&net.controller, &["apply", "relay"]);
     assert_eq!(summary(&again), "1 host: 1 unchanged, 0 changed, 0 failed");
 
@@ -223,7 +233,10 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
         .can_connect(&net.club.address, club.host.port, Duration::from_secs(5)));
     let through = placard(&net.controller, &["apply", "club"]);
     assert_eq!(through.status.code(), Some(0), "{}", stderr(&through));
-    assert_eq!(summary(&through), "1 host: 0 unchanged, 1 changed, 0 failed");
+    assert_eq!(
+        summary(&through),
+        "1 host: 0 unchanged, 1 changed, 0 failed"
+    );
     assert_eq!(club.read("/etc/hostname").as_deref(), Some("club-server\n"));
     let second = placard(&net.controller, &["apply", "club"]);
     assert_eq!(summary(&second), "1 host: 1 unchanged, 0 changed, 0 failed");
@@ -241,8 +254,16 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
         ssh_from(
             &net.controller,
             &[
-                "-i", &key, "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes",
-                "-p", &port, "-N", "-R",
+                "-i",
+                &key,
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-p",
+                &port,
+                "-N",
+                "-R",
                 &format!("127.0.0.1:{listen}:localhost:22"),
                 &destination,
             ],
@@ -259,8 +280,42 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
     );
     let shell = ssh_from(
         &net.controller,
-        &["-i", &key, "-o", "IdentitiesOnly=yes", "-p", &port, &destination, "id"],
+        &[
+            "-i",
+            &key,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-p",
+            &port,
+            &destination,
+            "id",
+        ],
     );
     assert!(!shell.status.success());
     assert!(!stdout(&shell).contains("uid="), "{}", stdout(&shell));
+
+    // 6. The tunnel drops (the relay ends its sessions): it comes back by itself and
+    // the next apply goes through.
+    relay.ssh("pkill -KILL -u tunnel sshd || true");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let back = placard(&net.controller, &["apply", "club"]);
+        if back.status.code() == Some(0) {
+            assert_eq!(summary(&back), "1 host: 1 unchanged, 0 changed, 0 failed");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tunnel did not come back");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // 7. A club host that stops answering (its tunnel frozen) fails within the
+    // connection deadline, naming the stage, and the relay in the same run is done.
+    club.ssh("systemctl kill --signal=STOP placard-relay-tunnel");
+    let stuck = placard(&net.controller, &["apply", "club", "relay"]);
+    club.ssh("systemctl kill --signal=CONT placard-relay-tunnel");
+    assert_eq!(stuck.status.code(), Some(1), "{}", stderr(&stuck));
+    let report = stdout(&stuck);
+    assert!(report.contains("timed out"), "{report}");
+    assert!(report.contains("SSH handshake"), "{report}");
+    assert_eq!(summary(&stuck), "2 hosts: 1 unchanged, 0 changed, 1 failed");
 }
