@@ -102,6 +102,11 @@ fn ssh_from(namespace: &network::Namespace, args: &[&str]) -> std::process::Outp
 const LISTEN_PORT: u16 = 2201;
 const SPARE_PORT: u16 = 2202;
 const OTHER_CLUB_PORT: u16 = 2301;
+/// The club's published service: its tunnel listens on the relay's loopback port
+/// SITE_PORT, which the relay publishes on PUBLIC_PORT. (The service is the club's
+/// sshd: any TCP service would do, and its banner says who answered.)
+const SITE_PORT: u16 = 2203;
+const PUBLIC_PORT: u16 = 8022;
 
 #[test]
 fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_only_its_ports() {
@@ -127,16 +132,17 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
     )
     .expect("write known_hosts");
     let club_vars = format!(
-        "relay_side: club\n      relay_host: {}\n      relay_port: {}\n      relay_host_key: \"{}\"\n      relay_listen_port: {LISTEN_PORT}\n      relay_forward_to_port: {}\n      relay_retry_seconds: 2\n",
+        "relay_side: club\n      relay_host: {}\n      relay_port: {}\n      relay_host_key: \"{}\"\n      relay_listen_port: {LISTEN_PORT}\n      relay_forward_to_port: {}\n      relay_retry_seconds: 2\n      relay_forwards: [{{listen_port: {SITE_PORT}, to_port: {}}}]\n",
         net.relay.address,
         relay.host.port,
         host_key(&relay),
+        club.host.port,
         club.host.port
     );
     let inventory = dir.path().join("inventory.yml");
     let write_inventory = |relay_clubs: &str| {
         let text = format!(
-            "ssh:\n  known_hosts: {known_hosts}\nhosts:\n  relay:\n    address: {relay_address}\n    port: {relay_port}\n    user: root\n    identity: {relay_identity}\n    roles: [relay]\n    vars:\n      relay_side: relay\n      relay_clubs: {relay_clubs}\n  club-on-lan:\n    address: {club_address}\n    port: {club_port}\n    user: root\n    identity: {club_identity}\n    roles: [relay]\n    vars:\n      {club_vars}  club:\n    address: 127.0.0.1\n    port: {LISTEN_PORT}\n    via: relay\n    user: root\n    identity: {club_identity}\n    roles: [base, relay]\n    vars:\n      hostname: club-server\n      {club_vars}",
+            "ssh:\n  known_hosts: {known_hosts}\nhosts:\n  relay:\n    address: {relay_address}\n    port: {relay_port}\n    user: root\n    identity: {relay_identity}\n    roles: [relay]\n    vars:\n      relay_side: relay\n      relay_clubs: {relay_clubs}\n      relay_public_ports: [{{port: {PUBLIC_PORT}, to: {SITE_PORT}}}, {{port: 25, to: {SITE_PORT}}}]\n  club-on-lan:\n    address: {club_address}\n    port: {club_port}\n    user: root\n    identity: {club_identity}\n    roles: [relay]\n    vars:\n      {club_vars}  club:\n    address: 127.0.0.1\n    port: {LISTEN_PORT}\n    via: relay\n    user: root\n    identity: {club_identity}\n    roles: [base, relay]\n    vars:\n      hostname: club-server\n      {club_vars}",
             known_hosts = known_hosts.display(),
             relay_address = net.relay.address,
             relay_port = relay.host.port,
@@ -199,10 +205,20 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
     assert!(keygen.success());
     let other_key = std::fs::read_to_string(other.with_extension("pub")).expect("its key");
     write_inventory(&format!(
-        "[{{name: club, key: \"{club_key}\", ports: [{LISTEN_PORT}, {SPARE_PORT}]}}, {{name: other, key: \"{}\", ports: [{OTHER_CLUB_PORT}]}}]",
+        "[{{name: club, key: \"{club_key}\", ports: [{LISTEN_PORT}, {SPARE_PORT}, {SITE_PORT}]}}, {{name: other, key: \"{}\", ports: [{OTHER_CLUB_PORT}]}}]",
         other_key.trim()
     ));
+    let sent_before = net.controller.sent_bytes("eth0");
     let relay_apply = placard(&net.controller, &["apply", "relay"]);
+    // A measurement for docs/benchmarks.md, not an assertion: what a first contact
+    // costs the controller's uplink (SSH, the agent's upload, the bundle). The relay
+    // side installs no package, so nothing else crosses this link meanwhile; the club
+    // host's apt downloads do (the mirror path is on this side), so it is not measured
+    // there.
+    eprintln!(
+        "MEASURED bytes sent by the controller on its first contact with the relay: {}",
+        net.controller.sent_bytes("eth0") - sent_before
+    );
     assert_eq!(
         relay_apply.status.code(),
         Some(0),
@@ -240,6 +256,18 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
     assert_eq!(club.read("/etc/hostname").as_deref(), Some("club-server\n"));
     let second = placard(&net.controller, &["apply", "club"]);
     assert_eq!(summary(&second), "1 host: 1 unchanged, 0 changed, 0 failed");
+
+    // The club's published port answers on the relay's public address, from the club;
+    // the tunnel's loopback port is not public, and port 25 was not asked for.
+    let banner = net
+        .controller
+        .banner(&net.relay.address, PUBLIC_PORT, Duration::from_secs(10));
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+    let wait = Duration::from_secs(5);
+    assert!(!net
+        .controller
+        .can_connect(&net.relay.address, SITE_PORT, wait));
+    assert!(!net.controller.can_connect(&net.relay.address, 25, wait));
 
     // 5. The club's key opens its own spare port (ssh keeps running until `timeout`
     // ends it: 124), but not the other club's port, and no shell.

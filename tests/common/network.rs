@@ -94,6 +94,46 @@ impl Namespace {
         run_ok(&all, IP_TIMEOUT).unwrap_or_else(|e| panic!("`{}` failed: {e}", all.join(" ")))
     }
 
+    /// The bytes `interface` in this namespace has sent so far (its kernel counter).
+    pub fn sent_bytes(&self, interface: &str) -> u64 {
+        let json = run_ok(
+            &[
+                "ip", "-n", &self.name, "-j", "-s", "link", "show", interface,
+            ],
+            IP_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("reading the counters of {interface}: {e}"));
+        let links: serde_json::Value = serde_json::from_str(&json).expect("ip's JSON");
+        links[0]["stats64"]["tx"]["bytes"]
+            .as_u64()
+            .expect("a tx byte counter")
+    }
+
+    /// The first line a TCP service at `address:port` sends, read from this namespace
+    /// (empty when nothing answers within `timeout`).
+    pub fn banner(&self, address: &str, port: u16, timeout: Duration) -> String {
+        let target = format!("{address}:{port}");
+        in_network_namespace(&self.path(), move || {
+            let addr = target
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .expect("a socket address");
+            let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
+                return String::new();
+            };
+            let _ = stream.set_read_timeout(Some(timeout));
+            let mut buffer = [0u8; 256];
+            let count = stream.read(&mut buffer).unwrap_or(0);
+            String::from_utf8_lossy(&buffer[..count])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .expect("enter the namespace")
+    }
+
     /// Whether a TCP connection from this namespace to `address:port` is accepted
     /// within `timeout`.
     pub fn can_connect(&self, address: &str, port: u16, timeout: Duration) -> bool {
