@@ -39,7 +39,8 @@ if [ "$(printf "%s\n%s\n" "@MINIMUM@" "$glibc" | sort -V | head -n 1)" != "@MINI
 fi
 "#;
 
-const BOOTSTRAP: &str = r#"set -eu
+const BOOTSTRAP: &str = r#"# placard agent bootstrap (agent of @SIZE@ bytes)
+set -eu
 umask 077
 arch=$(uname -m)
 if [ "$arch" != "x86_64" ]; then
@@ -52,7 +53,11 @@ if [ ! -x "$bin" ]; then
   mkdir -p "$dir"
   chmod 0700 /var/lib/placard "$dir"
   part="$bin.part.$$"
-  head -c @SIZE@ > "$part"
+  # The agent comes gzip-compressed, after a line with its compressed size; read
+  # takes that line only, byte by byte.
+  IFS= read -r size
+  case "$size" in ""|*[!0-9]*) echo "CORRUPT the compressed size was not a number"; exit 1;; esac
+  head -c "$size" | gzip -dc > "$part" || true
   if ! echo "@HASH@  $part" | sha256sum -c --status; then
     rm -f "$part"; echo "CORRUPT the uploaded agent does not match its sha256"; exit 1
   fi
@@ -66,8 +71,10 @@ echo READY
 exec "$bin" agent
 "#;
 
-/// The bootstrap script for an agent of this sha256 and size (a static one skips the
-/// glibc check), run through sudo when we do not log in as root.
+/// The bootstrap script for an agent of this sha256 (a static one skips the glibc
+/// check), run through sudo when we do not log in as root. `size` (the uncompressed
+/// size) is only shown in the bootstrap's own comment line, for whoever reads it in
+/// a process list.
 pub fn bootstrap_command(sha256: &str, size: usize, is_static: bool, user_is_root: bool) -> String {
     let libc_check = if is_static {
         String::new()
@@ -177,10 +184,21 @@ pub async fn run(
         if let Some(reason) = answer.strip_prefix("UNSUPPORTED ") {
             bail!("the placard agent cannot run on {}: {reason}", target.name);
         } else if answer == "NEED" {
-            let bytes = binary.bytes.len();
+            // Compressing takes a moment of CPU: not on the runtime's threads.
+            let compressed: &'static [u8] =
+                tokio::task::spawn_blocking(move || binary.compressed())
+                    .await
+                    .context("compressing the agent")?;
+            let bytes = compressed.len();
             let upload_limit = upload_limit(bytes);
+            tracing::debug!(
+                agent = binary.bytes.len(),
+                compressed = bytes,
+                "uploading the agent"
+            );
             let upload = async {
-                stdin.write_all(&binary.bytes).await?;
+                stdin.write_all(format!("{bytes}\n").as_bytes()).await?;
+                stdin.write_all(compressed).await?;
                 stdin.flush().await
             };
             match tokio::time::timeout_at(deadline.min(Instant::now() + upload_limit), upload).await
@@ -285,7 +303,8 @@ mod tests {
     fn the_bootstrap_is_plain_sh_with_only_our_values() {
         for is_static in [true, false] {
             let script = bootstrap_command(&"ab".repeat(32), 1234, is_static, true);
-            assert!(script.contains("head -c 1234"));
+            assert!(script.contains("agent of 1234 bytes"));
+            assert!(script.contains("gzip -dc"));
             assert!(!script.contains('@'), "every placeholder is filled");
             assert_eq!(script.contains("GNU_LIBC_VERSION"), !is_static);
             let sudo = bootstrap_command("00", 1, is_static, false);
