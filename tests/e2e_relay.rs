@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use network::ClubNetwork;
-use testbed::{stderr, stdout, summary, Testbed};
+use testbed::{placard_at, stderr, stdout, summary, Testbed};
 
 /// Boots a host on one of the network's attachments, with apt sent through the
 /// mirror path.
@@ -153,25 +153,8 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
         );
         std::fs::write(&inventory, text).expect("write the inventory");
     };
-    let placard = |namespace: &network::Namespace, args: &[&str]| -> std::process::Output {
-        let output = Command::new("nsenter")
-            .arg(format!("--net={}", namespace.path().display()))
-            .args(["timeout", "600", env!("CARGO_BIN_EXE_placard")])
-            .args(args)
-            .arg("-i")
-            .arg(&inventory)
-            .arg("--site")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run placard");
-        eprintln!(
-            "$ placard {}\n{}{}",
-            args.join(" "),
-            stdout(&output),
-            stderr(&output)
-        );
-        output
+    let placard = |namespace: &network::Namespace, args: &[&str]| {
+        placard_at(Some(&namespace.path()), &inventory, args)
     };
     write_inventory("[]");
 

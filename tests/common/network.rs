@@ -109,9 +109,9 @@ impl Namespace {
             .expect("a tx byte counter")
     }
 
-    /// The first line a TCP service at `address:port` sends, read from this namespace
-    /// (empty when nothing answers within `timeout`).
-    pub fn banner(&self, address: &str, port: u16, timeout: Duration) -> String {
+    /// A TCP connection from this namespace to `address:port`, when it is accepted
+    /// within `timeout` (the socket stays in this namespace).
+    pub fn connect(&self, address: &str, port: u16, timeout: Duration) -> Option<TcpStream> {
         let target = format!("{address}:{port}");
         in_network_namespace(&self.path(), move || {
             let addr = target
@@ -119,17 +119,7 @@ impl Namespace {
                 .ok()
                 .and_then(|mut a| a.next())
                 .expect("a socket address");
-            let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
-                return String::new();
-            };
-            let _ = stream.set_read_timeout(Some(timeout));
-            let mut buffer = [0u8; 256];
-            let count = stream.read(&mut buffer).unwrap_or(0);
-            String::from_utf8_lossy(&buffer[..count])
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string()
+            TcpStream::connect_timeout(&addr, timeout).ok()
         })
         .expect("enter the namespace")
     }
@@ -137,16 +127,23 @@ impl Namespace {
     /// Whether a TCP connection from this namespace to `address:port` is accepted
     /// within `timeout`.
     pub fn can_connect(&self, address: &str, port: u16, timeout: Duration) -> bool {
-        let target = format!("{address}:{port}");
-        in_network_namespace(&self.path(), move || {
-            let addr = target
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .expect("a socket address");
-            TcpStream::connect_timeout(&addr, timeout).is_ok()
-        })
-        .expect("enter the namespace")
+        self.connect(address, port, timeout).is_some()
+    }
+
+    /// The first line a TCP service at `address:port` sends, read from this namespace
+    /// (empty when nothing answers within `timeout`).
+    pub fn banner(&self, address: &str, port: u16, timeout: Duration) -> String {
+        let Some(mut stream) = self.connect(address, port, timeout) else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        let mut buffer = [0u8; 256];
+        let count = stream.read(&mut buffer).unwrap_or(0);
+        String::from_utf8_lossy(&buffer[..count])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 

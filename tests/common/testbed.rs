@@ -67,32 +67,7 @@ impl Testbed {
     /// [`Testbed::placard`] run inside the network namespace at `namespace` (the
     /// controller's end of a private network), or in this machine's when None.
     pub fn placard_from(&self, namespace: Option<&Path>, args: &[&str]) -> Output {
-        let mut command = match namespace {
-            Some(namespace) => {
-                let mut command = Command::new("nsenter");
-                command
-                    .arg(format!("--net={}", namespace.display()))
-                    .arg(env!("CARGO_BIN_EXE_placard"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_placard")),
-        };
-        let output = command
-            .args(args)
-            .arg("-i")
-            .arg(self.inventory())
-            .arg("--site")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run placard");
-        eprintln!(
-            "$ placard {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+        placard_at(namespace, &self.inventory(), args)
     }
 
     /// Runs a command on the host with the OpenSSH client (independent of placard's own
@@ -133,6 +108,40 @@ impl Drop for Testbed {
         }
         let _ = fs::remove_dir_all(&self.paths.state_dir);
     }
+}
+
+/// Runs `placard ARGS -i INVENTORY --site REPO` and shows what it printed. In a network
+/// namespace (`nsenter --net=…`) it runs under `timeout` too: a hang there would
+/// otherwise hold the test bed's namespaces for ever.
+pub fn placard_at(namespace: Option<&Path>, inventory: &Path, args: &[&str]) -> Output {
+    let mut command = match namespace {
+        Some(namespace) => {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net={}", namespace.display())).args([
+                "timeout",
+                "1800",
+                env!("CARGO_BIN_EXE_placard"),
+            ]);
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_placard")),
+    };
+    let output = command
+        .args(args)
+        .arg("-i")
+        .arg(inventory)
+        .arg("--site")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run placard");
+    eprintln!(
+        "$ placard {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 pub fn stdout(output: &Output) -> String {

@@ -18,52 +18,56 @@ use super::*;
 use tokio::sync::mpsc;
 
 /// A direct-tcpip channel as a byte stream that never stops reading.
-pub(super) struct JumpStream {
+pub(super) type JumpStream = tokio::io::Join<JumpReader, ChannelWriter>;
+
+/// Opens the stream: the channel's reading task starts now.
+pub(super) fn jump_stream(channel: russh::Channel<client::Msg>) -> JumpStream {
+    let (mut read, write) = channel.split();
+    let (sender, incoming) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(message) = read.wait().await {
+            let chunk = match message {
+                ChannelMsg::Data { data } => data.to_vec(),
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => continue,
+            };
+            if sender.send(chunk).is_err() {
+                break;
+            }
+        }
+        // Dropping the sender is the end of the stream for the reader.
+    });
+    let writer = ChannelWriter(Box::pin(write.make_writer()));
+    tokio::io::join(
+        JumpReader {
+            incoming,
+            pending: Vec::new(),
+            offset: 0,
+            _write: write,
+            reader,
+        },
+        writer,
+    )
+}
+
+/// The reading half: what the channel's task queued.
+pub(super) struct JumpReader {
     incoming: mpsc::UnboundedReceiver<Vec<u8>>,
     /// The unread rest of the last chunk.
     pending: Vec<u8>,
     offset: usize,
-    outgoing: Pin<Box<dyn AsyncWrite + Send>>,
     // Kept so that the channel stays open as long as the stream lives.
     _write: ChannelWriteHalf<client::Msg>,
     reader: tokio::task::JoinHandle<()>,
 }
 
-impl JumpStream {
-    pub(super) fn new(channel: russh::Channel<client::Msg>) -> JumpStream {
-        let (mut read, write) = channel.split();
-        let (sender, incoming) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            while let Some(message) = read.wait().await {
-                let chunk = match message {
-                    ChannelMsg::Data { data } => data.to_vec(),
-                    ChannelMsg::Eof | ChannelMsg::Close => break,
-                    _ => continue,
-                };
-                if sender.send(chunk).is_err() {
-                    break;
-                }
-            }
-            // Dropping the sender is the end of the stream for the reader.
-        });
-        JumpStream {
-            incoming,
-            pending: Vec::new(),
-            offset: 0,
-            outgoing: Box::pin(write.make_writer()),
-            _write: write,
-            reader,
-        }
-    }
-}
-
-impl Drop for JumpStream {
+impl Drop for JumpReader {
     fn drop(&mut self) {
         self.reader.abort();
     }
 }
 
-impl AsyncRead for JumpStream {
+impl AsyncRead for JumpReader {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -86,26 +90,5 @@ impl AsyncRead for JumpStream {
         buf.put_slice(&rest[..count]);
         this.offset += count;
         Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for JumpStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        self.outgoing.as_mut().poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.outgoing.as_mut().poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.outgoing.as_mut().poll_shutdown(cx)
     }
 }

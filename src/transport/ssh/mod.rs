@@ -435,7 +435,7 @@ impl Connection {
                         },
                     })?;
                     // Not russh's ChannelStream: see jump.rs for the hang it caused.
-                    let stream = jump::JumpStream::new(channel);
+                    let stream = jump::jump_stream(channel);
                     Connection::establish(target, options, stream, deadline, Some(Box::new(jump)))
                         .await
                 }
@@ -584,7 +584,7 @@ impl Connection {
         let (stdout_reader, stdout_writer) = tokio::io::duplex(STDOUT_BUFFER);
         let (eof_tx, eof_rx) = oneshot::channel();
         let stdin = RemoteStdin {
-            inner: Box::pin(write.make_writer()),
+            inner: ChannelWriter(Box::pin(write.make_writer())),
             eof_on_drop: Some(eof_tx),
         };
         let task = tokio::spawn(pump(
