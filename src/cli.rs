@@ -112,6 +112,10 @@ pub struct Common {
     /// A known_hosts file to check host keys against (repeatable; overrides the inventory).
     #[arg(long)]
     pub known_hosts: Vec<PathBuf>,
+    /// The most seconds one host may take (connecting, uploading the agent, running it);
+    /// a host past it fails, naming the stage, and the others go on.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub host_timeout: u64,
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
 }

@@ -290,6 +290,7 @@ fn execute(
             .filter(|p| p.exists()),
         connect_timeout: Duration::from_secs(15),
         agent_socket: None,
+        host_timeout: Duration::from_secs(common.host_timeout),
     };
     let mut reporter: Box<dyn Reporter> = match common.format {
         Format::Human => Box::new(HumanReporter::new(verbose)),

@@ -27,6 +27,38 @@ fn fixture() -> Fixture {
     Fixture { dir, key, sshd }
 }
 
+/// A client key, a jump host (with `jump_config` in its sshd_config) and a target that
+/// both trust it, and a known_hosts that trusts both.
+struct JumpFixture {
+    dir: TempDir,
+    key: std::path::PathBuf,
+    jump: Sshd,
+    target_sshd: Sshd,
+    /// Both hosts' lines, as written to `dir/known_hosts`.
+    known_hosts: String,
+}
+
+fn jump_fixture(jump_config: &str) -> JumpFixture {
+    let dir = TempDir::new("client");
+    let key = dir.join("id_ed25519");
+    keygen(&key, "ed25519", "");
+    let jump = Sshd::start_with(&[&key], jump_config);
+    let target_sshd = Sshd::start(&[&key]);
+    let known_hosts = format!(
+        "{}{}",
+        jump.known_hosts_line(),
+        target_sshd.known_hosts_line()
+    );
+    fs::write(dir.join("known_hosts"), &known_hosts).expect("known_hosts");
+    JumpFixture {
+        dir,
+        key,
+        jump,
+        target_sshd,
+        known_hosts,
+    }
+}
+
 async fn connect(f: &Fixture) -> Connection {
     let target = f.sshd.target("web1", Some(&f.key));
     match Connection::connect(&target, &options(&f.dir)).await {
@@ -451,22 +483,15 @@ async fn ssh_agent_authenticates_and_unlocks_encrypted_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jump_host_tunnels_to_the_target() {
     bounded(async {
-        let dir = TempDir::new("client");
-        let key = dir.join("id_ed25519");
-        keygen(&key, "ed25519", "");
         // DEBUG1 makes the jump host log each forwarding request (and would
         // leak debug lines into sessions on it, which this test does not run).
-        let jump = Sshd::start_with(&[&key], "LogLevel DEBUG1");
-        let target_sshd = Sshd::start(&[&key]);
-        fs::write(
-            dir.join("known_hosts"),
-            format!(
-                "{}{}",
-                jump.known_hosts_line(),
-                target_sshd.known_hosts_line()
-            ),
-        )
-        .expect("known_hosts");
+        let JumpFixture {
+            dir,
+            key,
+            jump,
+            target_sshd,
+            ..
+        } = jump_fixture("LogLevel DEBUG1");
         let opts = options(&dir);
 
         let mut target = target_sshd.target("db1", Some(&key));
@@ -509,14 +534,63 @@ async fn jump_host_tunnels_to_the_target() {
     .await
 }
 
+/// Issue 12: the agent's upload through a jump host hung. While the tunnelled session
+/// writes, the host keeps talking (here: stderr, as a chatty program would); russh's
+/// own channel stream stopped draining the jump channel, so the jump session never saw
+/// the window adjustment the upload waited for. 30 MB go up while the host floods
+/// stderr; it must finish (bounded: a hang fails the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_through_a_jump_host_does_not_stall_while_the_host_talks() {
+    bounded(async {
+        let JumpFixture {
+            dir,
+            key,
+            jump,
+            target_sshd,
+            ..
+        } = jump_fixture("");
+        let mut target = target_sshd.target("db1", Some(&key));
+        target.via = Some(Box::new(jump.target("bastion", Some(&key))));
+        let conn = Connection::connect(&target, &options(&dir))
+            .await
+            .expect("connect through the jump host");
+        let size = 30 * 1024 * 1024;
+        let process = conn
+            .exec(&format!(
+                "yes talking >&2 & talker=$!; head -c {size} | wc -c; kill $talker"
+            ))
+            .await
+            .expect("exec");
+        let (mut stdin, mut stdout, exit) = (process.stdin, process.stdout, process.exit);
+        // Like the agent's upload: all of stdin first, stdout only afterwards.
+        let chunk = vec![7u8; 1024 * 1024];
+        for _ in 0..size / chunk.len() {
+            stdin.write_all(&chunk).await.expect("upload");
+        }
+        stdin.shutdown().await.expect("eof");
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.expect("read stdout");
+        assert_eq!(out.trim(), size.to_string());
+        let status = exit.wait().await.expect("status");
+        assert!(
+            status.stderr.starts_with("talking"),
+            "{}",
+            status.stderr.len()
+        );
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jump_host_failures_name_the_jump_host() {
     bounded(async {
-        let dir = TempDir::new("client");
-        let key = dir.join("id_ed25519");
-        keygen(&key, "ed25519", "");
-        let jump = Sshd::start_with(&[&key], "AllowTcpForwarding no");
-        let target_sshd = Sshd::start(&[&key]);
+        let JumpFixture {
+            dir,
+            key,
+            jump,
+            target_sshd,
+            known_hosts,
+        } = jump_fixture("AllowTcpForwarding no");
         fs::write(dir.join("known_hosts"), target_sshd.known_hosts_line()).expect("known_hosts");
         let mut target = target_sshd.target("db1", Some(&key));
         target.via = Some(Box::new(jump.target("bastion", Some(&key))));
@@ -535,15 +609,7 @@ async fn jump_host_failures_name_the_jump_host() {
         assert!(err.to_string().contains("bastion"), "{err}");
 
         // Forwarding disabled on the jump host: proves the tunnel is really used.
-        fs::write(
-            dir.join("known_hosts"),
-            format!(
-                "{}{}",
-                jump.known_hosts_line(),
-                target_sshd.known_hosts_line()
-            ),
-        )
-        .expect("known_hosts");
+        fs::write(dir.join("known_hosts"), &known_hosts).expect("known_hosts");
         let err = Connection::connect(&target, &options(&dir))
             .await
             .expect_err("forwarding refused");
@@ -556,20 +622,13 @@ async fn jump_host_failures_name_the_jump_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_config_alias_with_proxy_jump_connects() {
     bounded(async {
-        let dir = TempDir::new("client");
-        let key = dir.join("id_ed25519");
-        keygen(&key, "ed25519", "");
-        let jump = Sshd::start(&[&key]);
-        let target_sshd = Sshd::start(&[&key]);
-        fs::write(
-            dir.join("known_hosts"),
-            format!(
-                "{}{}",
-                jump.known_hosts_line(),
-                target_sshd.known_hosts_line()
-            ),
-        )
-        .expect("known_hosts");
+        let JumpFixture {
+            dir,
+            key,
+            jump,
+            target_sshd,
+            ..
+        } = jump_fixture("");
         fs::write(
             dir.join("ssh_config"),
             format!(

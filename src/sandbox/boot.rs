@@ -3,7 +3,13 @@
 
 use super::*;
 
-pub(super) fn spawn_nspawn(nspawn: &Path, root: &Path, name: &str, console: &Path) -> Result<u32> {
+pub(super) fn spawn_nspawn(
+    nspawn: &Path,
+    root: &Path,
+    name: &str,
+    console: &Path,
+    network_namespace: Option<&Path>,
+) -> Result<u32> {
     let log = File::create(console).with_context(|| format!("creating {}", console.display()))?;
     let mut cmd = Command::new(nspawn);
     cmd.arg("--directory")
@@ -23,8 +29,11 @@ pub(super) fn spawn_nspawn(nspawn: &Path, root: &Path, name: &str, console: &Pat
             "--link-journal=no",
             // Ignore any /etc/systemd/nspawn/NAME.nspawn lying around.
             "--settings=no",
-        ])
-        .env_clear()
+        ]);
+    if let Some(namespace) = network_namespace {
+        cmd.arg(format!("--network-namespace-path={}", namespace.display()));
+    }
+    cmd.env_clear()
         .env("PATH", SANE_PATH)
         // nspawn passes TERM into the host; a dumb one keeps escape codes
         // out of console.log.
@@ -73,7 +82,13 @@ pub(super) fn wait_ready(paths: &SandboxPaths, sb: &Sandbox, console: &Path) -> 
             init = find_init(sb.pid);
         }
         if !banner {
-            banner = ssh_banner(sb.port);
+            banner = match &sb.network_namespace {
+                None => ssh_banner(sb.port),
+                Some(namespace) => {
+                    let port = sb.port;
+                    in_network_namespace(namespace, move || ssh_banner(port)).unwrap_or(false)
+                }
+            };
         }
         if Instant::now() >= deadline {
             let what = if banner {
@@ -144,8 +159,14 @@ pub(super) fn wait_ready(paths: &SandboxPaths, sb: &Sandbox, console: &Path) -> 
         "ConnectTimeout=10".into(),
     ]);
     argv.extend([host, "true".into()]);
+    // argv[0] is `ssh`, or `nsenter` for a host in a namespace of its own.
+    let program = if argv[0] == "nsenter" {
+        tool("nsenter")?
+    } else {
+        tool("ssh")?
+    };
     let out = run_with_timeout(
-        Command::new(tool("ssh")?).args(&argv[1..]),
+        Command::new(program).args(&argv[1..]),
         Duration::from_secs(30),
     )?;
     if !out.status.success() {
@@ -430,6 +451,7 @@ pub(super) fn running(paths: &SandboxPaths, name: &str) -> Result<Option<Sandbox
         port: rec.port,
         root: dir.join("root"),
         pid,
+        network_namespace: rec.network_namespace,
     }))
 }
 

@@ -12,6 +12,7 @@ pub(super) fn configure_host(
     suite: &str,
     pubkey: &str,
     fresh: bool,
+    shared_network: bool,
 ) -> Result<()> {
     if fresh {
         // -A with -f writes the missing default host keys under ROOT/etc/ssh.
@@ -38,12 +39,24 @@ pub(super) fn configure_host(
     // sshd_config); Port and ListenAddress accumulate rather than first-wins,
     // and Debian's sshd_config has no Port line, so this is the only socket:
     // 127.0.0.1:PORT, never *:22 (all sandboxes share this machine's network).
-    let mut dropin = format!(
-        "# Written by placard sandbox: this host shares the machine's network,\n\
-         # so its sshd must listen on its own loopback port only.\n\
-         Port {port}\nListenAddress {LOOPBACK}:{port}\n"
-    );
-    if check_suite(suite)?.sshd_has_penalties {
+    let mut dropin = if shared_network {
+        format!(
+            "# Written by placard sandbox: this host shares the machine's network,\n\
+             # so its sshd must listen on its own loopback port only.\n\
+             Port {port}\nListenAddress {LOOPBACK}:{port}\n"
+        )
+    } else {
+        format!(
+            "# Written by placard sandbox: this host has a network of its own\n\
+             # (a test bed's namespace); its sshd listens on every address there.\n\
+             Port {port}\n"
+        )
+    };
+    if check_suite(suite)?.sshd_has_penalties && !shared_network {
+        // On a private network clients come from test bed addresses, and a test
+        // that is refused on purpose must not lock out the next one.
+        dropin.push_str("PerSourcePenaltyExemptList 0.0.0.0/0,::/0\n");
+    } else if check_suite(suite)?.sshd_has_penalties {
         // OpenSSH >= 9.8 (trixie) penalises source addresses after failed or
         // aborted logins; every sandbox client is 127.0.0.1, so one test of a
         // wrong key would lock out every later test for a while. bookworm's

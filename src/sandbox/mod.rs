@@ -13,9 +13,13 @@
 //!   `NAME/pid` the nspawn pid, `NAME/sandbox.json` its suite and port);
 //! - the `systemd-nspawn` processes it starts, and their clean shutdown.
 //!
-//! The hosts share this machine's network namespace (no veth, no NAT): each
+//! By default the hosts share this machine's network namespace (no veth, no NAT): each
 //! host's sshd listens on 127.0.0.1:PORT only, and apt inside uses the
-//! machine's resolver and mirrors. Everything here needs root.
+//! machine's resolver and mirrors. [`up_in`] instead boots a host inside a network
+//! namespace someone else made (a test bed's private networks, see
+//! tests/common/network.rs): its sshd listens on PORT on every address of that
+//! namespace, and `ssh_argv` enters the namespace (`nsenter --net=…`) to reach it.
+//! Everything here needs root.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -137,6 +141,10 @@ pub struct Sandbox {
     pub root: PathBuf,
     /// The pid of the `systemd-nspawn` process that runs it.
     pub pid: u32,
+    /// The network namespace it runs in (a file such as /run/netns/NAME); None: this
+    /// machine's own, sshd on 127.0.0.1:port.
+    #[serde(default)]
+    pub network_namespace: Option<PathBuf>,
 }
 
 /// Where sandboxes and images live.
@@ -203,6 +211,9 @@ struct Record {
     /// is already reserved, but the tree is not one to boot again.
     #[serde(default)]
     complete: bool,
+    /// See [`Sandbox::network_namespace`].
+    #[serde(default)]
+    network_namespace: Option<PathBuf>,
 }
 
 mod boot;
@@ -308,6 +319,20 @@ pub fn ensure_image(paths: &SandboxPaths, suite: &str) -> Result<PathBuf> {
 /// the same suite (e.g. after the machine rebooted) is booted again from its
 /// existing tree.
 pub fn up(paths: &SandboxPaths, name: &str, suite: &str, port: u16) -> Result<Sandbox> {
+    up_in(paths, name, suite, port, None)
+}
+
+/// [`up`], but the host runs in the network namespace `network_namespace` (a path such
+/// as /run/netns/NAME, made and removed by the caller) instead of sharing this
+/// machine's: its sshd listens on PORT on every address there, and readiness is
+/// checked from inside that namespace.
+pub fn up_in(
+    paths: &SandboxPaths,
+    name: &str,
+    suite: &str,
+    port: u16,
+    network_namespace: Option<&Path>,
+) -> Result<Sandbox> {
     validate_name(name)?;
     check_suite(suite)?;
     if port == 0 {
@@ -364,6 +389,7 @@ pub fn up(paths: &SandboxPaths, name: &str, suite: &str, port: u16) -> Result<Sa
             .map(|d| d.as_secs())
             .unwrap_or(0),
         complete,
+        network_namespace: network_namespace.map(Path::to_path_buf),
     };
 
     // Reserve the port under the state lock (which also serialises
@@ -408,7 +434,15 @@ pub fn up(paths: &SandboxPaths, name: &str, suite: &str, port: u16) -> Result<Sa
         )
         .context("copying the image")?;
     }
-    configure_host(&root, name, port, suite, &pubkey, fresh)?;
+    configure_host(
+        &root,
+        name,
+        port,
+        suite,
+        &pubkey,
+        fresh,
+        network_namespace.is_none(),
+    )?;
     {
         let _state_lock = lock(&paths.state_dir.join(".lock"))?;
         record_known_host(paths, port, &root)?;
@@ -417,7 +451,7 @@ pub fn up(paths: &SandboxPaths, name: &str, suite: &str, port: u16) -> Result<Sa
     let prepared = started.elapsed();
 
     let console = dir.join("console.log");
-    let pid = spawn_nspawn(&nspawn, &root, name, &console)?;
+    let pid = spawn_nspawn(&nspawn, &root, name, &console, network_namespace)?;
     write_atomic(&dir.join("pid"), format!("{pid}\n").as_bytes(), 0o644)?;
     let sb = Sandbox {
         name: name.to_string(),
@@ -425,6 +459,7 @@ pub fn up(paths: &SandboxPaths, name: &str, suite: &str, port: u16) -> Result<Sa
         port,
         root,
         pid,
+        network_namespace: network_namespace.map(Path::to_path_buf),
     };
     if let Err(e) = wait_ready(paths, &sb, &console) {
         // Do not leave a half-booted host holding the port; keep the tree
@@ -521,30 +556,43 @@ pub fn list(paths: &SandboxPaths) -> Result<Vec<Sandbox>> {
 
 /// argv for an interactive ssh to NAME that verifies the recorded host key:
 /// `ssh -i KEY -p PORT -o UserKnownHostsFile=… -o StrictHostKeyChecking=yes
-/// -o IdentitiesOnly=yes root@127.0.0.1`. Append a command to run one.
+/// -o IdentitiesOnly=yes root@127.0.0.1`, after `nsenter --net=NAMESPACE` for a host
+/// in a network namespace of its own. Append a command to run one.
 pub fn ssh_argv(paths: &SandboxPaths, name: &str) -> Result<Vec<String>> {
     validate_name(name)?;
     let rec = read_record(&paths.sandbox_dir(name))?
         .ok_or_else(|| SandboxError::NotFound(name.to_string()))?;
-    Ok(vec![
-        "ssh".into(),
-        "-i".into(),
-        paths.key().to_string_lossy().into_owned(),
-        "-p".into(),
-        rec.port.to_string(),
-        "-o".into(),
-        format!(
-            "UserKnownHostsFile={}",
-            ssh_option_path(&paths.known_hosts())
-        ),
-        // The key was recorded at `up`; anything else is a real mismatch.
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        // An agent with many keys would otherwise hit MaxAuthTries first.
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        format!("root@{LOOPBACK}"),
-    ])
+    // A host in a namespace of its own is reached from inside that namespace.
+    let enter = match &rec.network_namespace {
+        Some(namespace) => vec![
+            "nsenter".to_string(),
+            format!("--net={}", namespace.display()),
+        ],
+        None => Vec::new(),
+    };
+    Ok([
+        enter,
+        vec![
+            "ssh".into(),
+            "-i".into(),
+            paths.key().to_string_lossy().into_owned(),
+            "-p".into(),
+            rec.port.to_string(),
+            "-o".into(),
+            format!(
+                "UserKnownHostsFile={}",
+                ssh_option_path(&paths.known_hosts())
+            ),
+            // The key was recorded at `up`; anything else is a real mismatch.
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            // An agent with many keys would otherwise hit MaxAuthTries first.
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            format!("root@{LOOPBACK}"),
+        ],
+    ]
+    .concat())
 }
 
 /// A loopback TCP port in 2200..=2999 that nothing listens on right now.

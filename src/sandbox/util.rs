@@ -58,6 +58,29 @@ pub(super) fn tool(name: &'static str) -> Result<PathBuf> {
     .into())
 }
 
+/// Runs `work` on a thread of its own that has joined the network namespace at
+/// `namespace` (e.g. /run/netns/NAME): sockets it opens live in that namespace and keep
+/// living there when handed back. The calling thread's namespace does not change (a
+/// network namespace belongs to a thread, not to the process).
+pub fn in_network_namespace<T: Send>(
+    namespace: &Path,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T> {
+    let file = File::open(namespace)
+        .with_context(|| format!("opening the network namespace {}", namespace.display()))?;
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).with_context(
+                    || format!("entering the network namespace {}", namespace.display()),
+                )?;
+                Ok(work())
+            })
+            .join()
+            .map_err(|_| anyhow!("a thread in {} panicked", namespace.display()))?
+    })
+}
+
 pub(super) fn lock(path: &Path) -> Result<Flock<File>> {
     let file = OpenOptions::new()
         .create(true)

@@ -77,6 +77,25 @@ impl AgentBinary {
     }
 }
 
+impl AgentBinary {
+    /// The agent gzip-compressed, as it crosses the network (about a third of its
+    /// size: a club's ADSL uplink carries 1 Mbit/s). Made the first time a host needs
+    /// the upload, once per process; a run where every host has the agent pays nothing.
+    pub fn compressed(&self) -> &[u8] {
+        static COMPRESSED: OnceLock<Vec<u8>> = OnceLock::new();
+        COMPRESSED.get_or_init(|| {
+            use std::io::Write as _;
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(self.bytes.len() / 2),
+                flate2::Compression::new(6),
+            );
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(&self.bytes);
+            encoder.finish().unwrap_or_default()
+        })
+    }
+}
+
 /// The agent for this run, found once per process (hosts share it).
 pub fn agent_binary() -> Result<&'static AgentBinary, AgentBinaryError> {
     static BINARY: OnceLock<AgentBinary> = OnceLock::new();

@@ -11,9 +11,13 @@
 //! host). It is cached on the host under `/var/lib/placard/bin/placard-<sha256>`, so it
 //! crosses the network once per version; older versions are removed.
 
+use std::future::Future;
+use std::time::Duration;
+
 use anyhow::{bail, Context as _, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
 
 use super::agent_binary::{agent_binary, BUILD_ADVICE};
 use super::ssh::{Connection, RemoteProcess, SshOptions, SshTarget};
@@ -35,7 +39,8 @@ if [ "$(printf "%s\n%s\n" "@MINIMUM@" "$glibc" | sort -V | head -n 1)" != "@MINI
 fi
 "#;
 
-const BOOTSTRAP: &str = r#"set -eu
+const BOOTSTRAP: &str = r#"# placard agent bootstrap (agent of @SIZE@ bytes)
+set -eu
 umask 077
 arch=$(uname -m)
 if [ "$arch" != "x86_64" ]; then
@@ -48,7 +53,11 @@ if [ ! -x "$bin" ]; then
   mkdir -p "$dir"
   chmod 0700 /var/lib/placard "$dir"
   part="$bin.part.$$"
-  head -c @SIZE@ > "$part"
+  # The agent comes gzip-compressed, after a line with its compressed size; read
+  # takes that line only, byte by byte.
+  IFS= read -r size
+  case "$size" in ""|*[!0-9]*) echo "CORRUPT the compressed size was not a number"; exit 1;; esac
+  head -c "$size" | gzip -dc > "$part" || true
   if ! echo "@HASH@  $part" | sha256sum -c --status; then
     rm -f "$part"; echo "CORRUPT the uploaded agent does not match its sha256"; exit 1
   fi
@@ -62,8 +71,10 @@ echo READY
 exec "$bin" agent
 "#;
 
-/// The bootstrap script for an agent of this sha256 and size (a static one skips the
-/// glibc check), run through sudo when we do not log in as root.
+/// The bootstrap script for an agent of this sha256 (a static one skips the glibc
+/// check), run through sudo when we do not log in as root. `size` (the uncompressed
+/// size) is only shown in the bootstrap's own comment line, for whoever reads it in
+/// a process list.
 pub fn bootstrap_command(sha256: &str, size: usize, is_static: bool, user_is_root: bool) -> String {
     let libc_check = if is_static {
         String::new()
@@ -85,28 +96,61 @@ pub fn bootstrap_command(sha256: &str, size: usize, is_static: bool, user_is_roo
     }
 }
 
+/// The slowest upload we wait for: 32 KiB/s, a quarter of an ADSL uplink (1 Mbit/s).
+const SLOWEST_UPLOAD_BYTES_PER_SECOND: u64 = 32 * 1024;
+
+/// How long an upload of `bytes` may take before it is an error.
+pub fn upload_limit(bytes: usize) -> Duration {
+    Duration::from_secs(60 + bytes as u64 / SLOWEST_UPLOAD_BYTES_PER_SECOND)
+}
+
+/// `work`, unless `deadline` passes first: then an error naming the stage.
+async fn within<T>(
+    deadline: Instant,
+    limit: Duration,
+    stage: &str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(result) => result,
+        Err(_) => bail!(
+            "timed out while {stage}: the host took longer than {} s (--host-timeout); \
+             the host or the link to it is stuck or too slow",
+            limit.as_secs()
+        ),
+    }
+}
+
 pub async fn run(
     target: &SshTarget,
     options: &SshOptions,
     bundle: &Bundle,
     events: UnboundedSender<Event>,
 ) -> Result<()> {
+    let limit = options.host_timeout;
+    let deadline = Instant::now() + limit;
     let binary = agent_binary()?;
     // SshError's messages already include their causes; flatten them so that the report,
     // which prints the whole chain, does not say the cause twice.
-    let connection = Connection::connect(target, options)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let connection = within(deadline, limit, "connecting", async {
+        Connection::connect(target, options)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .await?;
     let user_is_root = connection.target().user == "root";
-    let process = connection
-        .exec(&bootstrap_command(
-            &binary.sha256,
-            binary.bytes.len(),
-            binary.is_static,
-            user_is_root,
-        ))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let process = within(deadline, limit, "starting the agent", async {
+        connection
+            .exec(&bootstrap_command(
+                &binary.sha256,
+                binary.bytes.len(),
+                binary.is_static,
+                user_is_root,
+            ))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .await?;
     let RemoteProcess {
         stdin,
         stdout,
@@ -117,8 +161,15 @@ pub async fn run(
 
     loop {
         line.clear();
-        if stdout.read_line(&mut line).await? == 0 {
-            let status = exit.wait().await?;
+        let read = within(deadline, limit, "starting the agent", async {
+            Ok(stdout.read_line(&mut line).await?)
+        })
+        .await?;
+        if read == 0 {
+            let status = within(deadline, limit, "starting the agent", async {
+                Ok(exit.wait().await?)
+            })
+            .await?;
             let hint = if !user_is_root && status.stderr.contains("sudo") {
                 " (the login user needs passwordless sudo)"
             } else {
@@ -133,11 +184,33 @@ pub async fn run(
         if let Some(reason) = answer.strip_prefix("UNSUPPORTED ") {
             bail!("the placard agent cannot run on {}: {reason}", target.name);
         } else if answer == "NEED" {
-            stdin
-                .write_all(&binary.bytes)
-                .await
-                .context("cannot upload the agent")?;
-            stdin.flush().await?;
+            // Compressing takes a moment of CPU: not on the runtime's threads.
+            let compressed: &'static [u8] =
+                tokio::task::spawn_blocking(move || binary.compressed())
+                    .await
+                    .context("compressing the agent")?;
+            let bytes = compressed.len();
+            let upload_limit = upload_limit(bytes);
+            tracing::debug!(
+                agent = binary.bytes.len(),
+                compressed = bytes,
+                "uploading the agent"
+            );
+            let upload = async {
+                stdin.write_all(format!("{bytes}\n").as_bytes()).await?;
+                stdin.write_all(compressed).await?;
+                stdin.flush().await
+            };
+            match tokio::time::timeout_at(deadline.min(Instant::now() + upload_limit), upload).await
+            {
+                Ok(result) => result.context("cannot upload the agent")?,
+                Err(_) => bail!(
+                    "timed out while uploading the agent ({bytes} bytes): not done within {} s \
+                     (slower than {} KiB/s, or the link is stuck)",
+                    upload_limit.min(limit).as_secs(),
+                    SLOWEST_UPLOAD_BYTES_PER_SECOND / 1024
+                ),
+            }
         } else if answer == "READY" {
             break;
         } else if let Some(reason) = answer.strip_prefix("CORRUPT ") {
@@ -148,34 +221,46 @@ pub async fn run(
     }
 
     let payload = serde_json::to_vec(bundle)?;
-    stdin
-        .write_all(&payload)
-        .await
-        .context("cannot send the bundle")?;
-    stdin
-        .shutdown()
-        .await
-        .context("cannot close the bundle stream")?;
+    within(deadline, limit, "sending the bundle", async {
+        stdin
+            .write_all(&payload)
+            .await
+            .context("cannot send the bundle")?;
+        stdin
+            .shutdown()
+            .await
+            .context("cannot close the bundle stream")
+    })
+    .await?;
     drop(stdin);
 
-    let mut finished = false;
-    loop {
-        line.clear();
-        if stdout.read_line(&mut line).await? == 0 {
-            break;
-        }
-        match serde_json::from_str::<Event>(line.trim()) {
-            Ok(event) => {
-                finished |= matches!(
-                    event,
-                    Event::Done { .. } | Event::Error { .. } | Event::Output { .. }
-                );
-                let _ = events.send(event);
+    let finished = within(deadline, limit, "running the agent", async {
+        let mut finished = false;
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).await? == 0 {
+                break;
             }
-            Err(_) => tracing::debug!("agent printed a line that is not an event: {}", line.trim()),
+            match serde_json::from_str::<Event>(line.trim()) {
+                Ok(event) => {
+                    finished |= matches!(
+                        event,
+                        Event::Done { .. } | Event::Error { .. } | Event::Output { .. }
+                    );
+                    let _ = events.send(event);
+                }
+                Err(_) => {
+                    tracing::debug!("agent printed a line that is not an event: {}", line.trim())
+                }
+            }
         }
-    }
-    let status = exit.wait().await?;
+        Ok(finished)
+    })
+    .await?;
+    let status = within(deadline, limit, "waiting for the agent's exit", async {
+        Ok(exit.wait().await?)
+    })
+    .await?;
     if !finished {
         bail!(
             "the agent stopped without finishing ({status}): {}",
@@ -189,11 +274,37 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_stage_past_the_deadline_fails_naming_the_stage() {
+        let limit = Duration::from_millis(50);
+        let stuck = within(
+            Instant::now() + limit,
+            limit,
+            "running the agent",
+            std::future::pending::<Result<()>>(),
+        )
+        .await;
+        let message = format!("{:#}", stuck.expect_err("a deadline"));
+        assert!(
+            message.starts_with("timed out while running the agent"),
+            "{message}"
+        );
+        let quick = within(Instant::now() + limit, limit, "connecting", async { Ok(7) }).await;
+        assert_eq!(quick.expect("in time"), 7);
+    }
+
+    #[test]
+    fn the_upload_limit_allows_an_adsl_uplink() {
+        // 30 MB at 1 Mbit/s (128 KiB/s) takes 240 s.
+        assert!(upload_limit(30_000_000) > Duration::from_secs(240));
+    }
+
     #[test]
     fn the_bootstrap_is_plain_sh_with_only_our_values() {
         for is_static in [true, false] {
             let script = bootstrap_command(&"ab".repeat(32), 1234, is_static, true);
-            assert!(script.contains("head -c 1234"));
+            assert!(script.contains("agent of 1234 bytes"));
+            assert!(script.contains("gzip -dc"));
             assert!(!script.contains('@'), "every placeholder is filled");
             assert_eq!(script.contains("GNU_LIBC_VERSION"), !is_static);
             let sudo = bootstrap_command("00", 1, is_static, false);

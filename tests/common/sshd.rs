@@ -298,6 +298,7 @@ pub fn options(dir: &TempDir) -> SshOptions {
         ssh_config: Some(config),
         connect_timeout: Duration::from_secs(10),
         agent_socket: Some(dir.join("no-agent.sock")),
+        host_timeout: Duration::from_secs(60),
     }
 }
 

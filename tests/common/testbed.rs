@@ -20,6 +20,12 @@ pub struct Testbed {
 impl Testbed {
     /// Boots a Debian host named `name` (unique per test) with the given suite.
     pub fn up(name: &str, suite: &str) -> Testbed {
+        Testbed::up_in(name, suite, None)
+    }
+
+    /// [`Testbed::up`] in the network namespace at `namespace` (see
+    /// tests/common/network.rs); None: this machine's, sshd on a loopback port.
+    pub fn up_in(name: &str, suite: &str, namespace: Option<&Path>) -> Testbed {
         assert!(
             nix::unistd::geteuid().is_root(),
             "end-to-end tests boot hosts with systemd-nspawn and must run as root"
@@ -30,7 +36,7 @@ impl Testbed {
             ..SandboxPaths::default()
         };
         let port = sandbox::free_port().expect("a free loopback port");
-        let host = sandbox::up(&paths, name, suite, port)
+        let host = sandbox::up_in(&paths, name, suite, port, namespace)
             .unwrap_or_else(|e| panic!("cannot boot sandbox {name}: {e:#}"));
         let dir = tempfile::tempdir().expect("a temporary folder");
         let bed = Testbed { paths, host, dir };
@@ -56,22 +62,13 @@ impl Testbed {
 
     /// Runs `placard ARGS -i inventory --site REPO`.
     pub fn placard(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_placard"))
-            .args(args)
-            .arg("-i")
-            .arg(self.inventory())
-            .arg("--site")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run placard");
-        eprintln!(
-            "$ placard {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+        self.placard_from(None, args)
+    }
+
+    /// [`Testbed::placard`] run inside the network namespace at `namespace` (the
+    /// controller's end of a private network), or in this machine's when None.
+    pub fn placard_from(&self, namespace: Option<&Path>, args: &[&str]) -> Output {
+        placard_at(namespace, &self.inventory(), args)
     }
 
     /// Runs a command on the host with the OpenSSH client (independent of placard's own
@@ -125,6 +122,40 @@ pub fn exclusive(what: &str) -> Flock<fs::File> {
         .open(format!("/run/placard-e2e-{what}.lock"))
         .unwrap_or_else(|e| panic!("open the lock of {what}: {e}"));
     Flock::lock(file, FlockArg::LockExclusive).unwrap_or_else(|(_, e)| panic!("lock {what}: {e}"))
+}
+
+/// Runs `placard ARGS -i INVENTORY --site REPO` and shows what it printed. In a network
+/// namespace (`nsenter --net=…`) it runs under `timeout` too: a hang there would
+/// otherwise hold the test bed's namespaces for ever.
+pub fn placard_at(namespace: Option<&Path>, inventory: &Path, args: &[&str]) -> Output {
+    let mut command = match namespace {
+        Some(namespace) => {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net={}", namespace.display())).args([
+                "timeout",
+                "1800",
+                env!("CARGO_BIN_EXE_placard"),
+            ]);
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_placard")),
+    };
+    let output = command
+        .args(args)
+        .arg("-i")
+        .arg(inventory)
+        .arg("--site")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run placard");
+    eprintln!(
+        "$ placard {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 pub fn stdout(output: &Output) -> String {

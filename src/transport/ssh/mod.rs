@@ -39,9 +39,13 @@ const STDOUT_BUFFER: usize = 256 * 1024;
 /// to exhaust the controller's memory.
 const STDERR_LIMIT: usize = 1024 * 1024;
 const INCLUDE_DEPTH: usize = 16;
+/// Generous: a first apply that installs packages over a slow line takes minutes, not
+/// an hour.
+pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 mod auth;
 mod config;
+mod jump;
 mod known_hosts;
 mod process;
 
@@ -93,6 +97,9 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// ssh-agent socket; None: `$SSH_AUTH_SOCK`.
     pub agent_socket: Option<PathBuf>,
+    /// The most one host may take from the first connection to the agent's last
+    /// event; past it the host fails with the stage it was in, and the others go on.
+    pub host_timeout: Duration,
 }
 
 impl Default for SshOptions {
@@ -106,6 +113,7 @@ impl Default for SshOptions {
             ssh_config: None,
             connect_timeout: Duration::from_secs(15),
             agent_socket: None,
+            host_timeout: DEFAULT_HOST_TIMEOUT,
         }
     }
 }
@@ -426,7 +434,8 @@ impl Connection {
                             source,
                         },
                     })?;
-                    let stream = channel.into_stream();
+                    // Not russh's ChannelStream: see jump.rs for the hang it caused.
+                    let stream = jump::jump_stream(channel);
                     Connection::establish(target, options, stream, deadline, Some(Box::new(jump)))
                         .await
                 }
@@ -575,7 +584,7 @@ impl Connection {
         let (stdout_reader, stdout_writer) = tokio::io::duplex(STDOUT_BUFFER);
         let (eof_tx, eof_rx) = oneshot::channel();
         let stdin = RemoteStdin {
-            inner: Box::pin(write.make_writer()),
+            inner: ChannelWriter(Box::pin(write.make_writer())),
             eof_on_drop: Some(eof_tx),
         };
         let task = tokio::spawn(pump(

@@ -58,9 +58,33 @@ impl RemoteProcess {
     }
 }
 
+/// A channel's writer that takes an empty write as a no-op (russh's rejects it).
+pub(super) struct ChannelWriter(pub(super) Pin<Box<dyn AsyncWrite + Send>>);
+
+impl AsyncWrite for ChannelWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.0.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_shutdown(cx)
+    }
+}
+
 /// The remote command's stdin. `shutdown()` (or dropping it) sends EOF.
 pub struct RemoteStdin {
-    pub(super) inner: Pin<Box<dyn AsyncWrite + Send>>,
+    pub(super) inner: ChannelWriter,
     pub(super) eof_on_drop: Option<oneshot::Sender<()>>,
 }
 
@@ -70,22 +94,18 @@ impl AsyncWrite for RemoteStdin {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // russh's writer rejects empty writes; an empty write is a no-op.
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        self.inner.as_mut().poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.as_mut().poll_flush(cx)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.eof_on_drop.is_none() {
             return Poll::Ready(Ok(()));
         }
-        let r = self.inner.as_mut().poll_shutdown(cx);
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
         if let Poll::Ready(Ok(())) = r {
             // EOF went out; dropping the sender tells the pump not to send
             // another one.
