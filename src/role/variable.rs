@@ -47,6 +47,21 @@ pub struct ItemField {
     /// The only values allowed, as for a variable.
     #[serde(default)]
     pub choices: Vec<Value>,
+    /// Fields an item having this one may not have (a site's `root` and `proxy`).
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// For domains: a wildcard (`*.DOMAIN`) is accepted only in an item whose fields
+    /// have these values (`{challenge: dns}`: only DNS-01 proves a wildcard).
+    #[serde(default)]
+    pub wildcard_when: BTreeMap<String, Value>,
+    /// Per value of this field (`"*"`: any value), the variables of the host that must
+    /// then be set and not empty (`{dns: [certs_dns_server]}`).
+    #[serde(default)]
+    pub needs: BTreeMap<String, Vec<String>>,
+    /// A role the host must have when an item has this field (a site's `certificate`
+    /// needs the certs role, which orders it).
+    #[serde(default)]
+    pub needs_role: Option<String>,
 }
 
 impl Variable {
@@ -96,6 +111,13 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
             }
         }
         for (name, field) in fields {
+            for other in &field.excludes {
+                if item.contains_key(name) && item.contains_key(other) {
+                    return Err(format!(
+                        "{label}: fields `{name}` and `{other}` exclude each other; keep one"
+                    ));
+                }
+            }
             let Some(field_value) = item.get(name) else {
                 if field.required {
                     return Err(format!("{label}: field `{name}` is required"));
@@ -108,10 +130,34 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
                 (true, None) => return Err(format!("{label}: field `{name}` is not a list")),
             };
             for one in values {
-                field
-                    .kind
-                    .check(one, false)
-                    .map_err(|message| format!("{label}: field `{name}`: {message}"))?;
+                let wildcard = one
+                    .as_str()
+                    .and_then(|s| s.strip_prefix("*."))
+                    .filter(|_| field.kind == VariableType::Domain);
+                match wildcard {
+                    Some(base) if !field.wildcard_when.is_empty() => {
+                        VariableType::Domain
+                            .check(&Value::String(base.to_string()), false)
+                            .map_err(|message| format!("{label}: field `{name}`: {message}"))?;
+                        let wanted: Vec<String> = field
+                            .wildcard_when
+                            .iter()
+                            .filter(|(k, v)| item.get(k.as_str()) != Some(v))
+                            .map(|(k, v)| format!("`{k}: {}`", plain(v)))
+                            .collect();
+                        if !wanted.is_empty() {
+                            return Err(format!(
+                                "{label}: field `{name}`: {} is a wildcard, which needs {} in the same item",
+                                show(one),
+                                wanted.join(" and ")
+                            ));
+                        }
+                    }
+                    _ => field
+                        .kind
+                        .check(one, false)
+                        .map_err(|message| format!("{label}: field `{name}`: {message}"))?,
+                }
                 if !field.choices.is_empty() && !field.choices.contains(one) {
                     let choices: Vec<String> = field.choices.iter().map(show).collect();
                     return Err(format!(
@@ -133,6 +179,66 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
         }
     }
     Ok(())
+}
+
+/// What the items of `value` need from the rest of the host: variables set for some
+/// field values (`needs`), and roles (`needs_role`). `values` are the host's variables,
+/// `roles` the names of its roles.
+pub fn check_needs(
+    fields: &BTreeMap<String, ItemField>,
+    value: &Value,
+    values: &serde_json::Map<String, Value>,
+    roles: &[&str],
+) -> Result<(), String> {
+    let Some(items) = value.as_array() else {
+        return Ok(());
+    };
+    for (index, item) in items.iter().enumerate() {
+        let label = match item.get("name").and_then(Value::as_str) {
+            Some(name) => format!("item {} (`{name}`)", index + 1),
+            None => format!("item {}", index + 1),
+        };
+        for (name, field) in fields {
+            let Some(field_value) = item.get(name) else {
+                continue;
+            };
+            if let Some(role) = &field.needs_role {
+                if !roles.contains(&role.as_str()) {
+                    return Err(format!(
+                        "{label}: field `{name}` needs the `{role}` role on this host, and it has none; add it to the host's roles (or remove `{name}`)"
+                    ));
+                }
+            }
+            for (when, variables) in &field.needs {
+                if when != "*" && field_value.as_str() != Some(when.as_str()) {
+                    continue;
+                }
+                for variable in variables {
+                    let set = match values.get(variable) {
+                        None | Some(Value::Null) => false,
+                        Some(Value::String(s)) => !s.is_empty(),
+                        Some(Value::Array(a)) => !a.is_empty(),
+                        Some(_) => true,
+                    };
+                    if !set {
+                        return Err(format!(
+                            "{label}: field `{name}`: {} needs variable `{variable}` set; it is not",
+                            show(field_value)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value as written in YAML, without quotes.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
