@@ -77,12 +77,7 @@ pub fn resolve(
                 Some(value) => {
                     let role_names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
                     let checked = variable.check(value).and_then(|()| {
-                        crate::role::variable::check_needs(
-                            &variable.items,
-                            value,
-                            &values,
-                            &role_names,
-                        )
+                        crate::role::variable::check_needs(variable, value, &values, &role_names)
                     });
                     if let Err(message) = checked {
                         let (source, path): (&SourceFile, String) = match &origins[name] {

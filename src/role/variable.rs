@@ -28,6 +28,10 @@ pub struct Variable {
     /// not listed here is refused.
     #[serde(default)]
     pub items: BTreeMap<String, ItemField>,
+    /// A role the host must have when this variable is set, not empty (the mail role's
+    /// `mail_certificate` needs the certs role).
+    #[serde(default)]
+    pub needs_role: Option<String>,
 }
 
 /// One field of the items of a list variable.
@@ -185,11 +189,21 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
 /// field values (`needs`), and roles (`needs_role`). `values` are the host's variables,
 /// `roles` the names of its roles.
 pub fn check_needs(
-    fields: &BTreeMap<String, ItemField>,
+    variable: &Variable,
     value: &Value,
     values: &serde_json::Map<String, Value>,
     roles: &[&str],
 ) -> Result<(), String> {
+    if let Some(role) = &variable.needs_role {
+        let set = !matches!(value, Value::Null) && value.as_str() != Some("");
+        if set && !roles.contains(&role.as_str()) {
+            return Err(format!(
+                "{} needs the `{role}` role on this host, and it has none; add it to the host's roles (or leave this variable empty)",
+                show(value)
+            ));
+        }
+    }
+    let fields = &variable.items;
     let Some(items) = value.as_array() else {
         return Ok(());
     };
