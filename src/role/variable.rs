@@ -508,6 +508,49 @@ mod tests {
     }
 
     #[test]
+    fn items_may_exclude_fields_allow_wildcards_and_need_variables_or_roles() {
+        let certificates: Variable = serde_yaml::from_str(
+            "description: d\ndefault: []\ntype: list\nitems:\n  name: {type: string, required: true}\n  \
+             domains: {type: domain, list: true, wildcard_when: {challenge: dns}}\n  \
+             challenge: {type: string, choices: [http, dns], needs: {dns: [dns_server]}}\n  \
+             root: {type: path, excludes: [proxy]}\n  proxy: {type: url}\n  certificate: {type: hostname, needs_role: certs}\n",
+        )
+        .expect("a variable");
+        let wildcard = json!([{"name": "a", "domains": ["*.a.example"], "challenge": "dns"}]);
+        assert_eq!(certificates.check(&wildcard), Ok(()));
+        let http = json!([{"name": "a", "domains": ["*.a.example"]}]);
+        assert_eq!(
+            certificates.check(&http),
+            Err("item 1 (`a`): field `domains`: \"*.a.example\" is a wildcard, which needs `challenge: dns` in the same item".to_string())
+        );
+        let both = json!([{"name": "a", "root": "/srv", "proxy": "http://127.0.0.1:1"}]);
+        assert!(certificates
+            .check(&both)
+            .unwrap_err()
+            .contains("fields `root` and `proxy` exclude each other"));
+        let mut values = serde_json::Map::new();
+        values.insert("dns_server".into(), json!(""));
+        let needs = check_needs(&certificates, &wildcard, &values, &["certs"]).unwrap_err();
+        assert!(
+            needs.contains("\"dns\" needs variable `dns_server` set"),
+            "{needs}"
+        );
+        values.insert("dns_server".into(), json!("192.0.2.53"));
+        assert_eq!(
+            check_needs(&certificates, &wildcard, &values, &["certs"]),
+            Ok(())
+        );
+        let site = json!([{"name": "a", "certificate": "club"}]);
+        assert!(check_needs(&certificates, &site, &values, &["web"])
+            .unwrap_err()
+            .contains("needs the `certs` role"));
+        assert_eq!(
+            check_needs(&certificates, &site, &values, &["web", "certs"]),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn names_are_plain_and_not_reserved() {
         assert!(check_name("mail_domain").is_ok());
         assert!(check_name("facts").is_err());
