@@ -25,8 +25,23 @@ fn certificates_and_sites(host: &WebHost) {
     // (1) One lineage for three names; each is served over HTTPS with a certificate
     // a client trusting only pebble's root verifies, for that name.
     host.inventory(CLUB_SITES, CLUB_CERTIFICATE);
-    host.apply_ok("first apply");
+    let (report, _) = host.apply_ok_report("first apply");
     eprintln!("first apply: {:?}", started.elapsed());
+    // Both roles changed nginx's files: nginx is reloaded once, by the web role's
+    // handler; the certs role's, of the same name and action, is skipped.
+    let reloads: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("\"handler\":true") && l.contains("\"task\":\"reload nginx\""))
+        .collect();
+    assert_eq!(reloads.len(), 2, "both roles notified it:\n{report}");
+    assert!(
+        reloads[0].contains("\"role\":\"web\"") && reloads[0].contains("\"status\":\"changed\""),
+        "{reloads:?}"
+    );
+    assert!(
+        reloads[1].contains("\"role\":\"certs\"") && reloads[1].contains("\"status\":\"skipped\""),
+        "{reloads:?}"
+    );
     assert_eq!(host.lineages(), ["club.conf"]);
     assert_eq!(host.pebble.orders(), 1, "one order:\n{}", host.pebble.log());
     std::fs::write(
