@@ -395,16 +395,19 @@ fn wildcard_by_dns(host: &WebHost) {
         );
         std::fs::write(host.bed.root_path(&folder), format!("{name} pages\n"))
             .expect("write the site's page");
-        let (ok, answer) = host.https(name, "/");
-        assert!(
-            ok && answer.contains(&format!("{name} pages")),
-            "{name}: {answer}"
-        );
-        let (_, details) = host.presented(name);
+        // nginx's reload returns before its new workers answer: wait for the wildcard.
+        let (_, details) = host.presented_when(name, |_, details| {
+            details.contains("DNS:*.alice.members.club.example")
+        });
         assert!(
             details.contains("DNS:*.alice.members.club.example")
                 && details.contains("DNS:alice.members.club.example"),
             "{name}: {details}"
+        );
+        let (ok, answer) = host.https(name, "/");
+        assert!(
+            ok && answer.contains(&format!("{name} pages")),
+            "{name}: {answer}"
         );
     }
     // The club's lineage is untouched.
