@@ -80,6 +80,7 @@ impl Renderer {
             }),
         );
         handlebars.register_helper("version_at_least", Box::new(version_at_least));
+        handlebars.register_helper("strip_prefix", Box::new(strip_prefix));
         for (name, source) in templates {
             check_nesting(source).map_err(|too_deep| RenderFailure {
                 field: String::new(),
@@ -390,7 +391,7 @@ fn describe(error: &RenderError) -> String {
         RenderErrorReason::MissingVariable(None) => "a variable used here is not defined".to_string(),
         RenderErrorReason::TemplateNotFound(name) => format!("no template `{name}` under templates/"),
         RenderErrorReason::HelperNotFound(name) => format!(
-            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, host_file"
+            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, host_file, strip_prefix"
         ),
         other => describe_reason(&other.to_string()),
     }
@@ -436,6 +437,12 @@ impl HelperDef for SecretHelper {
         Ok(ScopedJson::Derived(Value::String(value)))
     }
 }
+
+// `{{strip_prefix name "*."}}`: the name without the prefix, or as it is without it
+// (the name a wildcard's CAA record is published at).
+handlebars::handlebars_helper!(strip_prefix: |text: str, prefix: str| {
+    text.strip_prefix(prefix).unwrap_or(text).to_string()
+});
 
 handlebars::handlebars_helper!(version_at_least: |version: str, minimum: str| {
     crate::facts::dpkg::compare_versions(version, minimum) != std::cmp::Ordering::Less

@@ -552,12 +552,32 @@ fn apply(
     }
 
     if !interrupted {
+        // Two roles may declare the same handler (web and certs both reload nginx): one
+        // with the same name and action as a handler that already ran runs only once.
+        let mut ran: Vec<(&str, &crate::resource::Spec, &str)> = Vec::new();
         for (role_index, role) in bundle.roles.iter().enumerate() {
             for handler in role
                 .handlers
                 .iter()
                 .filter(|h| notified.contains(&(role_index, h.name.clone())))
             {
+                if let Some((_, _, first)) = ran
+                    .iter()
+                    .find(|(name, spec, _)| *name == handler.name && **spec == handler.spec)
+                {
+                    emit(Event::Task {
+                        role: role.name.clone(),
+                        task: handler.name.clone(),
+                        handler: true,
+                        status: TaskStatus::Skipped,
+                        reason: format!(
+                            "skipped: role {first}'s handler of the same name and action ran"
+                        ),
+                        diff: None,
+                    });
+                    continue;
+                }
+                ran.push((&handler.name, &handler.spec, &role.name));
                 // A handler may have a `when` too: restarting a daemon the host has no
                 // hardware for would only fail.
                 let condition = crate::role::task::condition_holds(handler, |text| {

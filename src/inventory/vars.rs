@@ -75,7 +75,11 @@ pub fn resolve(
                     )),
                 ),
                 Some(value) => {
-                    if let Err(message) = variable.check(value) {
+                    let role_names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+                    let checked = variable.check(value).and_then(|()| {
+                        crate::role::variable::check_needs(variable, value, &values, &role_names)
+                    });
+                    if let Err(message) = checked {
                         let (source, path): (&SourceFile, String) = match &origins[name] {
                             Origin::Role(r) => (&r.source, format!("variables.{name}.default")),
                             Origin::Inventory(path) => (&inventory.source, path.clone()),

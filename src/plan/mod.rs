@@ -247,23 +247,39 @@ pub fn loop_items(task: &Task, data: &Value) -> Result<Vec<Value>, String> {
         .collect())
 }
 
-/// A DNS record with its fields rendered, or None when its `when` is false.
+/// A DNS record with its fields rendered: none when its `when` is false, and one per
+/// line when its name renders to several lines (a name for each domain of a list),
+/// each name once.
 pub fn render_record(
     renderer: &Renderer,
     record: &crate::dns::DnsRecord,
     data: &Value,
-) -> Result<Option<crate::dns::DnsRecord>, String> {
+) -> Result<Vec<crate::dns::DnsRecord>, String> {
     if !crate::role::task::condition(record.when.as_deref(), |text| {
         renderer.render_string(text, data)
     })? {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    Ok(Some(crate::dns::DnsRecord {
-        name: renderer.render_string(&record.name, data)?,
-        kind: record.kind.clone(),
-        value: renderer.render_string(&record.value, data)?,
-        when: None,
-    }))
+    let names = renderer.render_string(&record.name, data)?;
+    let value = renderer.render_string(&record.value, data)?;
+    let mut lines: Vec<&str> = Vec::new();
+    for line in names.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    if lines.is_empty() && names.trim().is_empty() && !names.contains('\n') {
+        lines.push("");
+    }
+    Ok(lines
+        .into_iter()
+        .map(|name| crate::dns::DnsRecord {
+            name: name.to_string(),
+            kind: record.kind.clone(),
+            value: value.clone(),
+            when: None,
+        })
+        .collect())
 }
 
 fn render_task(renderer: &Renderer, task: &Task, data: &Value) -> Result<(), RenderFailure> {

@@ -28,6 +28,10 @@ pub struct Variable {
     /// not listed here is refused.
     #[serde(default)]
     pub items: BTreeMap<String, ItemField>,
+    /// A role the host must have when this variable is set, not empty (the mail role's
+    /// `mail_certificate` needs the certs role).
+    #[serde(default)]
+    pub needs_role: Option<String>,
 }
 
 /// One field of the items of a list variable.
@@ -47,6 +51,21 @@ pub struct ItemField {
     /// The only values allowed, as for a variable.
     #[serde(default)]
     pub choices: Vec<Value>,
+    /// Fields an item having this one may not have (a site's `root` and `proxy`).
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// For domains: a wildcard (`*.DOMAIN`) is accepted only in an item whose fields
+    /// have these values (`{challenge: dns}`: only DNS-01 proves a wildcard).
+    #[serde(default)]
+    pub wildcard_when: BTreeMap<String, Value>,
+    /// Per value of this field (`"*"`: any value), the variables of the host that must
+    /// then be set and not empty (`{dns: [certs_dns_server]}`).
+    #[serde(default)]
+    pub needs: BTreeMap<String, Vec<String>>,
+    /// A role the host must have when an item has this field (a site's `certificate`
+    /// needs the certs role, which orders it).
+    #[serde(default)]
+    pub needs_role: Option<String>,
 }
 
 impl Variable {
@@ -96,6 +115,13 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
             }
         }
         for (name, field) in fields {
+            for other in &field.excludes {
+                if item.contains_key(name) && item.contains_key(other) {
+                    return Err(format!(
+                        "{label}: fields `{name}` and `{other}` exclude each other; keep one"
+                    ));
+                }
+            }
             let Some(field_value) = item.get(name) else {
                 if field.required {
                     return Err(format!("{label}: field `{name}` is required"));
@@ -108,10 +134,34 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
                 (true, None) => return Err(format!("{label}: field `{name}` is not a list")),
             };
             for one in values {
-                field
-                    .kind
-                    .check(one, false)
-                    .map_err(|message| format!("{label}: field `{name}`: {message}"))?;
+                let wildcard = one
+                    .as_str()
+                    .and_then(|s| s.strip_prefix("*."))
+                    .filter(|_| field.kind == VariableType::Domain);
+                match wildcard {
+                    Some(base) if !field.wildcard_when.is_empty() => {
+                        VariableType::Domain
+                            .check(&Value::String(base.to_string()), false)
+                            .map_err(|message| format!("{label}: field `{name}`: {message}"))?;
+                        let wanted: Vec<String> = field
+                            .wildcard_when
+                            .iter()
+                            .filter(|(k, v)| item.get(k.as_str()) != Some(v))
+                            .map(|(k, v)| format!("`{k}: {}`", plain(v)))
+                            .collect();
+                        if !wanted.is_empty() {
+                            return Err(format!(
+                                "{label}: field `{name}`: {} is a wildcard, which needs {} in the same item",
+                                show(one),
+                                wanted.join(" and ")
+                            ));
+                        }
+                    }
+                    _ => field
+                        .kind
+                        .check(one, false)
+                        .map_err(|message| format!("{label}: field `{name}`: {message}"))?,
+                }
                 if !field.choices.is_empty() && !field.choices.contains(one) {
                     let choices: Vec<String> = field.choices.iter().map(show).collect();
                     return Err(format!(
@@ -133,6 +183,76 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
         }
     }
     Ok(())
+}
+
+/// What the items of `value` need from the rest of the host: variables set for some
+/// field values (`needs`), and roles (`needs_role`). `values` are the host's variables,
+/// `roles` the names of its roles.
+pub fn check_needs(
+    variable: &Variable,
+    value: &Value,
+    values: &serde_json::Map<String, Value>,
+    roles: &[&str],
+) -> Result<(), String> {
+    if let Some(role) = &variable.needs_role {
+        let set = !matches!(value, Value::Null) && value.as_str() != Some("");
+        if set && !roles.contains(&role.as_str()) {
+            return Err(format!(
+                "{} needs the `{role}` role on this host, and it has none; add it to the host's roles (or leave this variable empty)",
+                show(value)
+            ));
+        }
+    }
+    let fields = &variable.items;
+    let Some(items) = value.as_array() else {
+        return Ok(());
+    };
+    for (index, item) in items.iter().enumerate() {
+        let label = match item.get("name").and_then(Value::as_str) {
+            Some(name) => format!("item {} (`{name}`)", index + 1),
+            None => format!("item {}", index + 1),
+        };
+        for (name, field) in fields {
+            let Some(field_value) = item.get(name) else {
+                continue;
+            };
+            if let Some(role) = &field.needs_role {
+                if !roles.contains(&role.as_str()) {
+                    return Err(format!(
+                        "{label}: field `{name}` needs the `{role}` role on this host, and it has none; add it to the host's roles (or remove `{name}`)"
+                    ));
+                }
+            }
+            for (when, variables) in &field.needs {
+                if when != "*" && field_value.as_str() != Some(when.as_str()) {
+                    continue;
+                }
+                for variable in variables {
+                    let set = match values.get(variable) {
+                        None | Some(Value::Null) => false,
+                        Some(Value::String(s)) => !s.is_empty(),
+                        Some(Value::Array(a)) => !a.is_empty(),
+                        Some(_) => true,
+                    };
+                    if !set {
+                        return Err(format!(
+                            "{label}: field `{name}`: {} needs variable `{variable}` set; it is not",
+                            show(field_value)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value as written in YAML, without quotes.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
@@ -384,6 +504,49 @@ mod tests {
         assert_eq!(
             certificates.check(&missing),
             Err("item 1: field `name` is required".to_string())
+        );
+    }
+
+    #[test]
+    fn items_may_exclude_fields_allow_wildcards_and_need_variables_or_roles() {
+        let certificates: Variable = serde_yaml::from_str(
+            "description: d\ndefault: []\ntype: list\nitems:\n  name: {type: string, required: true}\n  \
+             domains: {type: domain, list: true, wildcard_when: {challenge: dns}}\n  \
+             challenge: {type: string, choices: [http, dns], needs: {dns: [dns_server]}}\n  \
+             root: {type: path, excludes: [proxy]}\n  proxy: {type: url}\n  certificate: {type: hostname, needs_role: certs}\n",
+        )
+        .expect("a variable");
+        let wildcard = json!([{"name": "a", "domains": ["*.a.example"], "challenge": "dns"}]);
+        assert_eq!(certificates.check(&wildcard), Ok(()));
+        let http = json!([{"name": "a", "domains": ["*.a.example"]}]);
+        assert_eq!(
+            certificates.check(&http),
+            Err("item 1 (`a`): field `domains`: \"*.a.example\" is a wildcard, which needs `challenge: dns` in the same item".to_string())
+        );
+        let both = json!([{"name": "a", "root": "/srv", "proxy": "http://127.0.0.1:1"}]);
+        assert!(certificates
+            .check(&both)
+            .unwrap_err()
+            .contains("fields `root` and `proxy` exclude each other"));
+        let mut values = serde_json::Map::new();
+        values.insert("dns_server".into(), json!(""));
+        let needs = check_needs(&certificates, &wildcard, &values, &["certs"]).unwrap_err();
+        assert!(
+            needs.contains("\"dns\" needs variable `dns_server` set"),
+            "{needs}"
+        );
+        values.insert("dns_server".into(), json!("192.0.2.53"));
+        assert_eq!(
+            check_needs(&certificates, &wildcard, &values, &["certs"]),
+            Ok(())
+        );
+        let site = json!([{"name": "a", "certificate": "club"}]);
+        assert!(check_needs(&certificates, &site, &values, &["web"])
+            .unwrap_err()
+            .contains("needs the `certs` role"));
+        assert_eq!(
+            check_needs(&certificates, &site, &values, &["web", "certs"]),
+            Ok(())
         );
     }
 

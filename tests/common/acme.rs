@@ -5,10 +5,19 @@
 //!
 //! How the pieces meet: the test hosts share this machine's network, so the host's
 //! nginx listens on free high ports (`web_http_port`, `web_https_port`), and pebble is
-//! told to validate HTTP-01 on that port (`httpPort`). pebble resolves every name
-//! through pebble-challtestsrv, which answers 127.0.0.1 for all of them: the host's
-//! nginx. certbot on the host reaches pebble at https://127.0.0.1:PORT/dir and trusts
-//! its HTTPS through a CA made here (REQUESTS_CA_BUNDLE, via `certs_ca_bundle`).
+//! told to validate HTTP-01 on that port (`httpPort`). certbot on the host reaches
+//! pebble at https://127.0.0.1:PORT/dir and trusts its HTTPS through a CA made here
+//! (REQUESTS_CA_BUNDLE, via `certs_ca_bundle`).
+//!
+//! Names: pebble resolves through BIND (`named`, Debian's bind9, run here on a free
+//! loopback port with a temporary configuration: [`Pebble::dns_port`]), the real
+//! authoritative server of the DNS-01 challenge. It holds one zone,
+//! [`DNS_ZONE`] (alice.members.club.example, each of its names 127.0.0.1), which takes
+//! RFC 2136 updates of TXT records signed with the TSIG key the certs role generated on
+//! the host ([`Pebble::trust_key`] restarts named knowing it). Every other name — the
+//! HTTP-01 names — named forwards to pebble-challtestsrv, which answers 127.0.0.1 for
+//! all of them (the host's nginx) and can make one fail ([`Pebble::servfail`]): kept,
+//! rather than a second zone, so that a test can break one name's resolution.
 //!
 //! Every child process is killed when its guard drops, and every wait has a deadline.
 //! Use with `#[path = "common/testbed.rs"] mod testbed;` next to it.
@@ -55,6 +64,10 @@ pub fn run(seconds: u32, argv: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"))
 }
 
+fn output_has(output: &Output, wanted: &str) -> bool {
+    output.status.success() && String::from_utf8_lossy(&output.stdout).contains(wanted)
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -63,12 +76,20 @@ pub fn text(output: &Output) -> String {
     )
 }
 
-/// pebble and pebble-challtestsrv, on free loopback ports, with their own HTTPS CA.
+/// The zone the authoritative DNS server (BIND) holds and takes updates for.
+pub const DNS_ZONE: &str = "alice.members.club.example";
+
+/// pebble, BIND and pebble-challtestsrv, on free loopback ports, with their own HTTPS CA.
 pub struct Pebble {
     pub dir: tempfile::TempDir,
     pub directory_port: u16,
     pub management_port: u16,
     pub dns_management_port: u16,
+    /// BIND's port (UDP and TCP on 127.0.0.1): the server of the dns challenge.
+    pub dns_port: u16,
+    /// challtestsrv's DNS port, where BIND forwards the names outside its zone.
+    challtestsrv_port: u16,
+    named: Mutex<Option<Killed>>,
     _processes: Vec<Killed>,
 }
 
@@ -146,6 +167,7 @@ impl Pebble {
 
         let directory_port = free_port();
         let management_port = free_port();
+        let challtestsrv_port = free_port();
         let dns_port = free_port();
         let dns_management_port = free_port();
         let tls_port = free_port();
@@ -163,7 +185,7 @@ impl Pebble {
 
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
         let dns = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-dns01", &format!("127.0.0.1:{challtestsrv_port}")])
             .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
@@ -186,9 +208,13 @@ impl Pebble {
             directory_port,
             management_port,
             dns_management_port,
+            dns_port,
+            challtestsrv_port,
+            named: Mutex::new(None),
             _processes: vec![Killed(pebble), dns],
             dir,
         };
+        pebble.start_named(None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while pebble.root().is_none() {
             assert!(
@@ -204,6 +230,93 @@ impl Pebble {
         )
         .expect("write pebble's root");
         pebble
+    }
+
+    /// (Re)starts BIND on `dns_port`: authoritative for [`DNS_ZONE`], forwarding the
+    /// rest to challtestsrv, and, given `key` (name, base64 secret), taking updates of
+    /// the zone's TXT records signed with it (hmac-sha256).
+    fn start_named(&self, key: Option<(&str, &str)>) {
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        named.take();
+        let dir = self.dir.path().join("named");
+        std::fs::create_dir_all(&dir).expect("named's folder");
+        let zone_file = dir.join("zone.db");
+        if !zone_file.exists() {
+            std::fs::write(
+                &zone_file,
+                format!(
+                    "$TTL 5\n@ IN SOA ns.{DNS_ZONE}. admin.club.example. 1 60 60 600 5\n\
+                     @ IN NS ns.{DNS_ZONE}.\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n"
+                ),
+            )
+            .expect("write the zone");
+        }
+        let (key_statement, updates) = match key {
+            Some((name, secret)) => (
+                format!("key \"{name}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n"),
+                format!("update-policy {{ grant \"{name}\" zonesub TXT; }};"),
+            ),
+            None => (String::new(), "allow-update { none; };".to_string()),
+        };
+        let config = format!(
+            "options {{\n  directory \"{dir}\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  \
+             listen-on-v6 {{ none; }};\n  pid-file none;\n  session-keyfile none;\n  \
+             recursion yes;\n  allow-recursion {{ 127.0.0.0/8; }};\n  dnssec-validation no;\n  \
+             forward only;\n  forwarders {{ 127.0.0.1 port {forward}; }};\n}};\ncontrols {{ }};\n\
+             {key_statement}zone \"{DNS_ZONE}\" {{\n  type primary;\n  file \"{zone}\";\n  {updates}\n}};\n",
+            dir = dir.display(),
+            port = self.dns_port,
+            forward = self.challtestsrv_port,
+            zone = zone_file.display(),
+        );
+        let config_file = dir.join("named.conf");
+        std::fs::write(&config_file, config).expect("write named.conf");
+        let child = Command::new("named")
+            .args(["-g", "-4", "-c"])
+            .arg(&config_file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("named.log")).expect("named's log"))
+            .spawn()
+            .expect("start named (apt-get install bind9)");
+        *named = Some(Killed(child));
+        let port = self.dns_port.to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = run(
+                10,
+                &[
+                    "dig",
+                    "+short",
+                    "+time=2",
+                    "+tries=1",
+                    "@127.0.0.1",
+                    "-p",
+                    &port,
+                    DNS_ZONE,
+                    "SOA",
+                ],
+            );
+            if output_has(&answer, "admin.club.example") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "named did not start: {}",
+                std::fs::read_to_string(dir.join("named.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Restarts BIND taking updates signed with the TSIG key `name` whose base64
+    /// secret is `secret` (the one the certs role generated on the host).
+    pub fn trust_key(&self, name: &str, secret: &str) {
+        self.start_named(Some((name, secret)));
+    }
+
+    /// What BIND logged (its updates, its refusals).
+    pub fn named_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named/named.log")).unwrap_or_default()
     }
 
     pub fn minica(&self) -> PathBuf {
@@ -342,6 +455,11 @@ impl WebHost {
     }
 
     pub fn apply_ok(&self, what: &str) -> u64 {
+        self.apply_ok_report(what).1
+    }
+
+    /// [`apply_ok`](Self::apply_ok), with the report (JSON lines).
+    pub fn apply_ok_report(&self, what: &str) -> (String, u64) {
         let (output, changed) = self.apply();
         assert_eq!(
             output.status.code(),
@@ -354,7 +472,7 @@ impl WebHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        changed
+        (stdout(&output), changed)
     }
 
     /// GET https://NAME:PORT/PATH, trusting only pebble's root: (status, headers+body).
@@ -391,18 +509,47 @@ impl WebHost {
     /// The certificate nginx presents for `name`, verified by openssl against pebble's
     /// root and the name: its serial and its names.
     pub fn presented(&self, name: &str) -> (String, String) {
+        self.presented_by(&format!("127.0.0.1:{}", self.https_port), name, None)
+    }
+
+    /// The certificate the server at `connect` (ADDRESS:PORT) presents for `name`,
+    /// after `starttls` (`smtp`, `imap`) when given, verified by openssl against
+    /// pebble's root and the name: its serial and its names. For Postfix and Dovecot
+    /// as for nginx.
+    pub fn presented_by(
+        &self,
+        connect: &str,
+        name: &str,
+        starttls: Option<&str>,
+    ) -> (String, String) {
+        self.try_presented_by(connect, name, starttls)
+            .unwrap_or_else(|message| panic!("{message}"))
+    }
+
+    /// [`presented_by`](Self::presented_by), or why it could not verify it.
+    fn try_presented_by(
+        &self,
+        connect: &str,
+        name: &str,
+        starttls: Option<&str>,
+    ) -> Result<(String, String), String> {
         let root = self.pebble.root_path().display().to_string();
-        let connect = format!("127.0.0.1:{}", self.https_port);
         let mut s_client = Command::new("timeout")
             .args([
                 "20",
                 "openssl",
                 "s_client",
                 "-connect",
-                &connect,
+                connect,
                 "-servername",
                 name,
             ])
+            .args(
+                starttls
+                    .map(|protocol| ["-starttls", protocol])
+                    .iter()
+                    .flatten(),
+            )
             .args([
                 "-CAfile",
                 &root,
@@ -421,12 +568,16 @@ impl WebHost {
             .take()
             .map(|mut out| out.read_to_string(&mut pem));
         let status = s_client.wait().expect("wait for s_client");
-        assert!(
-            status.success(),
-            "s_client -verify_return_error for {name} failed:\n{pem}"
-        );
-        assert!(pem.contains("Verify return code: 0 (ok)"), "{pem}");
-        let certificate_file = self.pebble.dir.path().join("presented.pem");
+        if !status.success() || !pem.contains("Verify return code: 0 (ok)") {
+            return Err(format!(
+                "s_client -verify_return_error for {name} at {connect} failed:\n{pem}"
+            ));
+        }
+        let certificate_file = self
+            .pebble
+            .dir
+            .path()
+            .join(format!("presented-{connect}.pem"));
         std::fs::write(&certificate_file, &pem).expect("write the presented certificate");
         let file = certificate_file.display().to_string();
         let details = run(
@@ -448,7 +599,7 @@ impl WebHost {
             .find_map(|l| l.strip_prefix("serial="))
             .expect("a serial")
             .to_string();
-        (serial, details)
+        Ok((serial, details))
     }
 
     /// The certificate presented for `name` once `wanted(serial, details)` holds, or
@@ -458,9 +609,35 @@ impl WebHost {
         name: &str,
         wanted: impl Fn(&str, &str) -> bool,
     ) -> (String, String) {
+        self.presented_by_when(
+            &format!("127.0.0.1:{}", self.https_port),
+            name,
+            None,
+            wanted,
+        )
+    }
+
+    /// [`presented_by`](Self::presented_by) once `wanted(serial, details)` holds, or
+    /// after 20 s.
+    pub fn presented_by_when(
+        &self,
+        connect: &str,
+        name: &str,
+        starttls: Option<&str>,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> (String, String) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (serial, details) = self.presented(name);
+            // Until the deadline, a certificate that does not verify (the placeholder
+            // nginx's old workers still present) is waited out too.
+            let (serial, details) = match self.try_presented_by(connect, name, starttls) {
+                Ok(presented) => presented,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Err(message) => panic!("{message}"),
+            };
             if wanted(&serial, &details) || Instant::now() > deadline {
                 return (serial, details);
             }

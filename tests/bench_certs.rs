@@ -1,0 +1,95 @@
+//! Not a test: the benchmark of issue 8, run by `scripts/bench-certs` (ignored here, so
+//! `cargo test` only builds it). A no-op `placard apply` of base + web + certs with 3
+//! lineages and 6 sites, against `ssh host true`, on one Debian 12 host with pebble
+//! beside it (tests/common/acme.rs). It prints a markdown table for
+//! docs/benchmarks.md; it asserts only what makes the numbers meaningful: each no-op
+//! run changes nothing, orders nothing and never starts certbot.
+
+#[path = "common/acme.rs"]
+mod acme;
+#[path = "common/testbed.rs"]
+mod testbed;
+
+use std::time::{Duration, Instant};
+
+use acme::WebHost;
+
+const SITES: &str =
+    "[{name: club.example, aliases: [www.club.example], root: /var/www/club, certificate: club}, \
+    {name: members.club.example, root: /var/www/members, certificate: members}, \
+    {name: alice.members.club.example, root: /var/www/alice, certificate: members}, \
+    {name: bob.members.club.example, root: /var/www/bob, certificate: members}, \
+    {name: radio.club.example, proxy: \"http://127.0.0.1:8000\", certificate: radio}, \
+    {name: stream.club.example, proxy: \"http://127.0.0.1:8001\", certificate: radio}]";
+const CERTIFICATES: &str = "[{name: club, domains: [club.example, www.club.example], services: [nginx]}, \
+    {name: members, domains: [members.club.example, alice.members.club.example, bob.members.club.example], services: [nginx]}, \
+    {name: radio, domains: [radio.club.example, stream.club.example], services: [nginx]}]";
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[test]
+#[ignore = "a benchmark: scripts/bench-certs runs it"]
+fn bench_noop_apply_base_web_certs() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let host = WebHost::up("bench-certs", "bookworm");
+    host.inventory_with(&["base"], SITES, CERTIFICATES, "hostname: bench");
+    // base first: the inventory lists web, certs, then base; the order does not
+    // matter to a no-op.
+    let first = Instant::now();
+    host.apply_ok("first apply");
+    let first = first.elapsed();
+    assert_eq!(host.lineages(), ["club.conf", "members.conf", "radio.conf"]);
+    assert_eq!(host.apply_ok("second apply"), 0);
+    let orders = host.pebble.orders();
+    let certbot_log = || {
+        host.bed
+            .ssh("ls -l --time-style=+%s.%N /var/log/letsencrypt/")
+    };
+
+    let log_before = certbot_log();
+    let mut ssh = Vec::new();
+    let mut apply = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let output = host.bed.ssh_output("true");
+        ssh.push(started.elapsed());
+        assert!(output.status.success());
+        let started = Instant::now();
+        let (output, changed) = host.apply();
+        apply.push(started.elapsed());
+        assert_eq!(output.status.code(), Some(0));
+        assert_eq!(changed, 0, "a no-op apply changes nothing");
+    }
+    assert_eq!(host.pebble.orders(), orders, "no order on a no-op apply");
+    assert_eq!(
+        certbot_log(),
+        log_before,
+        "certbot never ran on a no-op apply"
+    );
+    let (ssh, apply) = (median(ssh), median(apply));
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| first apply (packages, 3 orders from pebble) | {} ms |",
+        first.as_millis()
+    );
+    println!(
+        "| `ssh host true`, median of {runs} | {} ms |",
+        ssh.as_millis()
+    );
+    println!(
+        "| no-op `placard apply` of base + web + certs (3 lineages, 6 sites), median of {runs} | {} ms |",
+        apply.as_millis()
+    );
+    println!(
+        "| ratio apply / ssh true | {:.2} |",
+        apply.as_secs_f64() / ssh.as_secs_f64()
+    );
+    println!("| orders and certbot runs during the no-op runs | 0 |");
+}
