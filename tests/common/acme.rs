@@ -357,6 +357,11 @@ impl WebHost {
     }
 
     pub fn apply_ok(&self, what: &str) -> u64 {
+        self.apply_ok_output(what).1
+    }
+
+    /// As [`WebHost::apply_ok`], with the report (to check what it does not show).
+    pub fn apply_ok_output(&self, what: &str) -> (Output, u64) {
         let (output, changed) = self.apply();
         assert_eq!(
             output.status.code(),
@@ -369,7 +374,7 @@ impl WebHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        changed
+        (output, changed)
     }
 
     /// GET https://NAME:PORT/PATH, trusting only pebble's root: (status, headers+body).
