@@ -348,7 +348,16 @@ fn radio(name: &str, suite: &str) {
     let check = bed.ssh_output(
         "sed 's|</limits>||' /etc/icecast2/icecast.xml > /etc/icecast2/check-bad.xml && /usr/local/lib/placard/icecast-check /etc/icecast2/check-bad.xml",
     );
-    assert!(!check.status.success(), "a broken icecast.xml passes");
+    assert!(!check.status.success(), "an icecast.xml that is not XML passes");
+    // Well-formed, but Icecast cannot use it: it must start, and fails to.
+    let check = bed.ssh_output(
+        "sed 's|<logdir>/var/log/icecast2</logdir>|<logdir>/nonexistent</logdir>|' /etc/icecast2/icecast.xml > /etc/icecast2/check-bad.xml && chgrp icecast /etc/icecast2/check-bad.xml && /usr/local/lib/placard/icecast-check /etc/icecast2/check-bad.xml",
+    );
+    assert!(
+        !check.status.success() && text(&check).contains("Icecast does not start"),
+        "an icecast.xml Icecast cannot start with passes: {}",
+        text(&check)
+    );
     bed.ssh("rm -f /etc/icecast2/check-good.xml /etc/icecast2/check-bad.xml");
     assert_eq!(
         bed.ssh("systemctl show --property MainPID --value icecast2"),
