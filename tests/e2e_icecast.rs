@@ -301,9 +301,7 @@ fn radio(name: &str, suite: &str) {
     );
 
     // icecast.xml: the variables, the passwords generated on the host, private.
-    let config = bed
-        .read("/etc/icecast2/icecast.xml")
-        .expect("icecast.xml");
+    let config = bed.read("/etc/icecast2/icecast.xml").expect("icecast.xml");
     let passwords: Vec<(&str, String)> = [
         "icecast-admin",
         "icecast-source",
@@ -333,7 +331,10 @@ fn radio(name: &str, suite: &str) {
     ] {
         assert!(config.contains(expected), "icecast.xml lacks {expected}");
     }
-    assert!(!config.contains("hackme"), "the package's example passwords");
+    assert!(
+        !config.contains("hackme"),
+        "the package's example passwords"
+    );
     assert_eq!(
         bed.ssh("stat -c '%U:%G %a' /etc/icecast2/icecast.xml")
             .trim(),
@@ -369,7 +370,10 @@ fn radio(name: &str, suite: &str) {
     let check = bed.ssh_output(
         "sed 's|</limits>||' /etc/icecast2/icecast.xml > /etc/icecast2/check-bad.xml && /usr/local/lib/placard/icecast-check /etc/icecast2/check-bad.xml",
     );
-    assert!(!check.status.success(), "an icecast.xml that is not XML passes");
+    assert!(
+        !check.status.success(),
+        "an icecast.xml that is not XML passes"
+    );
     // Well-formed, but Icecast cannot use it: it must start, and fails to.
     let check = bed.ssh_output(
         "sed 's|<logdir>/var/log/icecast2</logdir>|<logdir>/nonexistent</logdir>|' /etc/icecast2/icecast.xml > /etc/icecast2/check-bad.xml && chgrp icecast /etc/icecast2/check-bad.xml && /usr/local/lib/placard/icecast-check /etc/icecast2/check-bad.xml",
@@ -394,7 +398,10 @@ fn radio(name: &str, suite: &str) {
     // bob's password on alice's mount is refused, and so is a wrong one; bob's on
     // his own mount is taken (the control).
     let bob = radio.secret("icecast-show-bob.ogg");
-    for (password, who) in [(bob.as_str(), "bob's password"), ("wrong", "a wrong password")] {
+    for (password, who) in [
+        (bob.as_str(), "bob's password"),
+        ("wrong", "a wrong password"),
+    ] {
         let (ok, said) = radio.try_broadcast(password, "alice.ogg");
         assert!(!ok, "{who} on alice's mount was taken: {said}");
         assert!(said.contains("401"), "{who}: {said}");
@@ -409,7 +416,10 @@ fn radio(name: &str, suite: &str) {
     // them through from 127.0.0.1, where Icecast asks for its password.
     assert_eq!(radio.https_status_from("127.0.0.2", "/admin/stats"), "403");
     assert_eq!(radio.https_status_from("127.0.0.1", "/admin/stats"), "401");
-    assert_eq!(radio.https_status_from("127.0.0.2", "/status-json.xsl"), "200");
+    assert_eq!(
+        radio.https_status_from("127.0.0.2", "/status-json.xsl"),
+        "200"
+    );
 
     // A second apply changes nothing.
     assert_eq!(radio.host.apply_ok("second apply"), 0, "a second apply");

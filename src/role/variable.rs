@@ -334,10 +334,25 @@ mod tests {
     #[test]
     fn plain_names_have_no_slash_nor_space() {
         for good in ["alice.ogg", "bob_show-2", "a"] {
-            assert!(VariableType::Name.check(&json!(good), false).is_ok(), "{good}");
+            assert!(
+                VariableType::Name.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
         }
-        for bad in ["alice/live", "alice show", "", ".hidden", "-x", "../x", "é", "a\n"] {
-            assert!(VariableType::Name.check(&json!(bad), false).is_err(), "{bad}");
+        for bad in [
+            "alice/live",
+            "alice show",
+            "",
+            ".hidden",
+            "-x",
+            "../x",
+            "é",
+            "a\n",
+        ] {
+            assert!(
+                VariableType::Name.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
         }
         assert!(VariableType::Name.check(&json!(3), false).is_err());
     }
