@@ -427,6 +427,23 @@ fn radio(name: &str, suite: &str) {
     // systemctl restart, then a reboot: Icecast comes back, and alice is heard again.
     radio.host.bed.ssh("systemctl restart icecast2");
     radio.service_runs("after systemctl restart icecast2");
+    // Restarted on failure: Icecast killed outright comes back, as a new process.
+    let main_pid = || {
+        radio
+            .host
+            .bed
+            .ssh("systemctl show --property MainPID --value icecast2")
+            .trim()
+            .to_string()
+    };
+    let killed = main_pid();
+    radio.host.bed.ssh(&format!("kill -KILL {killed}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while main_pid() == killed || main_pid() == "0" {
+        assert!(Instant::now() < deadline, "systemd did not restart Icecast");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    radio.service_runs("after Icecast was killed");
     radio.alice_is_heard("after systemctl restart icecast2");
     radio.host.bed.reboot();
     radio.service_runs("after a reboot");
