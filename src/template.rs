@@ -81,6 +81,7 @@ impl Renderer {
         );
         handlebars.register_helper("version_at_least", Box::new(version_at_least));
         handlebars.register_helper("strip_prefix", Box::new(strip_prefix));
+        handlebars.register_helper("xml", Box::new(xml));
         for (name, source) in templates {
             check_nesting(source).map_err(|too_deep| RenderFailure {
                 field: String::new(),
@@ -391,7 +392,7 @@ fn describe(error: &RenderError) -> String {
         RenderErrorReason::MissingVariable(None) => "a variable used here is not defined".to_string(),
         RenderErrorReason::TemplateNotFound(name) => format!("no template `{name}` under templates/"),
         RenderErrorReason::HelperNotFound(name) => format!(
-            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, host_file, strip_prefix"
+            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, host_file, strip_prefix, xml"
         ),
         other => describe_reason(&other.to_string()),
     }
@@ -415,14 +416,18 @@ impl HelperDef for SecretHelper {
         _: &'rc HandlebarsContext,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
-        let name = helper
-            .param(0)
-            .and_then(|p| p.value().as_str())
+        // The name's parts are joined, so that a loop can name one secret per item:
+        // {{secret "icecast-show-" item.mount}}.
+        let parts: Option<Vec<&str>> = helper.params().iter().map(|p| p.value().as_str()).collect();
+        let name = parts
+            .filter(|parts| !parts.is_empty())
+            .map(|parts| parts.concat())
             .ok_or_else(|| {
                 RenderErrorReason::Other(
-                    "secret takes the secret's name: {{secret \"name\"}}".into(),
+                    "secret takes the secret's name, in one or more strings: {{secret \"name\"}} or {{secret \"prefix-\" item.name}}".into(),
                 )
             })?;
+        let name = name.as_str();
         crate::resource::secret::valid_name(name).map_err(RenderErrorReason::Other)?;
         self.used.store(true, Ordering::SeqCst);
         let value = match self.source {
@@ -442,6 +447,16 @@ impl HelperDef for SecretHelper {
 // (the name a wildcard's CAA record is published at).
 handlebars::handlebars_helper!(strip_prefix: |text: str, prefix: str| {
     text.strip_prefix(prefix).unwrap_or(text).to_string()
+});
+
+// `{{xml value}}`: the value escaped for XML text and attributes (Icecast's icecast.xml).
+handlebars::handlebars_helper!(xml: |value: str| {
+    value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 });
 
 handlebars::handlebars_helper!(version_at_least: |version: str, minimum: str| {
@@ -704,5 +719,27 @@ mod tests {
             panic!()
         };
         assert_eq!(command.shell.as_deref(), Some("echo {{x}}"));
+    }
+
+    #[test]
+    fn a_secret_name_may_be_joined_from_parts_and_xml_is_escaped() {
+        let r = renderer(&[]);
+        let data = json!({"item": {"mount": "alice.ogg", "name": "Rock & <Roll> \"live\""}});
+        let text = r
+            .render_string("{{secret \"icecast-show-\" item.mount}}", &data)
+            .unwrap();
+        assert_eq!(text, "(secret icecast-show-alice.ogg)");
+        assert!(r.take_used_secret());
+        assert!(r
+            .render_string("{{secret \"show-\" item.missing}}", &data)
+            .is_err());
+        let bad = r
+            .render_string("{{secret \"show/\" item.mount}}", &data)
+            .unwrap_err();
+        assert!(bad.contains("not a secret name"), "{bad}");
+        assert_eq!(
+            r.render_string("{{xml item.name}}", &data).unwrap(),
+            "Rock &amp; &lt;Roll&gt; &quot;live&quot;"
+        );
     }
 }

@@ -25,7 +25,8 @@ fn certificates_and_sites(host: &WebHost) {
     // (1) One lineage for three names; each is served over HTTPS with a certificate
     // a client trusting only pebble's root verifies, for that name.
     host.inventory(CLUB_SITES, CLUB_CERTIFICATE);
-    let (report, _) = host.apply_ok_report("first apply");
+    let (output, _) = host.apply_ok_output("first apply");
+    let report = stdout(&output);
     eprintln!("first apply: {:?}", started.elapsed());
     // Both roles changed nginx's files: nginx is reloaded once, by the web role's
     // handler; the certs role's, of the same name and action, is skipped.

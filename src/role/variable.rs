@@ -277,6 +277,9 @@ pub enum VariableType {
     Path,
     /// An http:// or https:// URL with a host (http://127.0.0.1:8008).
     Url,
+    /// A plain name, safe in a path, a URL and a secret's name: letters, digits, `.`,
+    /// `_` and `-`, not starting with `.` or `-` (an Icecast mount such as alice.ogg).
+    Name,
 }
 
 impl VariableType {
@@ -293,6 +296,9 @@ impl VariableType {
             VariableType::Port => "a port number (1-65535)",
             VariableType::Path => "an absolute path",
             VariableType::Url => "an http:// or https:// URL",
+            VariableType::Name => {
+                "a plain name (letters, digits, `.`, `_` and `-`; no slash, no space)"
+            }
         }
     }
 
@@ -316,6 +322,7 @@ impl VariableType {
             VariableType::Port => value.as_u64().is_some_and(|p| (1..=65535).contains(&p)),
             VariableType::Path => value.as_str().is_some_and(|s| s.starts_with('/')),
             VariableType::Url => value.as_str().is_some_and(is_url),
+            VariableType::Name => value.as_str().is_some_and(is_plain_name),
         };
         if !fits && self == VariableType::Domain {
             if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
@@ -360,6 +367,16 @@ pub fn is_dns_name(name: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// A name of at most 64 letters, digits, `.`, `_` and `-`, not starting with `.` or `-`.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// An http or https URL naming a host (a DNS name, an IPv4 address or [IPv6]), an
@@ -432,6 +449,32 @@ mod tests {
             .check(&json!(["alice", "bob", "alice"]), true)
             .unwrap_err();
         assert!(duplicate.contains("\"alice\" appears twice"), "{duplicate}");
+    }
+
+    #[test]
+    fn plain_names_have_no_slash_nor_space() {
+        for good in ["alice.ogg", "bob_show-2", "a"] {
+            assert!(
+                VariableType::Name.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "alice/live",
+            "alice show",
+            "",
+            ".hidden",
+            "-x",
+            "../x",
+            "é",
+            "a\n",
+        ] {
+            assert!(
+                VariableType::Name.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(VariableType::Name.check(&json!(3), false).is_err());
     }
 
     #[test]

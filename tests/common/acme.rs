@@ -455,11 +455,11 @@ impl WebHost {
     }
 
     pub fn apply_ok(&self, what: &str) -> u64 {
-        self.apply_ok_report(what).1
+        self.apply_ok_output(what).1
     }
 
-    /// [`apply_ok`](Self::apply_ok), with the report (JSON lines).
-    pub fn apply_ok_report(&self, what: &str) -> (String, u64) {
+    /// As [`WebHost::apply_ok`], with the report (to check what it does not show).
+    pub fn apply_ok_output(&self, what: &str) -> (Output, u64) {
         let (output, changed) = self.apply();
         assert_eq!(
             output.status.code(),
@@ -472,7 +472,7 @@ impl WebHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        (stdout(&output), changed)
+        (output, changed)
     }
 
     /// GET https://NAME:PORT/PATH, trusting only pebble's root: (status, headers+body).

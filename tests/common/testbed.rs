@@ -92,6 +92,44 @@ impl Testbed {
             .expect("run ssh")
     }
 
+    /// Reboots the host as a server reboots: `systemctl reboot` inside it. Its
+    /// systemd-nspawn exits when the host reboots (nothing here restarts it), so the
+    /// same tree is booted again on the same port, as `sandbox::up` does for a stopped
+    /// sandbox; returns once the host runs and answers SSH again.
+    pub fn reboot(&mut self) {
+        let pid = self.host.pid;
+        let _ = self.ssh_output("systemctl --no-block reboot");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            // Reap it when it is this process's child; then it is gone from /proc.
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid as i32),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let gone = state
+                .rsplit_once(')')
+                .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+            if gone {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "host {} did not go down within 90 s of `systemctl reboot`",
+                self.host.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let (name, suite, port) = (
+            self.host.name.clone(),
+            self.host.suite.clone(),
+            self.host.port,
+        );
+        self.host = sandbox::up(&self.paths, &name, &suite, port)
+            .unwrap_or_else(|e| panic!("cannot boot sandbox {name} again: {e:#}"));
+        assert_ne!(self.host.pid, pid, "a new systemd-nspawn runs the host");
+    }
+
     /// A file in the host's tree, read from this machine.
     pub fn read(&self, path: &str) -> Option<String> {
         fs::read_to_string(self.root_path(path)).ok()
