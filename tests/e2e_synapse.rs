@@ -63,7 +63,7 @@ impl Club {
 
     fn sites(&self) -> String {
         format!(
-            "[{{name: {d}, root: /var/www/{l}, certificate: {l}}}, {{name: {m}, proxy: \"http://127.0.0.1:{p}\", certificate: {l}}}]",
+            "[{{name: {d}, root: /var/www/{l}, certificate: {l}}}, {{name: {m}, proxy: \"http://127.0.0.1:{p}\", max_body_size: 50M, certificate: {l}}}]",
             d = self.domain,
             m = self.matrix(),
             l = self.lineage(),
@@ -93,6 +93,7 @@ impl Club {
              synapse_listen_port: {p}\nsynapse_database_port: {q}\nsynapse_trusted_key_servers: []\n\
              synapse_federation_cas: [/usr/local/share/placard-e2e/pebble-club-a.pem, /usr/local/share/placard-e2e/pebble-club-b.pem]\n\
              synapse_ip_range_whitelist: [127.0.0.0/8]\nsynapse_well_known_root: /var/www/{l}\n\
+             synapse_pip_ca_bundle: /usr/local/share/placard-e2e/pip-ca.pem\n\
              synapse_room_complexity: {complexity}\nsynapse_room_complexity_error: \"{COMPLEXITY_ERROR}\"\n",
             d = self.domain,
             m = self.matrix(),
@@ -327,6 +328,13 @@ fn two_clubs_federate_refuse_complex_rooms_and_upgrade() {
         .expect("write /etc/hosts");
         let folder = club.web.bed.root_path("/usr/local/share/placard-e2e");
         std::fs::create_dir_all(&folder).expect("a folder for the CAs");
+        // This machine reaches PyPI through a proxy that may inspect TLS with its own
+        // CA: pip on the hosts trusts what this machine trusts.
+        std::fs::copy(
+            "/etc/ssl/certs/ca-certificates.crt",
+            folder.join("pip-ca.pem"),
+        )
+        .expect("copy this machine's CA bundle");
         for (peer, name) in [(&a, "club-a"), (&b, "club-b")] {
             std::fs::copy(
                 peer.web.pebble.root_path(),
