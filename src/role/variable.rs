@@ -280,6 +280,13 @@ pub enum VariableType {
     /// A plain name, safe in a path, a URL and a secret's name: letters, digits, `.`,
     /// `_` and `-`, not starting with `.` or `-` (an Icecast mount such as alice.ogg).
     Name,
+    /// A release number: numbers separated by dots, optionally a pre-release suffix
+    /// (1.163.0, 2.0rc1), as PyPI and Debian name releases.
+    Version,
+    /// A number above zero, whole or decimal (1.5).
+    PositiveNumber,
+    /// A duration: a whole number and a unit, s, m, h, d, w or y (30d, 1y).
+    Duration,
 }
 
 impl VariableType {
@@ -298,6 +305,11 @@ impl VariableType {
             VariableType::Url => "an http:// or https:// URL",
             VariableType::Name => {
                 "a plain name (letters, digits, `.`, `_` and `-`; no slash, no space)"
+            }
+            VariableType::Version => "a version such as 1.163.0",
+            VariableType::PositiveNumber => "a number above zero",
+            VariableType::Duration => {
+                "a duration such as 30d (a number and one of s, m, h, d, w, y)"
             }
         }
     }
@@ -323,6 +335,9 @@ impl VariableType {
             VariableType::Path => value.as_str().is_some_and(|s| s.starts_with('/')),
             VariableType::Url => value.as_str().is_some_and(is_url),
             VariableType::Name => value.as_str().is_some_and(is_plain_name),
+            VariableType::Version => value.as_str().is_some_and(is_version),
+            VariableType::PositiveNumber => value.as_f64().is_some_and(|n| n > 0.0),
+            VariableType::Duration => value.as_str().is_some_and(is_duration),
         };
         if !fits && self == VariableType::Domain {
             if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
@@ -403,6 +418,31 @@ fn is_url(url: &str) -> bool {
     host_ok && port_ok && !url.contains(char::is_whitespace)
 }
 
+/// 1.163.0, 2.0rc1: numeric parts separated by dots (two at least), then an optional
+/// suffix of letters and digits.
+fn is_version(version: &str) -> bool {
+    let numeric_end = version
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(version.len());
+    let (numbers, suffix) = version.split_at(numeric_end);
+    let parts: Vec<&str> = numbers.split('.').collect();
+    parts.len() >= 2
+        && parts.iter().all(|p| !p.is_empty())
+        && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+        && suffix
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_ascii_alphabetic())
+}
+
+/// 30d, 1y: a whole number above zero, then one unit letter.
+fn is_duration(duration: &str) -> bool {
+    let Some(number) = duration.strip_suffix(['s', 'm', 'h', 'd', 'w', 'y']) else {
+        return false;
+    };
+    number.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
 /// Variable names are used in templates as `{{name}}`: keep them plain.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name == "facts" || name == "host" {
@@ -475,6 +515,53 @@ mod tests {
             );
         }
         assert!(VariableType::Name.check(&json!(3), false).is_err());
+    }
+
+    #[test]
+    fn versions_numbers_and_durations() {
+        for good in ["1.163.0", "1.98.0", "2.0rc1", "10.4"] {
+            assert!(
+                VariableType::Version.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "latest",
+            "1",
+            "1..2",
+            "1.2.3; rm -rf /",
+            ">=1.2",
+            "v1.2",
+            "1.2-rc1",
+            "",
+        ] {
+            assert!(
+                VariableType::Version.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(VariableType::PositiveNumber
+            .check(&json!(1.5), false)
+            .is_ok());
+        assert!(VariableType::PositiveNumber.check(&json!(2), false).is_ok());
+        for bad in [json!(0), json!(-1.0), json!("high")] {
+            assert!(
+                VariableType::PositiveNumber.check(&bad, false).is_err(),
+                "{bad}"
+            );
+        }
+        for good in ["30d", "1y", "12h", "2w"] {
+            assert!(
+                VariableType::Duration.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["30", "30 days", "0d", "1.5d", "30x", "d"] {
+            assert!(
+                VariableType::Duration.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -95,6 +95,12 @@ pub struct Pebble {
 
 impl Pebble {
     pub fn start(http_port: u16) -> Pebble {
+        Pebble::start_for(http_port, "127.0.0.1")
+    }
+
+    /// pebble whose DNS answers `address` for every name: HTTP-01 challenges are
+    /// validated at `address`:`http_port`.
+    pub fn start_for(http_port: u16, address: &str) -> Pebble {
         let dir = tempfile::tempdir().expect("a folder for pebble");
         let path = |name: &str| dir.path().join(name).display().to_string();
         // The CA of pebble's own HTTPS (the ACME API): Debian's package ships no test
@@ -188,7 +194,7 @@ impl Pebble {
             .args(["-dns01", &format!("127.0.0.1:{challtestsrv_port}")])
             .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-defaultIPv4", address, "-defaultIPv6", ""])
             .stdout(log("challtestsrv.log"))
             .stderr(Stdio::null())
             .spawn()
@@ -384,6 +390,8 @@ pub fn upstream(body: &'static str) -> u16 {
 /// whose sites they serve).
 pub struct WebHost {
     pub bed: Testbed,
+    /// The loopback address nginx listens on (127.0.0.1 unless `up_on` said otherwise).
+    pub address: String,
     pub http_port: u16,
     pub https_port: u16,
     pub pebble: Pebble,
@@ -395,15 +403,22 @@ pub struct WebHost {
 
 impl WebHost {
     pub fn up(name: &str, suite: &str) -> WebHost {
+        WebHost::up_on(name, suite, "127.0.0.1", free_port())
+    }
+
+    /// A web host whose nginx listens on `address` only (a loopback address of its own,
+    /// 127.0.0.N, so that hosts sharing this network can each have port 443 there),
+    /// HTTPS on `https_port`; its pebble resolves every name to `address`.
+    pub fn up_on(name: &str, suite: &str, address: &str, https_port: u16) -> WebHost {
         let http_port = free_port();
-        let https_port = free_port();
-        let pebble = Pebble::start(http_port);
+        let pebble = Pebble::start_for(http_port, address);
         let first_start = exclusive("nginx-first-start");
         let bed = Testbed::up(name, suite);
         std::fs::copy(pebble.minica(), bed.root_path("/root/pebble-minica.pem"))
             .expect("copy pebble's HTTPS CA onto the host");
         WebHost {
             bed,
+            address: address.to_string(),
             http_port,
             https_port,
             pebble,
@@ -431,6 +446,14 @@ impl WebHost {
             .filter(|line| !line.trim().is_empty())
             .map(|line| format!("      {}\n", line.trim()))
             .collect();
+        let vars = if self.address == "127.0.0.1" {
+            vars
+        } else {
+            format!(
+                "      web_listen_address: {}\n      web_ipv6: false\n{vars}",
+                self.address
+            )
+        };
         self.bed.write_inventory(&format!(
             "roles: [{roles}]\n    vars:\n      web_http_port: {}\n      web_https_port: {}\n      \
              web_sites: {sites}\n      certs_email: admin@club.example\n      \
@@ -467,17 +490,22 @@ impl WebHost {
             "{what}:\n{}",
             stdout(&output)
         );
-        // nginx now listens on this host's own ports: the next host may start its nginx.
+        self.release_first_start();
+        (output, changed)
+    }
+
+    /// After an apply that succeeded: nginx now listens on this host's own ports, so the
+    /// next host may start its nginx.
+    pub fn release_first_start(&self) {
         self.first_start
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        (output, changed)
     }
 
     /// GET https://NAME:PORT/PATH, trusting only pebble's root: (status, headers+body).
     pub fn https(&self, name: &str, path: &str) -> (bool, String) {
-        let resolve = format!("{name}:{}:127.0.0.1", self.https_port);
+        let resolve = format!("{name}:{}:{}", self.https_port, self.address);
         let url = format!("https://{name}:{}{path}", self.https_port);
         let root = self.pebble.root_path().display().to_string();
         let output = run(
@@ -498,7 +526,7 @@ impl WebHost {
     }
 
     pub fn http(&self, name: &str, path: &str) -> String {
-        let resolve = format!("{name}:{}:127.0.0.1", self.http_port);
+        let resolve = format!("{name}:{}:{}", self.http_port, self.address);
         let url = format!("http://{name}:{}{path}", self.http_port);
         text(&run(
             20,
@@ -509,7 +537,7 @@ impl WebHost {
     /// The certificate nginx presents for `name`, verified by openssl against pebble's
     /// root and the name: its serial and its names.
     pub fn presented(&self, name: &str) -> (String, String) {
-        self.presented_by(&format!("127.0.0.1:{}", self.https_port), name, None)
+        self.presented_by(&format!("{}:{}", self.address, self.https_port), name, None)
     }
 
     /// The certificate the server at `connect` (ADDRESS:PORT) presents for `name`,
@@ -610,7 +638,7 @@ impl WebHost {
         wanted: impl Fn(&str, &str) -> bool,
     ) -> (String, String) {
         self.presented_by_when(
-            &format!("127.0.0.1:{}", self.https_port),
+            &format!("{}:{}", self.address, self.https_port),
             name,
             None,
             wanted,
