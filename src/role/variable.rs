@@ -24,6 +24,9 @@ pub struct Variable {
     /// The only values allowed, e.g. a mode: `choices: [bmc, systemd, none]`.
     #[serde(default)]
     pub choices: Vec<Value>,
+    /// For lists of plain values: the type of each value (`type: list`, `each: domain`).
+    #[serde(default)]
+    pub each: Option<VariableType>,
     /// For lists of mappings (sites, certificates): the fields of each item. A field
     /// not listed here is refused.
     #[serde(default)]
@@ -55,6 +58,12 @@ impl Variable {
     pub fn check(&self, value: &Value) -> Result<(), String> {
         if let Some(kind) = self.kind {
             kind.check(value, self.unique)?;
+        }
+        if let (Some(each), Some(values)) = (self.each, value.as_array()) {
+            for (index, one) in values.iter().enumerate() {
+                each.check(one, false)
+                    .map_err(|message| format!("item {}: {message}", index + 1))?;
+            }
         }
         if !self.items.is_empty() {
             check_items(&self.items, value)?;
@@ -157,6 +166,13 @@ pub enum VariableType {
     Path,
     /// An http:// or https:// URL with a host (http://127.0.0.1:8008).
     Url,
+    /// A SHA-256 digest: 64 hexadecimal characters.
+    Sha256,
+    /// A release's version: numbers separated by dots (31.0.9).
+    Version,
+    /// An amount of memory as PHP and most daemons write it: a number, optionally
+    /// followed by K, M or G (512M, 1G).
+    Size,
 }
 
 impl VariableType {
@@ -173,6 +189,9 @@ impl VariableType {
             VariableType::Port => "a port number (1-65535)",
             VariableType::Path => "an absolute path",
             VariableType::Url => "an http:// or https:// URL",
+            VariableType::Sha256 => "a SHA-256 checksum (64 hexadecimal characters)",
+            VariableType::Version => "a version such as 31.0.9 (numbers and dots)",
+            VariableType::Size => "a size such as 512M or 1G (a number, then K, M or G)",
         }
     }
 
@@ -196,6 +215,15 @@ impl VariableType {
             VariableType::Port => value.as_u64().is_some_and(|p| (1..=65535).contains(&p)),
             VariableType::Path => value.as_str().is_some_and(|s| s.starts_with('/')),
             VariableType::Url => value.as_str().is_some_and(is_url),
+            VariableType::Sha256 => value
+                .as_str()
+                .is_some_and(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())),
+            VariableType::Version => value.as_str().is_some_and(|s| {
+                s.len() <= 32
+                    && s.split('.')
+                        .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+            }),
+            VariableType::Size => value.as_str().is_some_and(is_size),
         };
         if !fits && self == VariableType::Domain {
             if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
@@ -264,6 +292,12 @@ fn is_url(url: &str) -> bool {
             .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
     host_ok && port_ok && !url.contains(char::is_whitespace)
+}
+
+/// A size: digits, then optionally one of K, M, G (either case), as php.ini takes it.
+fn is_size(text: &str) -> bool {
+    let digits = text.strip_suffix(['K', 'M', 'G', 'k', 'm', 'g']).unwrap_or(text);
+    !digits.is_empty() && digits.len() <= 12 && digits.chars().all(|c| c.is_ascii_digit())
 }
 
 /// Variable names are used in templates as `{{name}}`: keep them plain.
@@ -384,6 +418,37 @@ mod tests {
         assert_eq!(
             certificates.check(&missing),
             Err("item 1: field `name` is required".to_string())
+        );
+    }
+
+    #[test]
+    fn checksums_and_sizes_have_their_form() {
+        let digest = "a".repeat(64);
+        assert!(VariableType::Sha256.check(&json!(digest), false).is_ok());
+        for bad in ["a".repeat(63), "g".repeat(64), format!("{digest}0")] {
+            assert!(VariableType::Sha256.check(&json!(bad), false).is_err(), "{bad}");
+        }
+        for good in ["512M", "1G", "128m", "1048576"] {
+            assert!(VariableType::Size.check(&json!(good), false).is_ok(), "{good}");
+        }
+        for bad in ["", "M", "512 M", "1.5G", "lots", "512MB"] {
+            assert!(VariableType::Size.check(&json!(bad), false).is_err(), "{bad}");
+        }
+        assert!(VariableType::Version.check(&json!("31.0.9"), false).is_ok());
+        for bad in ["", "31..0", "../31", "31.0.9-rc1", "v31"] {
+            assert!(VariableType::Version.check(&json!(bad), false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_value_of_a_list_has_the_type() {
+        let domains: Variable =
+            serde_yaml::from_str("description: d\ndefault: []\ntype: list\neach: domain\n")
+                .expect("a variable");
+        assert_eq!(domains.check(&json!(["cloud.club.example"])), Ok(()));
+        assert_eq!(
+            domains.check(&json!(["cloud.club.example", "not a domain"])),
+            Err("item 2: \"not a domain\" is not a domain name".to_string())
         );
     }
 
