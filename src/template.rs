@@ -558,7 +558,10 @@ mod tests {
         assert_eq!(upstream_prefix("17+278", 2), "17");
         assert_eq!(upstream_prefix("", 2), "");
         let rendered = renderer(&[])
-            .render_string("/etc/php/{{version_prefix v 2}}/fpm", &json!({"v": "2:8.2+93"}))
+            .render_string(
+                "/etc/php/{{version_prefix v 2}}/fpm",
+                &json!({"v": "2:8.2+93"}),
+            )
             .expect("renders");
         assert_eq!(rendered, "/etc/php/8.2/fpm");
     }

@@ -296,7 +296,9 @@ fn is_url(url: &str) -> bool {
 
 /// A size: digits, then optionally one of K, M, G (either case), as php.ini takes it.
 fn is_size(text: &str) -> bool {
-    let digits = text.strip_suffix(['K', 'M', 'G', 'k', 'm', 'g']).unwrap_or(text);
+    let digits = text
+        .strip_suffix(['K', 'M', 'G', 'k', 'm', 'g'])
+        .unwrap_or(text);
     !digits.is_empty() && digits.len() <= 12 && digits.chars().all(|c| c.is_ascii_digit())
 }
 
@@ -426,17 +428,29 @@ mod tests {
         let digest = "a".repeat(64);
         assert!(VariableType::Sha256.check(&json!(digest), false).is_ok());
         for bad in ["a".repeat(63), "g".repeat(64), format!("{digest}0")] {
-            assert!(VariableType::Sha256.check(&json!(bad), false).is_err(), "{bad}");
+            assert!(
+                VariableType::Sha256.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
         }
         for good in ["512M", "1G", "128m", "1048576"] {
-            assert!(VariableType::Size.check(&json!(good), false).is_ok(), "{good}");
+            assert!(
+                VariableType::Size.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
         }
         for bad in ["", "M", "512 M", "1.5G", "lots", "512MB"] {
-            assert!(VariableType::Size.check(&json!(bad), false).is_err(), "{bad}");
+            assert!(
+                VariableType::Size.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
         }
         assert!(VariableType::Version.check(&json!("31.0.9"), false).is_ok());
         for bad in ["", "31..0", "../31", "31.0.9-rc1", "v31"] {
-            assert!(VariableType::Version.check(&json!(bad), false).is_err(), "{bad}");
+            assert!(
+                VariableType::Version.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
         }
     }
 

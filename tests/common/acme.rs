@@ -266,6 +266,12 @@ impl Pebble {
 /// A local upstream for the reverse-proxy site: answers every request with `body`,
 /// until the test ends (the thread stops with the process).
 pub fn upstream(body: &'static str) -> u16 {
+    serve(body.as_bytes().to_vec())
+}
+
+/// An HTTP server on loopback answering every request with `body` (text or bytes, such
+/// as a release archive), until the test ends.
+pub fn serve(body: Vec<u8>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
     let port = listener.local_addr().expect("upstream address").port();
     std::thread::spawn(move || {
@@ -276,9 +282,10 @@ pub fn upstream(body: &'static str) -> u16 {
             let _ = stream.read(&mut buffer);
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
+            let _ = stream.write_all(&body);
         }
     });
     port
