@@ -11,8 +11,9 @@
 //!    socket) and PostgreSQL (the generated password, which is required); Nextcloud's
 //!    nginx rules (.well-known redirects, denied paths); `placard verify`; 0 changes
 //!    on the second apply;
-//! 2. a release archive whose checksum is not the pinned one is refused before it is
-//!    unpacked, leaving nothing behind and the live release as it was;
+//! 2. a release archive whose checksum is not the pinned one, or whose signature is
+//!    not by the key given, is refused before it is unpacked, leaving nothing behind
+//!    and the live release as it was (signing keys are made here with gpg);
 //! 3. the upgrade's rollback: a failing `occ upgrade` puts the link back, restores the
 //!    database dump and turns maintenance mode off, and the run names the step.
 //!
@@ -23,7 +24,7 @@ mod acme;
 #[path = "common/testbed.rs"]
 mod testbed;
 
-use acme::{run, serve, text, WebHost};
+use acme::{run, serve_files, text, WebHost};
 use testbed::stdout;
 
 const SITES: &str = "[{name: cloud.club.example, root: /var/www/nextcloud, php: /run/php/nextcloud.sock, rules: nextcloud, certificate: cloud}, \
@@ -39,14 +40,16 @@ const FIXTURE: &str = concat!(
 const WRONG_SHA256: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// The role's variables: `release` is false (prepare everything up to the archive) or
-/// (version, checksum, URL).
-fn vars(host: &WebHost, release: Option<(&str, &str, &str)>) -> String {
+/// (version, checksum, URL, signing key).
+fn vars(host: &WebHost, release: Option<(&str, &str, &str, &str)>) -> String {
     let release = match release {
         None => format!(
             "nextcloud_install_release: false\nnextcloud_version: \"1.0.0\"\nnextcloud_sha256: {WRONG_SHA256}\n"
         ),
-        Some((version, sha256, url)) => format!(
-            "nextcloud_version: \"{version}\"\nnextcloud_sha256: {sha256}\nnextcloud_download_url: \"{url}\"\n"
+        Some((version, sha256, url, key)) => format!(
+            "nextcloud_version: \"{version}\"\nnextcloud_sha256: {sha256}\nnextcloud_download_url: \"{url}\"\n\
+             nextcloud_signing_key: {}\n",
+            serde_json::to_string(key).expect("a JSON string is a YAML string")
         ),
     };
     format!(
@@ -56,8 +59,34 @@ fn vars(host: &WebHost, release: Option<(&str, &str, &str)>) -> String {
     )
 }
 
-/// The fixture as a release archive (nextcloud/… in a .tar.bz2), and its SHA-256.
-fn standin_archive() -> (Vec<u8>, String) {
+/// A signing key made here (gpg, in its own folder): its public key, armored.
+fn signing_key(home: &std::path::Path) -> String {
+    let home = home.display().to_string();
+    let made = run(
+        60,
+        &[
+            "gpg",
+            "--homedir",
+            &home,
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "placard e2e <e2e@club.example>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+    );
+    assert!(made.status.success(), "gpg key: {}", text(&made));
+    let exported = run(30, &["gpg", "--homedir", &home, "--armor", "--export"]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    String::from_utf8_lossy(&exported.stdout).into_owned()
+}
+
+/// The fixture as a release archive (nextcloud/… in a .tar.bz2), its SHA-256, and its
+/// detached signature by the key in `gpg_home`.
+fn standin_archive(gpg_home: &std::path::Path) -> (Vec<u8>, String, Vec<u8>) {
     let dir = tempfile::tempdir().expect("a folder for the archive");
     let tree = dir.path().join("nextcloud");
     let copy = run(30, &["cp", "-r", FIXTURE, &tree.display().to_string()]);
@@ -85,21 +114,34 @@ fn standin_archive() -> (Vec<u8>, String) {
         .unwrap_or_default()
         .to_string();
     assert_eq!(sha256.len(), 64, "{}", text(&sum));
-    (bytes, sha256)
+    let signature = dir.path().join("archive.tar.bz2.asc");
+    let signed = run(
+        60,
+        &[
+            "gpg",
+            "--homedir",
+            &gpg_home.display().to_string(),
+            "--batch",
+            "--armor",
+            "--detach-sign",
+            "--output",
+            &signature.display().to_string(),
+            &archive.display().to_string(),
+        ],
+    );
+    assert!(signed.status.success(), "sign: {}", text(&signed));
+    let signature = std::fs::read(&signature).expect("read the signature");
+    (bytes, sha256, signature)
+}
+
+/// The inventory with the web, certs and nextcloud roles, pinning release `version`.
+fn release(host: &WebHost, version: &str, sha256: &str, url: &str, key: &str) {
+    let vars = vars(host, Some((version, sha256, url, key)));
+    host.inventory_with(&["nextcloud"], SITES, CERTIFICATES, &vars);
 }
 
 fn releases(host: &WebHost) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(host.bed.root_path("/var/www/nextcloud-releases"))
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-    names.sort();
-    names
+    host.entries("/var/www/nextcloud-releases")
 }
 
 fn live(host: &WebHost) -> String {
@@ -235,19 +277,8 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
     }
 
     // The password never enters /etc's history.
-    let etc = host.bed.root_path("/etc").display().to_string();
-    let revisions = run(30, &["git", "-C", &etc, "rev-list", "--all"]);
-    for revision in String::from_utf8_lossy(&revisions.stdout).lines() {
-        let found = run(
-            30,
-            &["git", "-C", &etc, "grep", "-l", "-F", &password, revision],
-        );
-        assert!(
-            found.stdout.is_empty(),
-            "the password in /etc's git: {}",
-            text(&found)
-        );
-    }
+    let holding = host.etc_history_holding(&password);
+    assert!(holding.is_empty(), "the password in /etc's git: {holding}");
 
     let verify = host.bed.placard(&["verify"]);
     assert_eq!(
@@ -259,8 +290,15 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
 
     // (2) A stand-in release 1.0.0 is live (placed by the test, as an install would
     // leave it), with a configuration naming the database.
-    let (archive, sha256) = standin_archive();
-    let server = serve(archive);
+    let signer = tempfile::tempdir().expect("a folder for gpg");
+    let other = tempfile::tempdir().expect("a folder for gpg");
+    let key = signing_key(signer.path());
+    let other_key = signing_key(other.path());
+    let (archive, sha256, signature) = standin_archive(signer.path());
+    let server = serve_files(vec![
+        ("/nextcloud-2.0.0.tar.bz2".to_string(), archive),
+        ("/nextcloud-2.0.0.tar.bz2.asc".to_string(), signature),
+    ]);
     let url = format!("http://127.0.0.1:{server}");
     host.bed.ssh("install -d /var/www/nextcloud-releases/1.0.0");
     let standin = host.bed.root_path("/var/www/nextcloud-releases/1.0.0");
@@ -279,12 +317,7 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
         "chown -R nextcloud:nextcloud /var/www/nextcloud-releases/1.0.0 && chmod 0750 /var/www/nextcloud-releases/1.0.0/config \
          && ln -s /var/www/nextcloud-releases/1.0.0 /var/www/nextcloud",
     );
-    host.inventory_with(
-        &["nextcloud"],
-        SITES,
-        CERTIFICATES,
-        &vars(host, Some(("1.0.0", WRONG_SHA256, &url))),
-    );
+    release(host, "1.0.0", WRONG_SHA256, &url, "");
     assert!(
         host.apply_ok("apply on the live stand-in") > 0,
         "settings were set"
@@ -319,12 +352,7 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
 
     // (3) A wrong checksum: refused before unpacking; nothing left behind; the live
     // release untouched.
-    host.inventory_with(
-        &["nextcloud"],
-        SITES,
-        CERTIFICATES,
-        &vars(host, Some(("2.0.0", WRONG_SHA256, &url))),
-    );
+    release(host, "2.0.0", WRONG_SHA256, &url, "");
     let (output, _) = host.apply();
     let report = stdout(&output);
     assert_eq!(
@@ -345,14 +373,27 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
         "the live release is untouched"
     );
 
-    // (4) The right checksum, and an `occ upgrade` that fails: the link goes back, the
-    // database is restored, maintenance mode is off, and the step is named.
-    host.inventory_with(
-        &["nextcloud"],
-        SITES,
-        CERTIFICATES,
-        &vars(host, Some(("2.0.0", &sha256, &url))),
+    // A signature by another key than the one given: refused before unpacking too.
+    release(host, "2.0.0", &sha256, &url, &other_key);
+    let (output, _) = host.apply();
+    let report = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a foreign signature fails:\n{report}"
     );
+    assert!(
+        report.contains("does not verify with nextcloud_signing_key")
+            && report.contains("refused before unpacking"),
+        "the report says why:\n{report}"
+    );
+    assert_eq!(releases(host), ["1.0.0"], "nothing unpacked, no leftovers");
+    assert_eq!(live(host), "/var/www/nextcloud-releases/1.0.0");
+
+    // (4) The right checksum and signature, and an `occ upgrade` that fails: the link
+    // goes back, the database is restored, maintenance mode is off, and the step is
+    // named.
+    release(host, "2.0.0", &sha256, &url, &key);
     let (output, _) = host.apply();
     let report = stdout(&output);
     assert_eq!(
@@ -421,12 +462,7 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
     );
 
     // Back to the live version: nothing to change.
-    host.inventory_with(
-        &["nextcloud"],
-        SITES,
-        CERTIFICATES,
-        &vars(host, Some(("1.0.0", &sha256, &url))),
-    );
+    release(host, "1.0.0", &sha256, &url, "");
     assert_eq!(host.apply_ok("apply after the rollback"), 0);
 }
 
