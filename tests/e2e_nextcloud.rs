@@ -24,6 +24,8 @@ mod acme;
 #[path = "common/testbed.rs"]
 mod testbed;
 
+use std::time::Instant;
+
 use acme::{run, serve_files, text, WebHost};
 use testbed::stdout;
 
@@ -159,6 +161,7 @@ fn psql(host: &WebHost, sql: &str) -> String {
 fn nextcloud(host: &WebHost) {
     // (1) Everything up to the archive.
     host.inventory_with(&["nextcloud"], SITES, CERTIFICATES, &vars(host, None));
+    let started = Instant::now();
     let (output, _) = host.apply();
     let first_report = stdout(&output);
     assert_eq!(
@@ -166,12 +169,15 @@ fn nextcloud(host: &WebHost) {
         Some(0),
         "first apply:\n{first_report}"
     );
+    eprintln!("first apply: {:?}", started.elapsed());
     // (Also lets the next host's nginx start: this one listens on its own ports now.)
+    let started = Instant::now();
     assert_eq!(
         host.apply_ok("second apply"),
         0,
         "a second apply changes nothing"
     );
+    eprintln!("no-op apply: {:?}", started.elapsed());
 
     let password = host
         .bed
