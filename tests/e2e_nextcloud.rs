@@ -142,6 +142,32 @@ fn release(host: &WebHost, version: &str, sha256: &str, url: &str, key: &str) {
     host.inventory_with(&["nextcloud"], SITES, CERTIFICATES, &vars);
 }
 
+/// Applies, expecting the host to fail with every one of `reasons` in the report.
+fn apply_fails(host: &WebHost, reasons: &[&str]) {
+    let (output, _) = host.apply();
+    let report = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "the host fails:\n{report}");
+    for reason in reasons {
+        assert!(
+            report.contains(reason),
+            "`{reason}` in the report:\n{report}"
+        );
+    }
+}
+
+/// Nothing was unpacked or left behind, and the live release is as it was.
+fn assert_untouched(host: &WebHost, config: &str) {
+    assert_eq!(releases(host), ["1.0.0"], "nothing unpacked, no leftovers");
+    assert_eq!(live(host), "/var/www/nextcloud-releases/1.0.0");
+    assert_eq!(
+        host.bed
+            .read("/var/www/nextcloud-releases/1.0.0/config/config.php")
+            .as_deref(),
+        Some(config),
+        "the live release is untouched"
+    );
+}
+
 fn releases(host: &WebHost) -> Vec<String> {
     host.entries("/var/www/nextcloud-releases")
 }
@@ -356,64 +382,32 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
     );
     assert_eq!(host.apply_ok("second apply on the stand-in"), 0);
 
-    // (3) A wrong checksum: refused before unpacking; nothing left behind; the live
-    // release untouched.
+    // (3) A wrong checksum, or a signature by another key than the one given: refused
+    // before unpacking; nothing left behind; the live release untouched.
     release(host, "2.0.0", WRONG_SHA256, &url, "");
-    let (output, _) = host.apply();
-    let report = stdout(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "a wrong checksum fails:\n{report}"
-    );
-    assert!(
-        report.contains("not the pinned") && report.contains("refused before unpacking"),
-        "the report says why:\n{report}"
-    );
-    assert_eq!(releases(host), ["1.0.0"], "nothing unpacked, no leftovers");
-    assert_eq!(live(host), "/var/www/nextcloud-releases/1.0.0");
-    assert_eq!(
-        host.bed
-            .read("/var/www/nextcloud-releases/1.0.0/config/config.php"),
-        Some(config.clone()),
-        "the live release is untouched"
-    );
-
-    // A signature by another key than the one given: refused before unpacking too.
+    apply_fails(host, &["not the pinned", "refused before unpacking"]);
+    assert_untouched(host, &config);
     release(host, "2.0.0", &sha256, &url, &other_key);
-    let (output, _) = host.apply();
-    let report = stdout(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "a foreign signature fails:\n{report}"
+    apply_fails(
+        host,
+        &[
+            "does not verify with nextcloud_signing_key",
+            "refused before unpacking",
+        ],
     );
-    assert!(
-        report.contains("does not verify with nextcloud_signing_key")
-            && report.contains("refused before unpacking"),
-        "the report says why:\n{report}"
-    );
-    assert_eq!(releases(host), ["1.0.0"], "nothing unpacked, no leftovers");
-    assert_eq!(live(host), "/var/www/nextcloud-releases/1.0.0");
+    assert_untouched(host, &config);
 
     // (4) The right checksum and signature, and an `occ upgrade` that fails: the link
     // goes back, the database is restored, maintenance mode is off, and the step is
-    // named.
+    // named, with occ's own message.
     release(host, "2.0.0", &sha256, &url, &key);
-    let (output, _) = host.apply();
-    let report = stdout(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "the failed upgrade fails the host:\n{report}"
-    );
-    assert!(
-        report.contains("failed at step 'occ upgrade'") && report.contains("rolled back"),
-        "the report names the step:\n{report}"
-    );
-    assert!(
-        report.contains("the upgrade fails on purpose"),
-        "occ's own message is reported:\n{report}"
+    apply_fails(
+        host,
+        &[
+            "failed at step 'occ upgrade'",
+            "rolled back",
+            "the upgrade fails on purpose",
+        ],
     );
     assert_eq!(
         releases(host),
