@@ -82,6 +82,7 @@ impl Renderer {
         handlebars.register_helper("version_at_least", Box::new(version_at_least));
         handlebars.register_helper("strip_prefix", Box::new(strip_prefix));
         handlebars.register_helper("xml", Box::new(xml));
+        handlebars.register_helper("version_prefix", Box::new(version_prefix));
         for (name, source) in templates {
             check_nesting(source).map_err(|too_deep| RenderFailure {
                 field: String::new(),
@@ -392,7 +393,7 @@ fn describe(error: &RenderError) -> String {
         RenderErrorReason::MissingVariable(None) => "a variable used here is not defined".to_string(),
         RenderErrorReason::TemplateNotFound(name) => format!("no template `{name}` under templates/"),
         RenderErrorReason::HelperNotFound(name) => format!(
-            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, host_file, strip_prefix, xml"
+            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, version_prefix, host_file, strip_prefix, xml"
         ),
         other => describe_reason(&other.to_string()),
     }
@@ -462,6 +463,28 @@ handlebars::handlebars_helper!(xml: |value: str| {
 handlebars::handlebars_helper!(version_at_least: |version: str, minimum: str| {
     crate::facts::dpkg::compare_versions(version, minimum) != std::cmp::Ordering::Less
 });
+
+handlebars::handlebars_helper!(version_prefix: |version: str, fields: u64| {
+    upstream_prefix(version, fields as usize)
+});
+
+/// The first `fields` numbers of a Debian version's upstream part: no epoch, nothing
+/// after the first character that is neither a digit nor a dot. `2:8.2+93` (php-fpm)
+/// gives `8.2` for 2 fields; `15+248` (postgresql) gives `15` for 1. Empty for an
+/// empty version (a package not installed, or the controller, which never sees it).
+pub fn upstream_prefix(version: &str, fields: usize) -> String {
+    let upstream = version.split_once(':').map_or(version, |(_, rest)| rest);
+    let numeric = upstream
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .next()
+        .unwrap_or_default();
+    numeric
+        .split('.')
+        .filter(|part| !part.is_empty())
+        .take(fields)
+        .collect::<Vec<_>>()
+        .join(".")
+}
 
 /// The installed version of a package, read from dpkg's status when the template is
 /// rendered — not when facts were gathered — so that a task after the one installing
@@ -547,6 +570,22 @@ mod tests {
             .map(|(n, s)| (n.to_string(), s.to_string()))
             .collect();
         Renderer::new(&templates, SecretSource::Placeholder).expect("templates parse")
+    }
+
+    #[test]
+    fn version_prefix_takes_the_upstream_numbers() {
+        assert_eq!(upstream_prefix("2:8.2+93", 2), "8.2");
+        assert_eq!(upstream_prefix("2:8.4+96", 2), "8.4");
+        assert_eq!(upstream_prefix("15+248", 1), "15");
+        assert_eq!(upstream_prefix("17+278", 2), "17");
+        assert_eq!(upstream_prefix("", 2), "");
+        let rendered = renderer(&[])
+            .render_string(
+                "/etc/php/{{version_prefix v 2}}/fpm",
+                &json!({"v": "2:8.2+93"}),
+            )
+            .expect("renders");
+        assert_eq!(rendered, "/etc/php/8.2/fpm");
     }
 
     #[test]

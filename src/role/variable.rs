@@ -24,6 +24,9 @@ pub struct Variable {
     /// The only values allowed, e.g. a mode: `choices: [bmc, systemd, none]`.
     #[serde(default)]
     pub choices: Vec<Value>,
+    /// For lists of plain values: the type of each value (`type: list`, `each: domain`).
+    #[serde(default)]
+    pub each: Option<VariableType>,
     /// For lists of mappings (sites, certificates): the fields of each item. A field
     /// not listed here is refused.
     #[serde(default)]
@@ -74,6 +77,12 @@ impl Variable {
     pub fn check(&self, value: &Value) -> Result<(), String> {
         if let Some(kind) = self.kind {
             kind.check(value, self.unique)?;
+        }
+        if let (Some(each), Some(values)) = (self.each, value.as_array()) {
+            for (index, one) in values.iter().enumerate() {
+                each.check(one, false)
+                    .map_err(|message| format!("item {}: {message}", index + 1))?;
+            }
         }
         if !self.items.is_empty() {
             check_items(&self.items, value)?;
@@ -287,6 +296,11 @@ pub enum VariableType {
     PositiveNumber,
     /// A duration: a whole number and a unit, s, m, h, d, w or y (30d, 1y).
     Duration,
+    /// A SHA-256 digest: 64 hexadecimal characters.
+    Sha256,
+    /// An amount of memory as PHP and most daemons write it: a number, optionally
+    /// followed by K, M or G (512M, 1G).
+    Size,
 }
 
 impl VariableType {
@@ -311,6 +325,8 @@ impl VariableType {
             VariableType::Duration => {
                 "a duration such as 30d (a number and one of s, m, h, d, w, y)"
             }
+            VariableType::Sha256 => "a SHA-256 checksum (64 hexadecimal characters)",
+            VariableType::Size => "a size such as 512M or 1G (a number, then K, M or G)",
         }
     }
 
@@ -338,6 +354,10 @@ impl VariableType {
             VariableType::Version => value.as_str().is_some_and(is_version),
             VariableType::PositiveNumber => value.as_f64().is_some_and(|n| n > 0.0),
             VariableType::Duration => value.as_str().is_some_and(is_duration),
+            VariableType::Sha256 => value
+                .as_str()
+                .is_some_and(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())),
+            VariableType::Size => value.as_str().is_some_and(is_size),
         };
         if !fits && self == VariableType::Domain {
             if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
@@ -441,6 +461,14 @@ fn is_duration(duration: &str) -> bool {
         return false;
     };
     number.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+/// A size: digits, then optionally one of K, M, G (either case), as php.ini takes it.
+fn is_size(text: &str) -> bool {
+    let digits = text
+        .strip_suffix(['K', 'M', 'G', 'k', 'm', 'g'])
+        .unwrap_or(text);
+    !digits.is_empty() && digits.len() <= 12 && digits.chars().all(|c| c.is_ascii_digit())
 }
 
 /// Variable names are used in templates as `{{name}}`: keep them plain.
@@ -677,6 +705,49 @@ mod tests {
         assert_eq!(
             check_needs(&certificates, &site, &values, &["web", "certs"]),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn checksums_and_sizes_have_their_form() {
+        let digest = "a".repeat(64);
+        assert!(VariableType::Sha256.check(&json!(digest), false).is_ok());
+        for bad in ["a".repeat(63), "g".repeat(64), format!("{digest}0")] {
+            assert!(
+                VariableType::Sha256.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
+        for good in ["512M", "1G", "128m", "1048576"] {
+            assert!(
+                VariableType::Size.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["", "M", "512 M", "1.5G", "lots", "512MB"] {
+            assert!(
+                VariableType::Size.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(VariableType::Version.check(&json!("31.0.9"), false).is_ok());
+        for bad in ["", "31..0", "../31", "31.0.9-rc1", "v31"] {
+            assert!(
+                VariableType::Version.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_value_of_a_list_has_the_type() {
+        let domains: Variable =
+            serde_yaml::from_str("description: d\ndefault: []\ntype: list\neach: domain\n")
+                .expect("a variable");
+        assert_eq!(domains.check(&json!(["cloud.club.example"])), Ok(()));
+        assert_eq!(
+            domains.check(&json!(["cloud.club.example", "not a domain"])),
+            Err("item 2: \"not a domain\" is not a domain name".to_string())
         );
     }
 

@@ -368,6 +368,18 @@ impl Pebble {
 /// A local upstream for the reverse-proxy site: answers every request with `body`,
 /// until the test ends (the thread stops with the process).
 pub fn upstream(body: &'static str) -> u16 {
+    serve(body.as_bytes().to_vec())
+}
+
+/// An HTTP server on loopback answering every request with `body` (text or bytes),
+/// until the test ends.
+pub fn serve(body: Vec<u8>) -> u16 {
+    serve_files(vec![(String::new(), body)])
+}
+
+/// An HTTP server on loopback serving `files` (path, body) — a path "" answers every
+/// request — and 404 for any other path, until the test ends.
+pub fn serve_files(files: Vec<(String, Vec<u8>)>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
     let port = listener.local_addr().expect("upstream address").port();
     std::thread::spawn(move || {
@@ -375,12 +387,22 @@ pub fn upstream(body: &'static str) -> u16 {
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let mut buffer = [0u8; 4096];
-            let _ = stream.read(&mut buffer);
+            let read = stream.read(&mut buffer).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buffer[..read]);
+            let path = request.split_whitespace().nth(1).unwrap_or_default();
+            let found = files
+                .iter()
+                .find(|(name, _)| name.is_empty() || name == path);
+            let (status, body) = match found {
+                Some((_, body)) => ("200 OK", body.as_slice()),
+                None => ("404 Not Found", &b"not here\n"[..]),
+            };
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
+            let _ = stream.write_all(body);
         }
     });
     port
@@ -674,16 +696,34 @@ impl WebHost {
     }
 
     pub fn lineages(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(self.bed.root_path("/etc/letsencrypt/renewal"))
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
+        self.entries("/etc/letsencrypt/renewal")
+    }
+
+    /// The names in a folder of the host, sorted; none when it does not exist.
+    pub fn entries(&self, folder: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.bed.root_path(folder))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// The files of /etc's git history, in any commit, that hold `text` (a secret that
+    /// must never be there): `git grep -F` over every revision.
+    pub fn etc_history_holding(&self, text: &str) -> String {
+        let etc = self.bed.root_path("/etc").display().to_string();
+        let revisions = run(30, &["git", "-C", &etc, "rev-list", "--all"]);
+        String::from_utf8_lossy(&revisions.stdout)
+            .lines()
+            .map(|revision| {
+                let found = run(30, &["git", "-C", &etc, "grep", "-l", "-F", text, revision]);
+                String::from_utf8_lossy(&found.stdout).into_owned()
+            })
+            .collect()
     }
 }
