@@ -330,7 +330,19 @@ pub fn run(
         let as_shipped = meta.is_file()
             && pristine.is_some_and(|p| fs::read(&live).ok().as_deref() == Some(&p.content[..]));
         if as_shipped {
+            let previous =
+                fs::read(&live).with_context(|| format!("cannot read {}", live.display()))?;
             fs::remove_file(&live).with_context(|| format!("cannot remove {}", live.display()))?;
+            // A service that cannot do without the file (sshd_config) keeps it.
+            if let Some(refusal) = validator_refusal(path)? {
+                let attributes = Attributes::mode(meta.permissions().mode() & 0o7777);
+                atomic::write_atomic(&live, &previous, attributes, None)?;
+                migration.by_hand.push(ByHand {
+                    path: path.clone(),
+                    what: format!("{source} had deleted this conffile; deleted here, {refusal}, so it was put back: decide by hand"),
+                });
+                continue;
+            }
             migration.deleted.push(path.clone());
         } else {
             let what = if pristine.is_some() {
@@ -503,6 +515,25 @@ pub fn resolve(etc: &Path, folder: &Path) -> Result<Option<upgrade::ResolveRepor
     }
     report.refused.sort();
     Ok(Some(report))
+}
+
+/// `None` when the validator of `path`'s service (if any, and installed) accepts the
+/// live configuration, else what it said.
+fn validator_refusal(path: &str) -> Result<Option<String>> {
+    let Some((_, _, argv)) = VALIDATORS
+        .iter()
+        .find(|(prefix, program, _)| path.starts_with(prefix) && Path::new(program).exists())
+    else {
+        return Ok(None);
+    };
+    let output = command::Program::new(argv, deadline::VALIDATE).output()?;
+    Ok((!output.status.success()).then(|| {
+        format!(
+            "`{}` refused the result ({})",
+            argv.join(" "),
+            output.last_lines(3).trim()
+        )
+    }))
 }
 
 fn restore_and_leave(
