@@ -46,6 +46,11 @@ pub enum Command {
         /// `etc upgrade`: the Debian release to upgrade to, by codename (e.g. trixie).
         #[arg(long)]
         release: Option<String>,
+        /// `etc drift`: build the reference install that tells files maintainer scripts
+        /// made from the site's, when none is cached for the host's package set (minutes,
+        /// and some 450 MB of scratch space on the host; see docs/migrate.md).
+        #[arg(long)]
+        reference: bool,
     },
     /// Write a draft site repository for rebuilding a legacy host: its manually installed
     /// packages (checked against the target release), its modified conffiles as patches,
@@ -92,6 +97,10 @@ pub struct CaptureArgs {
     /// The Debian release the site will be rebuilt on; packages are checked against it.
     #[arg(long, default_value = "trixie")]
     pub release: String,
+    /// Build the reference install that tells files maintainer scripts made from the
+    /// site's, when none is cached (as `placard etc drift --reference`).
+    #[arg(long)]
+    pub reference: bool,
 }
 
 #[derive(Debug, Args)]

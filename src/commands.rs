@@ -58,7 +58,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
             host,
             from,
             release,
+            reference,
         } => {
+            if reference && command != EtcArg::Drift {
+                return Err(InvalidInput::from(Diagnostic::new(
+                    &host.common.inventory,
+                    "--reference builds the reference install of `placard etc drift` only",
+                ))
+                .into());
+            }
             if from.is_some() {
                 return Err(InvalidInput::from(Diagnostic::new(
                     &host.common.inventory,
@@ -70,7 +78,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 EtcArg::Status => EtcCommand::Status,
                 EtcArg::Log => EtcCommand::Log,
                 EtcArg::Diff => EtcCommand::Diff,
-                EtcArg::Drift => EtcCommand::Drift,
+                EtcArg::Drift => EtcCommand::Drift { reference },
                 EtcArg::Init => EtcCommand::Init,
                 EtcArg::Migrate => unreachable!("handled above"),
                 EtcArg::Upgrade => {
@@ -97,6 +105,7 @@ fn capture(args: &CaptureArgs) -> Result<Exit> {
     crate::distro::draft::check_empty(&args.output)?;
     let job = Job::Capture {
         release: args.release.clone(),
+        reference: args.reference,
     };
     let reports = execute(common, std::slice::from_ref(&args.host.host), job, 1, true)?;
     let Some(data) = output_data(&reports, "capture") else {

@@ -274,11 +274,11 @@ fn etc_command(bundle: &Bundle, paths: &Paths, command: EtcCommand) -> Result<se
             json!({ "commits": open()?.log(20)?.into_iter().map(|(id, time, summary)| json!({"id": id, "time": time, "summary": summary})).collect::<Vec<_>>() })
         }
         EtcCommand::Diff => json!({ "diff": open()?.diff()? }),
-        EtcCommand::Drift => {
+        EtcCommand::Drift { reference } => {
             open()?;
             // Drift writes the distro branch: one run at a time.
             let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
-            json!({ "drift": crate::distro::drift::run(&crate::distro::host::Roots::host(etc))? })
+            json!({ "drift": crate::distro::drift::run(&crate::distro::host::Roots::host(etc), reference)? })
         }
     })
 }
@@ -297,8 +297,8 @@ fn distro_job(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
     let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
     let roots = crate::distro::host::Roots::host(etc);
     Ok(match &bundle.job {
-        Job::Capture { release } => {
-            json!({ "capture": crate::distro::capture::run(&roots, release)? })
+        Job::Capture { release, reference } => {
+            json!({ "capture": crate::distro::capture::run(&roots, release, *reference)? })
         }
         Job::Migrate {
             source,

@@ -81,7 +81,11 @@ pub enum Report {
 
 /// The cached baseline for the host's current package set, else a new one. Only on the
 /// host itself (`roots.system` is `/`): the scratch install runs the host's programs.
-pub fn load_or_build(roots: &Roots, status: &DpkgStatus) -> Result<(Baseline, bool)> {
+pub fn load_or_build(
+    roots: &Roots,
+    status: &DpkgStatus,
+    build_it: bool,
+) -> Result<(Baseline, bool)> {
     if roots.system != Path::new("/") {
         bail!("the reference install is built only on the host itself");
     }
@@ -103,6 +107,14 @@ pub fn load_or_build(roots: &Roots, status: &DpkgStatus) -> Result<(Baseline, bo
         .filter(|b| b.format == FORMAT && b.key == key)
     {
         return Ok((baseline, false));
+    }
+    // Building one takes minutes and hundreds of MB on the host: only when asked.
+    if !build_it {
+        bail!(
+            "no reference install for this host's package set yet; `placard etc drift \
+             --reference HOST` (or `placard capture --reference`) builds one on the host \
+             (minutes, and some 450 MB of scratch space; see docs/migrate.md)"
+        );
     }
     let baseline = build(roots, &release, &mirror, status, &key)?;
     // One baseline at a time: the previous package set's is of no more use.

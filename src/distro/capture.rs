@@ -113,9 +113,10 @@ pub struct LeftOut {
 }
 
 /// Captures the host whose /etc is at `roots` (its repository must exist); `release`
-/// is the target the packages are checked against.
-pub fn run(roots: &Roots, release: &str) -> Result<Capture> {
-    let drift = drift::run(roots)?;
+/// is the target the packages are checked against; `reference`: build the reference
+/// install when none is cached.
+pub fn run(roots: &Roots, release: &str, reference: bool) -> Result<Capture> {
+    let drift = drift::run(roots, reference)?;
     let repo = Repository::open(&roots.etc)
         .with_context(|| format!("cannot open the git repository in {}", roots.etc.display()))?;
     let ignored = |path: &str| repo.is_path_ignored(path).unwrap_or(true);

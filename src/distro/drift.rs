@@ -37,8 +37,10 @@ pub struct Drift {
     pub baseline: baseline::Report,
 }
 
-/// Runs drift on the /etc of `roots`, whose repository must exist.
-pub fn run(roots: &Roots) -> Result<Drift> {
+/// Runs drift on the /etc of `roots`, whose repository must exist. `reference`: build
+/// the reference install when none is cached for the host's package set; without it a
+/// cached one is used, and with none the report says how to build one.
+pub fn run(roots: &Roots, reference: bool) -> Result<Drift> {
     let repo = Repository::open(&roots.etc)
         .with_context(|| format!("cannot open the git repository in {}", roots.etc.display()))?;
     let (_, mut known) = host::read_known(roots)?;
@@ -52,7 +54,7 @@ pub fn run(roots: &Roots) -> Result<Drift> {
     let mut classes = classify::classify(&live, &known);
     // Issue 13, item 5: files maintainer scripts made are not the site's. Fails closed:
     // without a baseline they stay "site", and the report says why.
-    let baseline = match baseline::load_or_build(roots, &known.status) {
+    let baseline = match baseline::load_or_build(roots, &known.status, reference) {
         Ok((baseline, built)) => baseline::Report::Used {
             generated: baseline::apply(&baseline, &live, &mut classes),
             key: baseline.key,

@@ -53,7 +53,12 @@ pub enum Job {
     Etc { command: EtcCommand },
     /// Gather what a draft site needs to rebuild the host, checking its packages
     /// against `release` (`placard capture`).
-    Capture { release: String },
+    Capture {
+        release: String,
+        /// Build the reference install when none is cached.
+        #[serde(default)]
+        reference: bool,
+    },
     /// Replay a draft's site changes onto the host's own pristine files
     /// (`placard etc migrate`).
     Migrate {
@@ -76,8 +81,12 @@ pub enum EtcCommand {
     Status,
     Log,
     Diff,
-    /// Classify every file against the packages' pristine versions (updates the distro branch).
-    Drift,
+    /// Classify every file against the packages' pristine versions (updates the distro
+    /// branch); `reference`: build the reference install when none is cached.
+    Drift {
+        #[serde(default)]
+        reference: bool,
+    },
     /// Create /etc's repository and commit /etc as found.
     Init,
 }
