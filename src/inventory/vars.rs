@@ -75,6 +75,26 @@ pub fn resolve(
                     )),
                 ),
                 Some(value) => {
+                    if let (Origin::Role(_), Some(condition)) =
+                        (&origins[name], variable.required_by(&values))
+                    {
+                        problems.push(
+                            Diagnostic::at_key(
+                                &inventory.source,
+                                &format!("hosts.{}", host.name),
+                                format!(
+                                    "host `{}` needs variable `{name}` for role {}, since {condition}: {}",
+                                    host.name,
+                                    role.name,
+                                    variable.description.trim()
+                                ),
+                            )
+                            .help(format!(
+                                "set `{name}` under hosts.{}.vars, a group's vars, or the global vars",
+                                host.name
+                            )),
+                        );
+                    }
                     if let Err(message) = variable.check(value) {
                         let (source, path): (&SourceFile, String) = match &origins[name] {
                             Origin::Role(r) => (&r.source, format!("variables.{name}.default")),
