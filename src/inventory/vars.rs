@@ -55,26 +55,34 @@ pub fn resolve(
     }
 
     let mut problems = InvalidInput::default();
+    // A variable the host must set and did not; `since` says why, when not always.
+    let missing = |name: &str, role: &Role, description: &str, since: Option<String>| {
+        Diagnostic::at_key(
+            &inventory.source,
+            &format!("hosts.{}", host.name),
+            format!(
+                "host `{}` needs variable `{name}` for role {}{}: {}",
+                host.name,
+                role.name,
+                since.map(|c| format!(", since {c}")).unwrap_or_default(),
+                description.trim()
+            ),
+        )
+        .help(format!(
+            "set `{name}` under hosts.{}.vars, a group's vars, or the global vars",
+            host.name
+        ))
+    };
     for role in roles {
         for (name, variable) in &role.file.variables {
             match values.get(name) {
-                None => problems.push(
-                    Diagnostic::at_key(
-                        &inventory.source,
-                        &format!("hosts.{}", host.name),
-                        format!(
-                            "host `{}` needs variable `{name}` for role {}: {}",
-                            host.name,
-                            role.name,
-                            variable.description.trim()
-                        ),
-                    )
-                    .help(format!(
-                        "set `{name}` under hosts.{}.vars, a group's vars, or the global vars",
-                        host.name
-                    )),
-                ),
+                None => problems.push(missing(name, role, &variable.description, None)),
                 Some(value) => {
+                    if let (Origin::Role(_), Some(condition)) =
+                        (&origins[name], variable.required_by(&values))
+                    {
+                        problems.push(missing(name, role, &variable.description, Some(condition)));
+                    }
                     let role_names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
                     let checked = variable.check(value).and_then(|()| {
                         crate::role::variable::check_needs(variable, value, &values, &role_names)

@@ -166,6 +166,15 @@ impl Role {
                     message,
                 ));
             }
+            for condition in variable.required_when.keys() {
+                if !self.file.variables.contains_key(condition) {
+                    problems.push(Diagnostic::at_key(
+                        source,
+                        &format!("variables.{name}.required_when.{condition}"),
+                        format!("`{condition}` is not a variable of this role"),
+                    ));
+                }
+            }
             if let Some(default) = &variable.default {
                 if let Err(message) = variable.check(default) {
                     problems.push(Diagnostic::at(

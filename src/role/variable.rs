@@ -35,6 +35,31 @@ pub struct Variable {
     /// `mail_certificate` needs the certs role).
     #[serde(default)]
     pub needs_role: Option<String>,
+    /// The variable must be given a value other than its default on a host where
+    /// every variable named here has the value beside it: `required_when: {relay_side:
+    /// club}` (a side of a role that the other side does not need).
+    #[serde(default)]
+    pub required_when: BTreeMap<String, Value>,
+}
+
+impl Variable {
+    /// The condition of `required_when`, as `a = "x", b = 1`, when `values` meets it.
+    pub fn required_by(&self, values: &serde_json::Map<String, Value>) -> Option<String> {
+        if self.required_when.is_empty() {
+            return None;
+        }
+        let met = self
+            .required_when
+            .iter()
+            .all(|(name, wanted)| values.get(name) == Some(wanted));
+        met.then(|| {
+            self.required_when
+                .iter()
+                .map(|(name, wanted)| format!("{name} is {}", show(wanted)))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        })
+    }
 }
 
 /// One field of the items of a list variable.

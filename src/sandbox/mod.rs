@@ -494,21 +494,7 @@ pub fn down(paths: &SandboxPaths, name: &str) -> Result<()> {
     }
     let _name_lock = lock(&paths.state_dir.join(format!("{name}.lock")))?;
     let started = Instant::now();
-
-    // The pid file may be missing if `up` died between spawn and writing
-    // it, so also look for any nspawn running this sandbox's tree.
-    let mut pids: BTreeSet<u32> = nspawn_pids_for(name, &dir.join("root"));
-    if let Some(pid) = read_pid(&dir) {
-        if is_nspawn_for(pid, name) {
-            pids.insert(pid);
-        }
-    }
-    for pid in pids {
-        stop(pid, name)?;
-    }
-    for init in orphan_inits(&dir.join("root")) {
-        stop_orphan(init, name)?;
-    }
+    stop_host(&dir, name)?;
 
     if !dir.exists() {
         info!(name, "no such sandbox; nothing to delete");
@@ -527,6 +513,38 @@ pub fn down(paths: &SandboxPaths, name: &str) -> Result<()> {
         secs = started.elapsed().as_secs_f32(),
         "sandbox is down"
     );
+    Ok(())
+}
+
+/// Halt sandbox NAME cleanly, as a reboot or a power cut with a clean shutdown would,
+/// and keep everything else: its tree, host keys and port. `up` (or `up_in`) boots it
+/// again as it was. Halting a sandbox that does not run is not an error.
+pub fn halt(paths: &SandboxPaths, name: &str) -> Result<()> {
+    validate_name(name)?;
+    require_root()?;
+    if !paths.state_dir.is_dir() {
+        return Ok(());
+    }
+    let _name_lock = lock(&paths.state_dir.join(format!("{name}.lock")))?;
+    stop_host(&paths.sandbox_dir(name), name)
+}
+
+/// Stops every systemd-nspawn running the tree in `dir`, and a host left running
+/// without its nspawn. The pid file may be missing if `up` died between spawn and
+/// writing it, so nspawn processes are also looked for by their arguments.
+fn stop_host(dir: &Path, name: &str) -> Result<()> {
+    let mut pids: BTreeSet<u32> = nspawn_pids_for(name, &dir.join("root"));
+    if let Some(pid) = read_pid(dir) {
+        if is_nspawn_for(pid, name) {
+            pids.insert(pid);
+        }
+    }
+    for pid in pids {
+        stop(pid, name)?;
+    }
+    for init in orphan_inits(&dir.join("root")) {
+        stop_orphan(init, name)?;
+    }
     Ok(())
 }
 

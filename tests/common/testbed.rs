@@ -44,6 +44,21 @@ impl Testbed {
         bed
     }
 
+    /// Restarts the host: a clean halt, then a boot of the same tree (same host keys,
+    /// port and network), waiting until it is ready again.
+    pub fn restart(&mut self) {
+        sandbox::halt(&self.paths, &self.host.name)
+            .unwrap_or_else(|e| panic!("cannot halt {}: {e:#}", self.host.name));
+        self.host = sandbox::up_in(
+            &self.paths,
+            &self.host.name,
+            &self.host.suite,
+            self.host.port,
+            self.host.network_namespace.as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("cannot boot {} again: {e:#}", self.host.name));
+    }
+
     /// Writes the inventory with `extra` appended to the host's entry (indented 4).
     pub fn write_inventory(&self, extra: &str) {
         let text = format!(

@@ -7,8 +7,12 @@
 //! writing, and during the agent's upload it writes until the jump channel's window
 //! is spent; meanwhile the host keeps sending window adjustments of its own, which
 //! fill the queue. The carrying session then stops reading and never sees the window
-//! adjustment it waits for: both sessions wait on each other, and the upload hangs
-//! (issue 12). Here the channel is always drained. The queue cannot grow without
+//! adjustment it waits for: both sessions wait on each other, and the upload hangs.
+//! That cycle, read in russh 0.54.5 (client/encrypted.rs awaits the channel's bounded
+//! queue inside the session loop), is the likely cause of the jump-host hang of issue
+//! 12; the hang was not reproduced on demand (it needs a slow link), and the run
+//! deadlines of [`crate::transport::remote`] turn any other stall into an error. Here
+//! the channel is always drained. The queue cannot grow without
 //! bound: it only holds what the tunnelled session's peer may send, and SSH flow
 //! control limits that to the windows we granted (a few MB) plus small control
 //! messages.
