@@ -115,7 +115,10 @@ pub const SECRET_PATTERNS: &[(&str, &str)] = &[
     ("postfix/sasl_passwd.db", "Postfix's relay passwords"),
     ("sasldb2", "Cyrus SASL's password database"),
     ("nut/upsd.users", "NUT's users and passwords"),
-    ("icecast2/icecast.xml", "Icecast's admin, source and relay passwords"),
+    (
+        "icecast2/icecast.xml",
+        "Icecast's admin, source and relay passwords",
+    ),
     ("letsencrypt/archive/**", "certbot's keys and certificates"),
     ("letsencrypt/keys/**", "certbot's private keys"),
     ("letsencrypt/accounts/**", "certbot's ACME account keys"),
