@@ -78,9 +78,12 @@ pub fn resolve(
             match values.get(name) {
                 None => problems.push(missing(name, role, &variable.description, None)),
                 Some(value) => {
-                    if let (Origin::Role(_), Some(condition)) =
-                        (&origins[name], variable.required_by(&values))
-                    {
+                    // Left at its default, wherever it was written: an inventory that
+                    // spells out the empty default has not given a value either.
+                    if let (true, Some(condition)) = (
+                        variable.default.as_ref() == Some(value),
+                        variable.required_by(&values),
+                    ) {
                         problems.push(missing(name, role, &variable.description, Some(condition)));
                     }
                     let role_names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();

@@ -326,6 +326,9 @@ pub enum VariableType {
     /// An amount of memory as PHP and most daemons write it: a number, optionally
     /// followed by K, M or G (512M, 1G).
     Size,
+    /// An OpenSSH public key on one line: its type, its base64 body, and an optional
+    /// comment (what `ssh-keygen` writes to `.pub`); no options, no second line.
+    SshPublicKey,
 }
 
 impl VariableType {
@@ -352,6 +355,9 @@ impl VariableType {
             }
             VariableType::Sha256 => "a SHA-256 checksum (64 hexadecimal characters)",
             VariableType::Size => "a size such as 512M or 1G (a number, then K, M or G)",
+            VariableType::SshPublicKey => {
+                "an OpenSSH public key on one line (ssh-ed25519 AAAA… comment)"
+            }
         }
     }
 
@@ -383,6 +389,7 @@ impl VariableType {
                 .as_str()
                 .is_some_and(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())),
             VariableType::Size => value.as_str().is_some_and(is_size),
+            VariableType::SshPublicKey => value.as_str().is_some_and(is_ssh_public_key),
         };
         if !fits && self == VariableType::Domain {
             if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
@@ -486,6 +493,33 @@ fn is_duration(duration: &str) -> bool {
         return false;
     };
     number.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+/// `TYPE BASE64 [COMMENT]` on one line, TYPE one OpenSSH knows: written as is into
+/// authorized_keys, so a second line or leading options would grant more than asked.
+fn is_ssh_public_key(key: &str) -> bool {
+    const TYPES: [&str; 7] = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    let mut parts = key.splitn(3, ' ');
+    let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let comment = parts.next().unwrap_or("");
+    TYPES.contains(&kind)
+        && body.len() >= 16
+        && body
+            .trim_end_matches('=')
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        && !key.contains(['\n', '\r', '\0'])
+        && !comment.chars().any(char::is_control)
 }
 
 /// A size: digits, then optionally one of K, M, G (either case), as php.ini takes it.
@@ -731,6 +765,34 @@ mod tests {
             check_needs(&certificates, &site, &values, &["web", "certs"]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn ssh_public_keys_are_one_plain_line() {
+        let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl club@host";
+        assert!(VariableType::SshPublicKey
+            .check(&json!(good), false)
+            .is_ok());
+        let no_comment =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        assert!(VariableType::SshPublicKey
+            .check(&json!(no_comment), false)
+            .is_ok());
+        for bad in [
+            format!("{good}\ncommand=\"sh\" {no_comment}"),
+            format!("restrict {good}"),
+            "ssh-ed25519".to_string(),
+            "ssh-dss AAAAB3NzaC1kc3MAAACBAP1 old".to_string(),
+            "ssh-ed25519 not*base64*at*all".to_string(),
+            String::new(),
+        ] {
+            assert!(
+                VariableType::SshPublicKey
+                    .check(&json!(bad), false)
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
