@@ -46,12 +46,22 @@ impl Drop for Killed {
     }
 }
 
-/// A port free on loopback right now.
+/// A port free on loopback right now, and not handed out before by this test program:
+/// the kernel may give the same free port to two binds in a row (a host's HTTP and
+/// HTTPS ports once came out equal, and nginx refused two default servers on one port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Runs a program here with a deadline (coreutils' timeout).
