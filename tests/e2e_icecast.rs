@@ -192,8 +192,13 @@ impl Radio {
     /// GET https://radio.club.example/PATH through nginx from `source` (a loopback
     /// address of this machine): the HTTP status.
     fn https_status_from(&self, source: &str, path: &str) -> String {
+        self.https_status_from_to(source, "127.0.0.1", path)
+    }
+
+    /// The HTTP status of GET PATH over HTTPS, from `source` to nginx at `destination`.
+    fn https_status_from_to(&self, source: &str, destination: &str, path: &str) -> String {
         let root = self.host.pebble.root_path().display().to_string();
-        let resolve = format!("radio.club.example:{}:127.0.0.1", self.host.https_port);
+        let resolve = format!("radio.club.example:{}:{destination}", self.host.https_port);
         let url = format!("https://radio.club.example:{}{path}", self.host.https_port);
         stdout(&run(
             20,
@@ -445,6 +450,16 @@ fn radio(name: &str, suite: &str) {
     // them through from 127.0.0.1, where Icecast asks for its password.
     assert_eq!(radio.https_status_from("127.0.0.2", "/admin/stats"), "403");
     assert_eq!(radio.https_status_from("127.0.0.1", "/admin/stats"), "401");
+    // A connection the relay role's tunnel hands over comes from 127.0.0.1 too, but
+    // arrives at the tunnel address (web_tunnel_address): it is the Internet's, refused.
+    assert_eq!(
+        radio.https_status_from_to("127.0.0.1", "127.0.0.9", "/admin/stats"),
+        "403"
+    );
+    assert_eq!(
+        radio.https_status_from_to("127.0.0.1", "127.0.0.9", "/status-json.xsl"),
+        "200"
+    );
     assert_eq!(
         radio.https_status_from("127.0.0.2", "/status-json.xsl"),
         "200"
