@@ -5,8 +5,9 @@
 //! pebble's roots, through the Matrix client API; the two servers talk over federation.
 //!
 //! How the hosts meet on this machine's one network: each host has its own loopback
-//! address (club-a 127.0.0.2, club-b 127.0.0.3), and its nginx listens there only, on
-//! port 443, which federation needs: another server finds club-a.example's Synapse by
+//! address (127.0.0.N, the first whose port 443 is free, held with a file lock so that
+//! runs in other worktrees pick others), and its nginx listens there only, on port
+//! 443, which federation needs: another server finds club-a.example's Synapse by
 //! asking https://club-a.example/.well-known/matrix/server, always on port 443. Names
 //! resolve through /etc/hosts on both hosts (written by the test, as DNS would), and
 //! each host's pebble resolves every name to its host's address for HTTP-01. Each
@@ -21,7 +22,7 @@ mod testbed;
 
 use std::time::{Duration, Instant};
 
-use acme::{free_port, run, text, WebHost};
+use acme::{free_port, run, text, Loopback, WebHost};
 use serde_json::{json, Value};
 use testbed::stdout;
 
@@ -34,6 +35,8 @@ const COMPLEXITY_ERROR: &str = "Too big for club-b's small server";
 
 struct Club {
     web: WebHost,
+    /// Declared after `web`, so released after the host is down.
+    _loopback: Loopback,
     domain: &'static str,
     synapse_port: u16,
     database_port: u16,
@@ -42,10 +45,12 @@ struct Club {
 }
 
 impl Club {
-    fn up(name: &str, suite: &str, domain: &'static str, address: &str) -> Club {
-        let web = WebHost::up_on(name, suite, address, 443);
+    fn up(name: &str, suite: &str, domain: &'static str) -> Club {
+        let loopback = Loopback::take(443);
+        let web = WebHost::up_on(name, suite, &loopback.address, 443);
         Club {
             web,
+            _loopback: loopback,
             domain,
             synapse_port: free_port(),
             database_port: free_port(),
@@ -63,7 +68,7 @@ impl Club {
 
     fn sites(&self) -> String {
         format!(
-            "[{{name: {d}, root: /var/www/{l}, certificate: {l}}}, {{name: {m}, proxy: \"http://127.0.0.1:{p}\", max_body_size: 50M, certificate: {l}}}]",
+            "[{{name: {d}, root: /var/www/{l}, certificate: {l}}}, {{name: {m}, proxy: \"http://127.0.0.1:{p}\", max_body_size: 50M, paths: [/_matrix, /_synapse/client], certificate: {l}}}]",
             d = self.domain,
             m = self.matrix(),
             l = self.lineage(),
@@ -208,23 +213,13 @@ impl Club {
             .to_string()
     }
 
+    /// Synapse's /health, asked on the host (nginx passes only /_matrix and
+    /// /_synapse/client).
     fn health(&self) -> bool {
-        let url = format!("https://{}/health", self.matrix());
-        let resolve = format!("{}:443:{}", self.matrix(), self.web.address);
-        let root = self.web.pebble.root_path().display().to_string();
-        let output = run(
-            20,
-            &[
-                "curl",
-                "--silent",
-                "--fail",
-                "--cacert",
-                &root,
-                "--resolve",
-                &resolve,
-                &url,
-            ],
-        );
+        let output = self.web.bed.ssh_output(&format!(
+            "curl --silent --fail --max-time 10 http://127.0.0.1:{}/health",
+            self.synapse_port
+        ));
         output.status.success() && stdout(&output).trim() == "OK"
     }
 
@@ -321,9 +316,9 @@ fn secrets(club: &Club) -> Vec<String> {
 #[test]
 fn two_clubs_federate_refuse_complex_rooms_and_upgrade() {
     let started = Instant::now();
-    let a = Club::up("syn-a", "bookworm", "club-a.example", "127.0.0.2");
+    let a = Club::up("syn-a", "bookworm", "club-a.example");
     a.web_only();
-    let b = Club::up("syn-b", "trixie", "club-b.example", "127.0.0.3");
+    let b = Club::up("syn-b", "trixie", "club-b.example");
     b.web_only();
     eprintln!("two web hosts: {:?}", started.elapsed());
 
@@ -331,8 +326,11 @@ fn two_clubs_federate_refuse_complex_rooms_and_upgrade() {
     for club in [&a, &b] {
         std::fs::write(
             club.web.bed.root_path("/etc/hosts"),
-            "127.0.0.1 localhost\n127.0.0.2 club-a.example matrix.club-a.example\n\
-             127.0.0.3 club-b.example matrix.club-b.example\n",
+            format!(
+                "127.0.0.1 localhost\n{} club-a.example matrix.club-a.example\n\
+                 {} club-b.example matrix.club-b.example\n",
+                a.web.address, b.web.address
+            ),
         )
         .expect("write /etc/hosts");
         let folder = club.web.bed.root_path("/usr/local/share/placard-e2e");
@@ -369,6 +367,13 @@ fn two_clubs_federate_refuse_complex_rooms_and_upgrade() {
         assert!(
             ok && answer.contains(&format!("\"m.server\": \"{}:443\"", club.matrix())),
             "{answer}"
+        );
+        // nginx keeps the admin API local: only /_matrix and /_synapse/client pass.
+        let (status, answer) = club.request("GET", "/_synapse/admin/v1/server_version", None, None);
+        assert_eq!(
+            status, 404,
+            "the admin API through nginx on {}: {answer}",
+            club.domain
         );
         // Registration is closed.
         let (status, answer) = club.request(

@@ -31,10 +31,44 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::Flock;
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
 use crate::testbed::{exclusive, stdout, Testbed};
+
+/// A loopback address of this test's own (127.0.0.N, N from 2), whose port `port` is
+/// free: held with a file lock until dropped, so that tests running at once (in other
+/// worktrees too) never pick the same one.
+pub struct Loopback {
+    pub address: String,
+    _lock: Flock<File>,
+}
+
+impl Loopback {
+    pub fn take(port: u16) -> Loopback {
+        for n in 2..=254u8 {
+            let address = format!("127.0.0.{n}");
+            let Ok(file) = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(format!("/run/placard-e2e-loopback-{address}.lock"))
+            else {
+                continue;
+            };
+            let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+                continue;
+            };
+            if TcpListener::bind((address.as_str(), port)).is_ok() {
+                return Loopback {
+                    address,
+                    _lock: lock,
+                };
+            }
+        }
+        panic!("no loopback address 127.0.0.N has port {port} free");
+    }
+}
 
 /// A child process killed (and reaped) when dropped.
 pub struct Killed(pub Child);
