@@ -111,4 +111,21 @@ fn bench_noop_apply_base_web_certs() {
         agent.as_millis()
     );
     println!("| orders and certbot runs during the no-op runs | 0 |");
+    // Where the agent's time may go: the programs the roles' guards start on every
+    // run, timed on the host one after the other (median of 5 rounds each).
+    let probes = [
+        ("3 × lineage-matches (the certs guard)", "for l in club:club.example,www.club.example members:members.club.example,alice.members.club.example,bob.members.club.example radio:radio.club.example,stream.club.example; do /usr/local/lib/placard/lineage-matches ${l%%:*} ${l#*:}; done"),
+        ("the ACME probe (curl)", "curl --silent --fail --output /dev/null --max-time 10 http://127.0.0.1:$PORT/.well-known/acme-challenge/placard-probe"),
+        ("2 × systemctl show (nginx, certbot.timer)", "systemctl show nginx >/dev/null; systemctl show certbot.timer >/dev/null"),
+    ];
+    for (what, script) in probes {
+        let script = script.replace("$PORT", &host.http_port.to_string());
+        let timed = format!(
+            "for i in 1 2 3 4 5; do s=$(date +%s%N); {script} >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); done | sort -n | sed -n 3p"
+        );
+        println!(
+            "| on the host: {what}, median of 5 | {} ms |",
+            host.bed.ssh(&timed).trim()
+        );
+    }
 }
