@@ -55,6 +55,7 @@ fn bench_noop_apply_base_web_certs() {
     let log_before = certbot_log();
     let mut ssh = Vec::new();
     let mut apply = Vec::new();
+    let mut agent = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
         let output = host.bed.ssh_output("true");
@@ -65,6 +66,15 @@ fn bench_noop_apply_base_web_certs() {
         apply.push(started.elapsed());
         assert_eq!(output.status.code(), Some(0));
         assert_eq!(changed, 0, "a no-op apply changes nothing");
+        // The agent's own time on the host, from its `done` event.
+        let report = testbed::stdout(&output);
+        if let Some(ms) = report
+            .lines()
+            .filter(|l| l.contains("\"event\":\"done\""))
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_ms"].as_u64())
+        {
+            agent.push(Duration::from_millis(ms));
+        }
     }
     assert_eq!(host.pebble.orders(), orders, "no order on a no-op apply");
     assert_eq!(
@@ -73,6 +83,11 @@ fn bench_noop_apply_base_web_certs() {
         "certbot never ran on a no-op apply"
     );
     let (ssh, apply) = (median(ssh), median(apply));
+    let agent = if agent.is_empty() {
+        Duration::ZERO
+    } else {
+        median(agent)
+    };
     println!("| measure | value |");
     println!("|---|---|");
     println!(
@@ -91,5 +106,26 @@ fn bench_noop_apply_base_web_certs() {
         "| ratio apply / ssh true | {:.2} |",
         apply.as_secs_f64() / ssh.as_secs_f64()
     );
+    println!(
+        "| time in the agent on the host, median | {} ms |",
+        agent.as_millis()
+    );
     println!("| orders and certbot runs during the no-op runs | 0 |");
+    // Where the agent's time may go: the programs the roles' guards start on every
+    // run, timed on the host one after the other (median of 5 rounds each).
+    let probes = [
+        ("3 × lineage-matches (the certs guard)", "for l in club:club.example,www.club.example members:members.club.example,alice.members.club.example,bob.members.club.example radio:radio.club.example,stream.club.example; do /usr/local/lib/placard/lineage-matches ${l%%:*} ${l#*:}; done"),
+        ("the ACME probe (curl)", "curl --silent --fail --output /dev/null --max-time 10 http://127.0.0.1:$PORT/.well-known/acme-challenge/placard-probe"),
+        ("2 × systemctl show (nginx, certbot.timer)", "systemctl show nginx >/dev/null; systemctl show certbot.timer >/dev/null"),
+    ];
+    for (what, script) in probes {
+        let script = script.replace("$PORT", &host.http_port.to_string());
+        let timed = format!(
+            "for i in 1 2 3 4 5; do s=$(date +%s%N); {script} >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); done | sort -n | sed -n 3p"
+        );
+        println!(
+            "| on the host: {what}, median of 5 | {} ms |",
+            host.bed.ssh(&timed).trim()
+        );
+    }
 }

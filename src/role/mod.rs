@@ -175,6 +175,20 @@ impl Role {
                     ));
                 }
             }
+            for (field_name, field) in &variable.items {
+                let unknown = field
+                    .excludes
+                    .iter()
+                    .chain(field.wildcard_when.keys())
+                    .find(|other| !variable.items.contains_key(other.as_str()));
+                if let Some(other) = unknown {
+                    problems.push(Diagnostic::at_key(
+                        source,
+                        &format!("variables.{name}.items.{field_name}"),
+                        format!("field `{field_name}` names `{other}`, which is not a field of these items"),
+                    ));
+                }
+            }
             if let Some(default) = &variable.default {
                 if let Err(message) = variable.check(default) {
                     problems.push(Diagnostic::at(
