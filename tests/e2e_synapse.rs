@@ -534,6 +534,21 @@ fn two_clubs_federate_refuse_complex_rooms_and_upgrade() {
     );
     assert!(a.health(), "/health after the rollback");
     assert_eq!(a.version(), UPGRADE);
+    // Applied again, the failed version is not tried again: no stop, no wait, a message.
+    let main_pid = || {
+        a.web
+            .bed
+            .ssh("systemctl show --property MainPID --value matrix-synapse")
+    };
+    let running = main_pid();
+    let (output, _) = a.apply();
+    let report = text(&output);
+    assert_ne!(output.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("failed its health check here before"),
+        "{report}"
+    );
+    assert_eq!(main_pid(), running, "Synapse was not stopped again");
     // Back at the version that works: nothing to do.
     a.inventory(UPGRADE, "1.0");
     let (output, changed) = a.apply();
