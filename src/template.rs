@@ -82,6 +82,7 @@ impl Renderer {
         handlebars.register_helper("version_at_least", Box::new(version_at_least));
         handlebars.register_helper("strip_prefix", Box::new(strip_prefix));
         handlebars.register_helper("xml", Box::new(xml));
+        handlebars.register_helper("json", Box::new(json));
         handlebars.register_helper("version_prefix", Box::new(version_prefix));
         for (name, source) in templates {
             check_nesting(source).map_err(|too_deep| RenderFailure {
@@ -393,7 +394,7 @@ fn describe(error: &RenderError) -> String {
         RenderErrorReason::MissingVariable(None) => "a variable used here is not defined".to_string(),
         RenderErrorReason::TemplateNotFound(name) => format!("no template `{name}` under templates/"),
         RenderErrorReason::HelperNotFound(name) => format!(
-            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, version_prefix, host_file, strip_prefix, xml"
+            "no helper `{name}`; the helpers are if, unless, each, with, lookup, eq, ne, and, or, not, len, secret, package_version, version_at_least, version_prefix, host_file, strip_prefix, xml, json"
         ),
         other => describe_reason(&other.to_string()),
     }
@@ -448,6 +449,12 @@ impl HelperDef for SecretHelper {
 // (the name a wildcard's CAA record is published at).
 handlebars::handlebars_helper!(strip_prefix: |text: str, prefix: str| {
     text.strip_prefix(prefix).unwrap_or(text).to_string()
+});
+
+// `{{json value}}`: the value as a JSON literal, quotes and escapes included: a string
+// that is safe in YAML and JSON files whatever it holds (Synapse's homeserver.yaml).
+handlebars::handlebars_helper!(json: |value: Json| {
+    serde_json::to_string(value).unwrap_or_default()
 });
 
 // `{{xml value}}`: the value escaped for XML text and attributes (Icecast's icecast.xml).
@@ -779,6 +786,10 @@ mod tests {
         assert_eq!(
             r.render_string("{{xml item.name}}", &data).unwrap(),
             "Rock &amp; &lt;Roll&gt; &quot;live&quot;"
+        );
+        assert_eq!(
+            r.render_string("{{json item.name}}", &data).unwrap(),
+            "\"Rock & <Roll> \\\"live\\\"\""
         );
     }
 }
