@@ -15,6 +15,8 @@ pub struct Testbed {
     pub host: Sandbox,
     /// Holds inventory.yml; the site (roles, templates) is the repository.
     pub dir: tempfile::TempDir,
+    /// The host's SSH port, reserved for as long as the bed lives (a reboot included).
+    _port: Flock<fs::File>,
 }
 
 impl Testbed {
@@ -35,11 +37,16 @@ impl Testbed {
                 .join(format!("placard-e2e-{name}-{}", std::process::id())),
             ..SandboxPaths::default()
         };
-        let port = sandbox::free_port().expect("a free loopback port");
+        let (port, reservation) = reserve_port();
         let host = sandbox::up_in(&paths, name, suite, port, namespace)
             .unwrap_or_else(|e| panic!("cannot boot sandbox {name}: {e:#}"));
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let bed = Testbed { paths, host, dir };
+        let bed = Testbed {
+            paths,
+            host,
+            dir,
+            _port: reservation,
+        };
         bed.write_inventory("roles: [base]\n    vars:\n      hostname: e2e-host\n");
         bed
     }
@@ -162,6 +169,25 @@ impl Drop for Testbed {
         }
         let _ = fs::remove_dir_all(&self.paths.state_dir);
     }
+}
+
+/// A free loopback port for a host's sshd, reserved with a file lock that test programs
+/// running at once respect: between the choice and sshd's bind, or while a host reboots,
+/// another program's host could take the same port, and its sshd would answer for ours.
+fn reserve_port() -> (u16, Flock<fs::File>) {
+    for _ in 0..100 {
+        let port = sandbox::free_port().expect("a free loopback port");
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("/run/placard-e2e-port-{port}.lock"))
+            .expect("open a port's lock");
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            return (port, lock);
+        }
+    }
+    panic!("no loopback port could be reserved for a test host");
 }
 
 /// A lock on something every test host shares (a port of this machine's network), held
