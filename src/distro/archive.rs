@@ -129,6 +129,15 @@ pub fn check(name: &str, index: &Index) -> Verdict {
     }
 }
 
+/// The value of field `name` in a deb822 stanza (apt sources, Packages lists), trimmed.
+pub fn stanza_field(stanza: &str, name: &str) -> Option<String> {
+    stanza.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
+
 /// The host's Debian mirror and components, from its apt sources (deb822 `.sources`
 /// files and one-line `sources.list` files); the security archive is skipped, it
 /// holds updates only.
@@ -136,13 +145,7 @@ pub fn mirror_and_components(sources: &[String]) -> (String, Vec<String>) {
     for text in sources {
         // deb822 stanzas.
         for stanza in text.split("\n\n") {
-            let field = |name: &str| {
-                stanza.lines().find_map(|l| {
-                    l.strip_prefix(name)
-                        .and_then(|rest| rest.strip_prefix(':'))
-                        .map(|v| v.trim().to_string())
-                })
-            };
+            let field = |name: &str| stanza_field(stanza, name);
             if let (Some(uris), Some(suites), Some(components)) =
                 (field("URIs"), field("Suites"), field("Components"))
             {

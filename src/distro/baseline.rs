@@ -152,13 +152,7 @@ pub fn key(release: &str, mirror: &str, status: &DpkgStatus, answers: &[u8]) -> 
 pub fn parse_available(text: &str) -> BTreeSet<(String, String)> {
     let mut available = BTreeSet::new();
     for stanza in text.split("\n\n") {
-        let field = |name: &str| {
-            stanza.lines().find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
-            })
-        };
+        let field = |name: &str| archive::stanza_field(stanza, name);
         if let (Some(name), Some(version)) = (field("Package"), field("Version")) {
             available.insert((name, version));
         }

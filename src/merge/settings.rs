@@ -397,12 +397,8 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
                 });
                 continue;
             };
-            let site_line = site_text(&ours_parsed, &id, &base_lines)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_string();
-            let indent = site_line[..site_line.len() - site_line.trim_start().len()].to_string();
+            let site_line = site_line(&ours_parsed, &id, &base_lines);
+            let indent = indent_of(&site_line).to_string();
             // The key as the site spelled it (sshd's are parsed in lower case).
             let site_key = site_line
                 .split(|c: char| c.is_whitespace() || c == '=')
@@ -481,12 +477,8 @@ pub fn merge(syntax: Syntax, base: &str, ours: &str, theirs: &str) -> SettingsMe
                     });
                     continue;
                 };
-                let site_line = site_text(&ours_parsed, &id, &base_lines)
-                    .lines()
-                    .last()
-                    .unwrap_or_default()
-                    .to_string();
-                let indent = &site_line[..site_line.len() - site_line.trim_start().len()];
+                let site_line = site_line(&ours_parsed, &id, &base_lines);
+                let indent = indent_of(&site_line);
                 let line = syntax.setting_line(&key, &rewritten.join(" "));
                 plan.set(&id, format!("{indent}{line}\n"), syntax, &theirs_parsed);
                 translations.push(Translation::new(
@@ -544,6 +536,20 @@ fn mentions(parsed: &Parsed, syntax: Syntax, key: &str) -> bool {
 }
 
 /// The site's lines for a setting, with the comments the site wrote just above them.
+/// The last line of the site's text for the setting `id` (its own spelling and indent).
+fn site_line(ours: &Parsed, id: &SettingId, base_lines: &BTreeSet<&str>) -> String {
+    site_text(ours, id, base_lines)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The leading white space of `line`.
+fn indent_of(line: &str) -> &str {
+    &line[..line.len() - line.trim_start().len()]
+}
+
 fn site_text(ours: &Parsed, id: &SettingId, base_lines: &BTreeSet<&str>) -> String {
     let mut text = String::new();
     for (index, item) in ours.items.iter().enumerate() {
