@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use placard::transport::agent_binary::{agent_binary, BUILD_ADVICE};
-use testbed::{stderr, stdout, Testbed};
+use testbed::{output_event, stderr, stdout, Testbed};
 
 /// The same packages on both hosts; daemons stay stopped while they install.
 const INSTALL: &str = "set -e
@@ -42,15 +42,6 @@ chgrp postfix /etc/club/relay.conf
 "#;
 
 const EDITED: &[&str] = &["login.defs", "postfix/main.cf", "ssh/sshd_config"];
-
-fn output_event(text: &str, key: &str) -> serde_json::Value {
-    let line = text
-        .lines()
-        .find(|l| l.contains("\"event\":\"output\""))
-        .unwrap_or_else(|| panic!("no output event in {text}"));
-    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
-    event["data"][key].clone()
-}
 
 #[test]
 fn issue_13_6_capture_a_debian_11_host_with_the_static_agent_and_migrate_it_onto_debian_13() {
@@ -141,15 +132,7 @@ fn issue_13_6_capture_a_debian_11_host_with_the_static_agent_and_migrate_it_onto
     new.ssh(INSTALL);
     let init = new.placard(&["etc", "init", &new_name]);
     assert_eq!(init.status.code(), Some(0), "{}", stderr(&init));
-    let migrated = new.placard(&[
-        "etc",
-        "migrate",
-        "--from",
-        &draft.to_string_lossy(),
-        &new_name,
-        "--format",
-        "json",
-    ]);
+    let migrated = new.etc_migrate(&draft);
     let report = output_event(&stdout(&migrated), "migrate");
     assert!(
         matches!(migrated.status.code(), Some(0 | 2)),

@@ -6,30 +6,14 @@ mod testbed;
 
 use std::collections::BTreeSet;
 
-use testbed::{stderr, stdout, Testbed};
+use testbed::{drift_class as class, stderr, stdout, Testbed};
 
-/// The `drift` object of `placard etc drift HOST --format json`.
+/// The `drift` object of `placard etc drift HOST --format json`, timed.
 fn drift(bed: &Testbed) -> serde_json::Value {
     let started = std::time::Instant::now();
-    let output = bed.placard(&["etc", "drift", &bed.host.name, "--format", "json"]);
+    let drift = bed.etc_drift(&[]);
     eprintln!("etc drift took {} ms", started.elapsed().as_millis());
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let text = stdout(&output);
-    let line = text
-        .lines()
-        .find(|l| l.contains("\"event\":\"output\""))
-        .unwrap_or_else(|| panic!("no output event in {text}"));
-    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
-    event["data"]["drift"].clone()
-}
-
-fn class(drift: &serde_json::Value, class: &str) -> BTreeSet<String> {
-    let files = drift["files"].as_array().expect("files");
-    files
-        .iter()
-        .filter(|f| f["class"] == class)
-        .filter_map(|f| f["path"].as_str().map(str::to_string))
-        .collect()
+    drift
 }
 
 fn set(paths: &[&str]) -> BTreeSet<String> {

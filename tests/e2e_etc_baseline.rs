@@ -10,7 +10,7 @@ mod testbed;
 
 use std::collections::BTreeSet;
 
-use testbed::{stderr, stdout, Testbed};
+use testbed::{drift_class as class, stderr, Testbed};
 
 const INSTALL: &str = "set -e
 echo 'postfix postfix/main_mailer_type select Internet Site' | debconf-set-selections
@@ -28,29 +28,7 @@ for f in shared private; do echo \"token = $f\" > /etc/club/$f.conf; chmod 0640 
 
 /// `placard etc drift HOST`, with `--reference` when `reference`.
 fn drift(bed: &Testbed, reference: bool) -> serde_json::Value {
-    let mut args = vec!["etc", "drift", &bed.host.name, "--format", "json"];
-    if reference {
-        args.push("--reference");
-    }
-    let output = bed.placard(&args);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let text = stdout(&output);
-    let line = text
-        .lines()
-        .find(|l| l.contains("\"event\":\"output\""))
-        .unwrap_or_else(|| panic!("no output event in {text}"));
-    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
-    event["data"]["drift"].clone()
-}
-
-fn class(drift: &serde_json::Value, class: &str) -> BTreeSet<String> {
-    drift["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .filter(|f| f["class"] == class)
-        .filter_map(|f| f["path"].as_str().map(str::to_string))
-        .collect()
+    bed.etc_drift(if reference { &["--reference"] } else { &[] })
 }
 
 fn reference_install_tells_package_made_files_from_the_sites(name: &str, suite: &str) {

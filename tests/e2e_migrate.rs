@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use testbed::{stderr, stdout, Testbed};
+use testbed::{output_event, stderr, stdout, Testbed};
 
 /// The same small package set on both hosts; daemons stay stopped while they install.
 const INSTALL: &str = "set -e
@@ -80,15 +80,6 @@ fn host_git(bed: &Testbed, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run git")
-}
-
-fn output_event(text: &str, key: &str) -> serde_json::Value {
-    let line = text
-        .lines()
-        .find(|l| l.contains("\"event\":\"output\""))
-        .unwrap_or_else(|| panic!("no output event in {text}"));
-    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
-    event["data"][key].clone()
 }
 
 fn run(argv: &[&str], dir: &Path) -> String {
@@ -368,15 +359,7 @@ test \"$(stat -c %a /etc/postsrsd.secret)\" = 600",
 
     // Back to the repository's own roles: migrate needs no role of the draft.
     new.write_inventory("roles: [base]\n    vars:\n      hostname: e2e-host\n");
-    let migrated = new.placard(&[
-        "etc",
-        "migrate",
-        "--from",
-        &draft.to_string_lossy(),
-        &new_name,
-        "--format",
-        "json",
-    ]);
+    let migrated = new.etc_migrate(&draft);
     let report = output_event(&stdout(&migrated), "migrate");
     let pending = ["conflicts", "by_hand"]
         .iter()
@@ -463,15 +446,7 @@ test \"$(stat -c %a /etc/postsrsd.secret)\" = 600",
     assert_eq!(stdout(&host_git(&new, &["status", "--porcelain"])), "");
 
     // Again: nothing left to write.
-    let second = new.placard(&[
-        "etc",
-        "migrate",
-        "--from",
-        &draft.to_string_lossy(),
-        &new_name,
-        "--format",
-        "json",
-    ]);
+    let second = new.etc_migrate(&draft);
     let second = output_event(&stdout(&second), "migrate");
     assert_eq!(second["merged"], serde_json::json!([]), "{second:#}");
     assert_eq!(
@@ -563,15 +538,7 @@ test \"$(stat -c %a /etc/postsrsd.secret)\" = 600",
     )
     .expect("write the patch");
     let live_sshd = new.read("/etc/ssh/sshd_config").expect("sshd_config");
-    let third = new.placard(&[
-        "etc",
-        "migrate",
-        "--from",
-        &draft.to_string_lossy(),
-        &new_name,
-        "--format",
-        "json",
-    ]);
+    let third = new.etc_migrate(&draft);
     assert_eq!(third.status.code(), Some(2), "{}", stdout(&third));
     let third = output_event(&stdout(&third), "migrate");
     assert!(

@@ -152,6 +152,29 @@ impl Testbed {
         assert_ne!(self.host.pid, pid, "a new systemd-nspawn runs the host");
     }
 
+    /// The `drift` object of `placard etc drift HOST --format json ARGS`; panics unless
+    /// the run succeeds.
+    pub fn etc_drift(&self, args: &[&str]) -> serde_json::Value {
+        let mut argv = vec!["etc", "drift", &self.host.name, "--format", "json"];
+        argv.extend_from_slice(args);
+        let output = self.placard(&argv);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        output_event(&stdout(&output), "drift")
+    }
+
+    /// `placard etc migrate --from DRAFT HOST --format json`.
+    pub fn etc_migrate(&self, draft: &Path) -> Output {
+        self.placard(&[
+            "etc",
+            "migrate",
+            "--from",
+            &draft.to_string_lossy(),
+            &self.host.name,
+            "--format",
+            "json",
+        ])
+    }
+
     /// A file in the host's tree, read from this machine.
     pub fn read(&self, path: &str) -> Option<String> {
         fs::read_to_string(self.root_path(path)).ok()
@@ -235,6 +258,27 @@ pub fn placard_at(namespace: Option<&Path>, inventory: &Path, args: &[&str]) -> 
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// The `data.KEY` of the output event in a `--format json` report.
+pub fn output_event(text: &str, key: &str) -> serde_json::Value {
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"event\":\"output\""))
+        .unwrap_or_else(|| panic!("no output event in {text}"));
+    let event: serde_json::Value = serde_json::from_str(line).expect("a JSON event");
+    event["data"][key].clone()
+}
+
+/// The paths a drift report puts in `class` (site, generated, modified…).
+pub fn drift_class(drift: &serde_json::Value, class: &str) -> std::collections::BTreeSet<String> {
+    drift["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["class"] == class)
+        .filter_map(|f| f["path"].as_str().map(str::to_string))
+        .collect()
 }
 
 pub fn stdout(output: &Output) -> String {
