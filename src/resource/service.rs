@@ -21,6 +21,11 @@ pub struct ServiceSpec {
     pub state: Option<ServiceState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<bool>,
+    /// With `state: reloaded`, for servers whose reload only sends a signal (nginx,
+    /// Apache): wait until the main process has started new workers, which it does once
+    /// it has read the new configuration, so that the run ends with it in effect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_new_workers: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -46,6 +51,12 @@ impl ServiceSpec {
             return Err(FieldError::new(
                 "name",
                 "say what the service should be: `enabled`, `state` or `masked`",
+            ));
+        }
+        if self.wait_for_new_workers && self.state != Some(ServiceState::Reloaded) {
+            return Err(FieldError::new(
+                "wait_for_new_workers",
+                "only a reload starts new workers: use it with `state: reloaded`",
             ));
         }
         if self.masked == Some(true)
@@ -118,8 +129,7 @@ impl ServiceSpec {
                 done.push("restart".to_string());
             }
             Some(ServiceState::Reloaded) => {
-                // A unit that cannot reload gets restarted, which is what an admin would do.
-                self.act(context, &["reload-or-restart"])?;
+                self.reload(context)?;
                 done.push("reload".to_string());
             }
             Some(state) => {
@@ -142,6 +152,34 @@ impl ServiceSpec {
         } else {
             Ok(Outcome::changed(format!("{} {unit}", done.join(", "))))
         }
+    }
+
+    /// Reloads the unit, or restarts it when it cannot reload, which is what an admin
+    /// would do; with `wait_for_new_workers`, returns once the reload took effect.
+    fn reload(&self, context: &Context) -> Result<()> {
+        if context.check || !self.wait_for_new_workers {
+            return self.act(context, &["reload-or-restart"]);
+        }
+        let master = main_pid(&self.name)?;
+        let before = children_of(master);
+        self.act(context, &["reload-or-restart"])?;
+        if master == 0 || main_pid(&self.name)? != master {
+            // Started or restarted: systemd waited for it to be up.
+            return Ok(());
+        }
+        let waited = std::time::Instant::now();
+        while waited.elapsed() < RELOAD_WAIT {
+            if has_new_child(&before, &children_of(master)) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        anyhow::bail!(
+            "{unit} was told to reload but started no new worker within {seconds} s, so it \
+             may still serve its old configuration; see `journalctl -u {unit}`",
+            unit = self.name,
+            seconds = RELOAD_WAIT.as_secs()
+        )
     }
 
     fn act(&self, context: &Context, verb: &[&str]) -> Result<()> {
@@ -169,6 +207,59 @@ impl ServiceSpec {
     }
 }
 
+/// How long a reloaded server may take to start its new workers.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The unit's main process, 0 when it has none (stopped, or a oneshot).
+fn main_pid(unit: &str) -> Result<u32> {
+    let output = command::Program::new(
+        &[
+            "systemctl",
+            "show",
+            "--property=MainPID",
+            "--value",
+            "--",
+            unit,
+        ],
+        deadline::QUERY,
+    )
+    .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("systemctl gave no main process for {unit}: {text:?}"))
+}
+
+/// The processes whose parent is `parent`, from /proc. Processes that end while it is
+/// read are left out.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| parent_in_status(&status))
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// The `PPid:` of a /proc/PID/status text.
+fn parent_in_status(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Whether `now` holds a process that `before` did not.
+fn has_new_child(before: &[u32], now: &[u32]) -> bool {
+    now.iter().any(|pid| !before.contains(pid))
+}
+
 /// The one word systemctl answers `is-enabled` and `is-active` with, whatever its exit code.
 fn systemctl_word(argv: &[&str]) -> Result<String> {
     let output = command::Program::new(argv, deadline::QUERY).output()?;
@@ -178,4 +269,55 @@ fn systemctl_word(argv: &[&str]) -> Result<String> {
         return Ok("not-found".to_string());
     }
     Ok(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_from_proc_status() {
+        let status =
+            "Name:\tnginx\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nPid:\t42\nPPid:\t7\n";
+        assert_eq!(parent_in_status(status), Some(7));
+        assert_eq!(parent_in_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_reload_took_effect_when_a_new_worker_appeared() {
+        assert!(!has_new_child(&[10, 11], &[10, 11]));
+        // Old workers still draining their connections, and one new one.
+        assert!(has_new_child(&[10, 11], &[10, 11, 12]));
+        assert!(has_new_child(&[10, 11], &[12]));
+        assert!(!has_new_child(&[10, 11], &[]));
+    }
+
+    #[test]
+    fn this_process_children_are_found() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("start sleep");
+        let children = children_of(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(children.contains(&child.id()), "{children:?}");
+    }
+
+    #[test]
+    fn waiting_for_workers_needs_a_reload() {
+        let spec = ServiceSpec {
+            name: "nginx".into(),
+            enabled: None,
+            state: Some(ServiceState::Restarted),
+            masked: None,
+            wait_for_new_workers: true,
+        };
+        assert_eq!(spec.validate().unwrap_err().field, "wait_for_new_workers");
+        let spec = ServiceSpec {
+            state: Some(ServiceState::Reloaded),
+            ..spec
+        };
+        assert!(spec.validate().is_ok());
+    }
 }
