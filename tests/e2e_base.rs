@@ -396,6 +396,8 @@ fn an_etckeeper_repository_is_adopted_not_replaced() {
 #[test]
 fn base_applies_on_debian_13_too() {
     let bed = Testbed::up("e2e-trixie", "trixie");
+    // A minimal Debian (debootstrap's minbase) may have no /etc/hosts at all.
+    bed.ssh("rm /etc/hosts");
     let first = bed.placard(&["apply"]);
     assert_eq!(
         first.status.code(),
@@ -407,6 +409,23 @@ fn base_applies_on_debian_13_too() {
     assert!(bed
         .ssh("cat /etc/os-release")
         .contains("VERSION_CODENAME=trixie"));
+    let hosts = bed.read("/etc/hosts").expect("base creates /etc/hosts");
+    assert!(
+        hosts.contains("127.0.0.1\tlocalhost") && hosts.contains("127.0.1.1\t"),
+        "{hosts}"
+    );
+    assert_eq!(
+        bed.ssh("getent hosts localhost").split_whitespace().next(),
+        Some("127.0.0.1")
+    );
+    // journald reads the cap from placard's drop-in; its own journald.conf is left alone.
+    let journald = bed.ssh("systemd-analyze cat-config systemd/journald.conf");
+    assert!(
+        journald.contains(
+            "# /etc/systemd/journald.conf.d/50-placard.conf\n[Journal]\nSystemMaxUse=500M"
+        ),
+        "{journald}"
+    );
     assert_eq!(
         bed.ssh("sshd -T | grep '^passwordauthentication '").trim(),
         "passwordauthentication no"

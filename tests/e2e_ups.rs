@@ -51,11 +51,14 @@ fn free_loopback_port() -> u16 {
 #[test]
 fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
     let bed = Testbed::up("e2e-ups", "bookworm");
+    // As on a debootstrap minbase system, /etc/hosts is missing (removed below) and
+    // `localhost` resolves to nothing: upsmon must reach upsd all the same.
     bed.ssh(&format!(
         "mkdir -p /var/lib/ups-test && printf 'ups.status: OL\\nbattery.charge: 100\\n' > {STATUS_FILE} && chmod 644 {STATUS_FILE} \
          && printf '#!/bin/sh\\necho \"shutdown requested\" >> {SHUTDOWN_LOG}\\n' > /usr/local/sbin/record-shutdown \
          && chmod 755 /usr/local/sbin/record-shutdown \
-         && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dma >/dev/null"
+         && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dma >/dev/null \
+         && rm /etc/hosts"
     ));
     let port = free_loopback_port();
     bed.write_inventory(&format!(
@@ -92,7 +95,7 @@ fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
         .expect("the generated password");
     for line in [
         format!(
-            "MONITOR ups@localhost:{port} 1 upsmon {} primary",
+            "MONITOR ups@127.0.0.1:{port} 1 upsmon {} primary",
             password.trim()
         ),
         "MINSUPPLIES 1".to_string(),
@@ -140,7 +143,7 @@ fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
     );
 
     // upsd answers for the UPS, and `verify` reports its status.
-    let upsc = format!("upsc ups@localhost:{port} ups.status");
+    let upsc = format!("upsc ups@127.0.0.1:{port} ups.status");
     assert!(
         wait_for(
             &bed,
@@ -171,7 +174,7 @@ fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
     assert!(
         wait_for(
             &bed,
-            "grep -q 'ups@localhost.*: ONBATT' /var/mail/root",
+            "grep -q 'ups@127.0.0.1.*: ONBATT' /var/mail/root",
             Duration::from_secs(60)
         ),
         "no ONBATT mail"
@@ -181,7 +184,7 @@ fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
     assert!(
         wait_for(
             &bed,
-            "grep -q 'ups@localhost.*: ONLINE' /var/mail/root",
+            "grep -q 'ups@127.0.0.1.*: ONLINE' /var/mail/root",
             Duration::from_secs(60)
         ),
         "no ONLINE mail"
