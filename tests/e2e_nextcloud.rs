@@ -56,7 +56,9 @@ fn vars(host: &WebHost, release: Option<(&str, &str, &str, &str)>) -> String {
     };
     format!(
         "nextcloud_domain: cloud.club.example\nnextcloud_trusted_domains: [files.club.example]\n\
-         nextcloud_phone_region: DE\nnextcloud_https_port: {}\n{release}",
+         nextcloud_phone_region: DE\nnextcloud_https_port: {}\n\
+         # Test hosts share this machine's network: no PostgreSQL of theirs may take port 5432.\n\
+         nextcloud_postgresql_listen: \"\"\n{release}",
         host.https_port
     )
 }
