@@ -145,7 +145,22 @@ impl Validator {
             // runs the master itself, where Debian 12's started postfix@-.service, so a
             // reload of the old master leaves the new unit stopped. It is started again.
             Ok(output) if output.status.success() && !active(unit) => {
-                match systemctl(&["restart", unit]) {
+                // The old instance (postfix@-) may still be stopping: systemd then refuses
+                // the restart ("Transaction contains conflicting jobs 'restart' and
+                // 'stop'") until that stop is done. A few tries, a second apart.
+                let mut restarted = systemctl(&["restart", unit]);
+                for _ in 0..10 {
+                    let conflicting = restarted.as_ref().is_ok_and(|o| {
+                        !o.status.success()
+                            && String::from_utf8_lossy(&o.stderr).contains("conflicting jobs")
+                    });
+                    if !conflicting {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    restarted = systemctl(&["restart", unit]);
+                }
+                match restarted {
                     Ok(output) if output.status.success() => {
                         format!("restarted {unit} (it was stopped after its reload)")
                     }
