@@ -1,4 +1,10 @@
 //! The command line, exactly as typed: clap structs and nothing else (no I/O here).
+//! [`crate::settings`] resolves them into what a run uses.
+//!
+//! A new command is a variant of [`Command`] (with its own `Args` struct when it takes
+//! more than [`HostArgs`] or [`TargetArgs`]), and one arm of the match in
+//! [`crate::commands::run`]; a command with subcommands of its own gets an enum like
+//! [`EtcCommand`]. Every command that contacts hosts flattens [`Common`].
 
 use std::path::PathBuf;
 
@@ -20,37 +26,22 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bring hosts to what their roles describe.
-    Apply(RunArgs),
+    Apply(ApplyArgs),
     /// Show what apply would change, with diffs; exit 2 when something would.
-    Plan(RunArgs),
+    Plan(TargetArgs),
     /// Run the roles' health checks on the hosts.
-    Verify(RunArgs),
+    Verify(TargetArgs),
     /// Show what placard knows of a host.
     Facts(HostArgs),
     /// The DNS records to publish for a host (MX, SPF, DKIM, DMARC, PTR…), as
     /// zone-file lines; values only the host knows, such as its DKIM key, are read there.
     Dns(HostArgs),
-    /// /etc in git on a host: status, log, diff; drift (against the packages' pristine
-    /// files); init (create the repository); migrate (replay a capture's site changes);
-    /// upgrade (to the Debian release given with --release, merging the distro's changes
-    /// into local conffiles); resolve (take the admin's resolutions of the upgrade's
-    /// conflicts).
+    /// /etc in git on a host: its history, its drift from the packages' pristine files,
+    /// a Debian release upgrade that merges the distro's changes, a captured host's
+    /// changes replayed.
     Etc {
-        #[arg(value_enum)]
-        command: EtcArg,
-        #[command(flatten)]
-        host: HostArgs,
-        /// migrate: the draft folder `placard capture` wrote.
-        #[arg(long, value_name = "DIR")]
-        from: Option<PathBuf>,
-        /// `etc upgrade`: the Debian release to upgrade to, by codename (e.g. trixie).
-        #[arg(long)]
-        release: Option<String>,
-        /// `etc drift`: build the reference install that tells files maintainer scripts
-        /// made from the site's, when none is cached for the host's package set (minutes,
-        /// and some 450 MB of scratch space on the host; see docs/migrate.md).
-        #[arg(long)]
-        reference: bool,
+        #[command(subcommand)]
+        command: EtcCommand,
     },
     /// Write a draft site repository for rebuilding a legacy host: its manually installed
     /// packages (checked against the target release), its modified conffiles as patches,
@@ -74,17 +65,54 @@ pub enum Command {
     Agent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EtcArg {
-    Status,
-    Log,
-    Diff,
-    Drift,
-    Init,
-    Upgrade,
-    Resolve,
-    /// Replay a capture's site changes onto this host's own pristine files (--from DIR).
-    Migrate,
+#[derive(Debug, Subcommand)]
+pub enum EtcCommand {
+    /// Uncommitted changes in /etc, and files kept out of its git.
+    Status(HostArgs),
+    /// The history of /etc.
+    Log(HostArgs),
+    /// The uncommitted changes, as a diff.
+    Diff(HostArgs),
+    /// Every file under /etc against the installed packages' pristine files.
+    Drift(DriftArgs),
+    /// Create /etc's git repository and commit /etc as found.
+    Init(HostArgs),
+    /// Upgrade to the next Debian release, merging the distro's changes into the
+    /// locally modified conffiles.
+    Upgrade(UpgradeArgs),
+    /// Take the admin's resolutions of the upgrade's (or migrate's) conflicts.
+    Resolve(HostArgs),
+    /// Replay a capture's site changes onto this host's own pristine files.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Build the reference install that tells files maintainer scripts made from the
+    /// site's, when none is cached for the host's package set (minutes, and some 450 MB
+    /// of scratch space on the host; see docs/migrate.md).
+    #[arg(long)]
+    pub reference: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// The Debian release to upgrade to, by codename (e.g. trixie).
+    #[arg(long)]
+    pub release: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// The draft folder `placard capture` wrote.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -129,24 +157,31 @@ pub struct Common {
     pub format: Format,
 }
 
+/// What `plan` and `verify` take: hosts to run on and how.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct TargetArgs {
     #[command(flatten)]
     pub common: Common,
     /// Hosts or groups to run on (default: all).
     pub targets: Vec<String>,
-    /// Only report what would change.
-    #[arg(long)]
-    pub check: bool,
-    /// Show a diff of every changed file.
-    #[arg(long)]
-    pub diff: bool,
     /// How many hosts run at once.
     #[arg(short, long, default_value_t = 16)]
     pub jobs: usize,
     /// List unchanged tasks too.
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub run: TargetArgs,
+    /// Only report what would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Show a diff of every changed file.
+    #[arg(long)]
+    pub diff: bool,
 }
 
 #[derive(Debug, Args)]

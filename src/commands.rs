@@ -1,21 +1,18 @@
 //! Each command, from parsed arguments to an exit code.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{
-    CaptureArgs, Cli, Command, Common, EtcArg, HostArgs, RolesCommand, RunArgs, SandboxCommand,
+    self, CaptureArgs, Cli, Command, HostArgs, RolesCommand, SandboxCommand, TargetArgs,
 };
 use crate::controller;
-use crate::error::{Diagnostic, InvalidInput};
-use crate::inventory::Inventory;
 use crate::plan::{self, EtcCommand, Job};
 use crate::report::{human::HumanReporter, Format, HostReport, JsonReporter, Reporter};
 use crate::role::Site;
 use crate::sandbox;
-use crate::transport::ssh::SshOptions;
+use crate::settings::Settings;
 
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +23,8 @@ pub enum Exit {
     InvalidInput = 3,
 }
 
+/// Runs one command. A new command is one arm here, beside its variant in
+/// [`crate::cli::Command`].
 pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Apply(args) => {
@@ -33,7 +32,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 check: args.check,
                 diff: args.diff,
             };
-            run_hosts(&args, job, false)
+            run_hosts(&args.run, job, false)
         }
         Command::Plan(args) => run_hosts(
             &args,
@@ -44,51 +43,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
             true,
         ),
         Command::Verify(args) => run_hosts(&args, Job::Verify, false),
-        Command::Facts(args) => run_one(&args.common, &args.host, Job::Facts),
-        Command::Dns(args) => run_one(&args.common, &args.host, Job::Dns),
-        Command::Etc {
-            command: EtcArg::Migrate,
-            host,
-            from,
-            ..
-        } => migrate(&host, from.as_deref()),
+        Command::Facts(args) => run_one(&args, Job::Facts),
+        Command::Dns(args) => run_one(&args, Job::Dns),
+        Command::Etc { command } => etc(command),
         Command::Capture(args) => capture(&args),
-        Command::Etc {
-            command,
-            host,
-            from,
-            release,
-            reference,
-        } => {
-            if reference && command != EtcArg::Drift {
-                return Err(InvalidInput::from(Diagnostic::new(
-                    &host.common.inventory,
-                    "--reference builds the reference install of `placard etc drift` only",
-                ))
-                .into());
-            }
-            if from.is_some() {
-                return Err(InvalidInput::from(Diagnostic::new(
-                    &host.common.inventory,
-                    "--from names a capture folder, for `placard etc migrate` only",
-                ))
-                .into());
-            }
-            let command = match command {
-                EtcArg::Status => EtcCommand::Status,
-                EtcArg::Log => EtcCommand::Log,
-                EtcArg::Diff => EtcCommand::Diff,
-                EtcArg::Drift => EtcCommand::Drift { reference },
-                EtcArg::Init => EtcCommand::Init,
-                EtcArg::Migrate => unreachable!("handled above"),
-                EtcArg::Upgrade => {
-                    let release = upgrade_release(&host.common, release)?;
-                    return run_one(&host.common, &host.host, Job::EtcUpgrade { release });
-                }
-                EtcArg::Resolve => return run_one(&host.common, &host.host, Job::EtcResolve),
-            };
-            run_one(&host.common, &host.host, Job::Etc { command })
-        }
         Command::Roles { command, site } => roles(
             command,
             &Site::new(&site.unwrap_or_else(|| PathBuf::from("."))),
@@ -98,22 +56,54 @@ pub fn run(cli: Cli) -> Result<Exit> {
     }
 }
 
+/// `placard etc …`.
+fn etc(command: cli::EtcCommand) -> Result<Exit> {
+    use cli::EtcCommand as Etc;
+    let on_etc = |host: &HostArgs, command| run_one(host, Job::Etc { command });
+    match command {
+        Etc::Status(host) => on_etc(&host, EtcCommand::Status),
+        Etc::Log(host) => on_etc(&host, EtcCommand::Log),
+        Etc::Diff(host) => on_etc(&host, EtcCommand::Diff),
+        Etc::Init(host) => on_etc(&host, EtcCommand::Init),
+        Etc::Drift(args) => on_etc(
+            &args.host,
+            EtcCommand::Drift {
+                reference: args.reference,
+            },
+        ),
+        Etc::Upgrade(args) => {
+            let settings = Settings::resolve(&args.host.common)?;
+            let release = upgrade_release(&settings, args.release)?;
+            let job = Job::EtcUpgrade { release };
+            host_exit(&execute(&settings, &[args.host.host], job, 1, true)?)
+        }
+        Etc::Resolve(host) => run_one(&host, Job::EtcResolve),
+        Etc::Migrate(args) => migrate(&args.host, &args.from),
+    }
+}
+
 /// `placard capture HOST -o DIR`: the agent gathers, the controller writes the draft.
 fn capture(args: &CaptureArgs) -> Result<Exit> {
-    let common = &args.host.common;
     // Checked before the host is contacted, and again before anything is written.
     crate::distro::draft::check_empty(&args.output)?;
+    let settings = Settings::resolve(&args.host.common)?;
     let job = Job::Capture {
         release: args.release.clone(),
         reference: args.reference,
     };
-    let reports = execute(common, std::slice::from_ref(&args.host.host), job, 1, true)?;
+    let reports = execute(
+        &settings,
+        std::slice::from_ref(&args.host.host),
+        job,
+        1,
+        true,
+    )?;
     let Some(data) = output_data(&reports, "capture") else {
         return Ok(Exit::Failed);
     };
     let captured: crate::distro::capture::Capture =
         serde_json::from_value(data).context("the agent's capture cannot be read")?;
-    let inventory = Inventory::load(&common.inventory)?;
+    let inventory = &settings.inventory;
     let entry = inventory.file.hosts.get(&args.host.host);
     let reach = crate::distro::draft::Reach {
         name: args.host.host.clone(),
@@ -158,20 +148,11 @@ fn capture(args: &CaptureArgs) -> Result<Exit> {
 }
 
 /// `placard etc migrate --from DIR HOST`.
-fn migrate(host: &HostArgs, from: Option<&Path>) -> Result<Exit> {
-    let Some(from) = from else {
-        return Err(InvalidInput::from(
-            Diagnostic::new(
-                &host.common.inventory,
-                "`placard etc migrate` needs the capture folder",
-            )
-            .help("placard etc migrate --from DIR HOST, where DIR is what `placard capture` wrote"),
-        )
-        .into());
-    };
+fn migrate(host: &HostArgs, from: &Path) -> Result<Exit> {
+    let settings = Settings::resolve(&host.common)?;
     let (source, files, others) = crate::distro::migrate::load(from)?;
     let reports = execute(
-        &host.common,
+        &settings,
         std::slice::from_ref(&host.host),
         Job::Migrate {
             source,
@@ -210,37 +191,26 @@ fn output_data(reports: &[HostReport], key: &str) -> Option<serde_json::Value> {
         })
 }
 
-/// `etc upgrade`'s release: given, and a Debian codename placard knows, checked before
-/// any host is contacted.
-fn upgrade_release(common: &Common, release: Option<String>) -> Result<String> {
+/// `etc upgrade`'s release: a Debian codename placard knows, checked before any host
+/// is contacted.
+fn upgrade_release(settings: &Settings, release: String) -> Result<String> {
+    if crate::distro::upgrade::release_number(&release).is_some() {
+        return Ok(release);
+    }
     let known = crate::distro::upgrade::RELEASES
         .iter()
         .map(|(name, number)| format!("{name} ({number})"))
         .collect::<Vec<_>>()
         .join(", ");
-    match release {
-        Some(release) if crate::distro::upgrade::release_number(&release).is_some() => Ok(release),
-        Some(release) => Err(InvalidInput::from(
-            Diagnostic::new(
-                &common.inventory,
-                format!("`{release}` is not a Debian release placard knows"),
-            )
-            .help(format!("name it by codename: {known}")),
-        )
-        .into()),
-        None => Err(InvalidInput::from(
-            Diagnostic::new(
-                &common.inventory,
-                "`etc upgrade` needs the release to upgrade to",
-            )
-            .help("e.g. `placard etc upgrade HOST --release trixie`"),
-        )
-        .into()),
-    }
+    Err(settings.invalid(
+        format!("`{release}` is not a Debian release placard knows"),
+        format!("name it by codename: {known}"),
+    ))
 }
 
-fn run_hosts(args: &RunArgs, job: Job, plan_exit: bool) -> Result<Exit> {
-    let reports = execute(&args.common, &args.targets, job, args.jobs, args.verbose)?;
+fn run_hosts(args: &TargetArgs, job: Job, plan_exit: bool) -> Result<Exit> {
+    let settings = Settings::resolve(&args.common)?;
+    let reports = execute(&settings, &args.targets, job, args.jobs, args.verbose)?;
     let failed = reports.iter().any(HostReport::failed);
     let changed = reports.iter().any(|r| r.changed() > 0);
     Ok(if failed {
@@ -252,8 +222,18 @@ fn run_hosts(args: &RunArgs, job: Job, plan_exit: bool) -> Result<Exit> {
     })
 }
 
-fn run_one(common: &Common, host: &str, job: Job) -> Result<Exit> {
-    let reports = execute(common, &[host.to_string()], job, 1, true)?;
+fn run_one(host: &HostArgs, job: Job) -> Result<Exit> {
+    let settings = Settings::resolve(&host.common)?;
+    host_exit(&execute(
+        &settings,
+        std::slice::from_ref(&host.host),
+        job,
+        1,
+        true,
+    )?)
+}
+
+fn host_exit(reports: &[HostReport]) -> Result<Exit> {
     Ok(if reports.iter().any(HostReport::failed) {
         Exit::Failed
     } else {
@@ -261,47 +241,32 @@ fn run_one(common: &Common, host: &str, job: Job) -> Result<Exit> {
     })
 }
 
-/// Load, validate and plan (exit 3 on any problem, before any host is contacted), then
-/// run on the hosts and report.
+/// Validate and plan (exit 3 on any problem, before any host is contacted), then run on
+/// the hosts and report.
 fn execute(
-    common: &Common,
+    settings: &Settings,
     targets: &[String],
     job: Job,
     jobs: usize,
     verbose: bool,
 ) -> Result<Vec<HostReport>> {
-    let inventory = Inventory::load(&common.inventory)?;
-    let site = Site::new(&site_root(common.site.as_deref(), &inventory));
+    let inventory = &settings.inventory;
     let hosts = inventory.select(targets)?;
-    if common.local && hosts.len() != 1 {
-        return Err(InvalidInput::from(
-            Diagnostic::new(
-                &inventory.source.path,
-                format!(
-                    "--local runs on this machine only, but {} hosts were selected",
-                    hosts.len()
-                ),
-            )
-            .help("name the one host this machine is, e.g. `placard apply --local cupboard`"),
-        )
-        .into());
+    if settings.local && hosts.len() != 1 {
+        return Err(settings.invalid(
+            format!(
+                "--local runs on this machine only, but {} hosts were selected",
+                hosts.len()
+            ),
+            "name the one host this machine is, e.g. `placard apply --local cupboard`",
+        ));
     }
-    let bundles = plan::prepare(&inventory, &site, &hosts, &job, &operator())?;
+    let bundles = plan::prepare(inventory, &settings.site, &hosts, &job, &settings.operator)?;
     let routed = bundles.into_iter().map(|b| {
-        let route = controller::route(&inventory, &b.host, common.local);
+        let route = controller::route(inventory, &b.host, settings.local);
         (b, route)
     });
-    let options = SshOptions {
-        known_hosts: known_hosts(common, &inventory),
-        accept_new_host_keys: common.accept_new_host_keys,
-        ssh_config: dirs::home_dir()
-            .map(|h| h.join(".ssh/config"))
-            .filter(|p| p.exists()),
-        connect_timeout: Duration::from_secs(15),
-        agent_socket: None,
-        host_timeout: Duration::from_secs(common.host_timeout),
-    };
-    let mut reporter: Box<dyn Reporter> = match common.format {
+    let mut reporter: Box<dyn Reporter> = match settings.format {
         Format::Human => Box::new(HumanReporter::new(verbose)),
         Format::Json => Box::new(JsonReporter),
     };
@@ -311,56 +276,12 @@ fn execute(
         .context("cannot start the async runtime")?;
     let reports = runtime.block_on(controller::run(
         routed.collect(),
-        options,
+        settings.ssh.clone(),
         jobs,
         reporter.as_mut(),
     ));
     reporter.finish(&reports);
     Ok(reports)
-}
-
-fn known_hosts(common: &Common, inventory: &Inventory) -> Vec<PathBuf> {
-    if !common.known_hosts.is_empty() {
-        return common.known_hosts.clone();
-    }
-    let from_inventory: Vec<PathBuf> = inventory
-        .file
-        .ssh
-        .known_hosts
-        .iter()
-        .map(|p| inventory.resolve_path(p))
-        .collect();
-    if !from_inventory.is_empty() {
-        return from_inventory;
-    }
-    dirs::home_dir()
-        .map(|h| vec![h.join(".ssh/known_hosts")])
-        .unwrap_or_default()
-}
-
-/// The folder with roles/ and templates/: given, or the inventory folder's parent (a
-/// site repository keeps inventories in inventory/), or the inventory's folder, or here.
-fn site_root(given: Option<&Path>, inventory: &Inventory) -> PathBuf {
-    if let Some(given) = given {
-        return given.to_path_buf();
-    }
-    let folder = inventory.base_dir();
-    let candidates = [folder.parent().map(Path::to_path_buf), Some(folder.clone())];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|c| c.join("roles").is_dir())
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn operator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "root".into());
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
 }
 
 fn roles(command: RolesCommand, site: &Site) -> Result<Exit> {

@@ -42,6 +42,7 @@ pub mod report;
 pub mod resource;
 pub mod role;
 pub mod sandbox;
+pub mod settings;
 pub mod source;
 pub mod system;
 pub mod template;

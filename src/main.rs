@@ -6,7 +6,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = placard::cli::Cli::parse();
+    let cli = match placard::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0; a command line clap cannot read is bad
+        // input like any other (exit 3, not clap's 2, which placard's plan uses for
+        // "changes pending").
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let _ = error.print();
+            eprintln!("the command line is not one placard reads; no host was contacted");
+            return ExitCode::from(placard::commands::Exit::InvalidInput as u8);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("PLACARD_LOG"))
         .with_writer(std::io::stderr)

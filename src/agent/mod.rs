@@ -177,7 +177,15 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
         }),
         Job::EtcUpgrade { release } => {
             let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
-            let report = crate::distro::upgrade::run(&paths.etc, release, emit)?;
+            let worktree = std::path::Path::new(crate::distro::upgrade::WORKTREE);
+            let report =
+                crate::distro::upgrade::run(&paths.etc, worktree, release, &mut |progress| {
+                    use crate::distro::upgrade::Progress;
+                    emit(match progress {
+                        Progress::Notice(message) => Event::Notice { message },
+                        Progress::Commit { id, summary } => Event::Commit { id, summary },
+                    })
+                })?;
             emit(Event::Output {
                 data: json!({ "upgrade": report }),
             });
@@ -200,9 +208,15 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
                     if let Some(message) = refused {
                         emit(Event::Error { message });
                     }
-                    crate::distro::upgrade::resolve(&paths.etc)?
+                    crate::distro::upgrade::resolve(
+                        &paths.etc,
+                        std::path::Path::new(crate::distro::upgrade::WORKTREE),
+                    )?
                 }
-                None => crate::distro::upgrade::resolve(&paths.etc)?,
+                None => crate::distro::upgrade::resolve(
+                    &paths.etc,
+                    std::path::Path::new(crate::distro::upgrade::WORKTREE),
+                )?,
             };
             let refused = report.refusal();
             emit(Event::Output {

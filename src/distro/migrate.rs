@@ -5,8 +5,9 @@
 //! pristine file (from its own distro branch, brought up to date first).
 //!
 //! On the host: stray changes in /etc are committed first; clean merges are written and
-//! checked by the service's validator where one exists (a file that fails it is put
-//! back and handed to the admin); then one commit. A merge with anything to decide is
+//! checked by the service's validator where one exists, by the rule of
+//! [`super::validate`] shared with `etc upgrade` (a group that makes a working
+//! configuration fail is put back and handed to the admin); then one commit. A merge with anything to decide is
 //! never written to live /etc: it goes, with the three inputs, under
 //! [`CONFLICTS_DIR`] for the admin. The controller side, [`load`], reads the draft.
 
@@ -23,9 +24,9 @@ use super::draft;
 use super::host::{self, Roots};
 use super::successors;
 use super::upgrade;
+use super::validate::{self, Outcome, Validator};
 use crate::merge::{self, Issue};
 use crate::system::atomic::{self, Attributes};
-use crate::system::command::{self, deadline};
 use crate::system::etc_git::{Declared, EtcRepo};
 
 /// Where conflicts are left for the admin, outside /etc; emptied at each migrate.
@@ -61,23 +62,6 @@ pub struct ByHand {
     pub path: String,
     pub what: String,
 }
-
-/// The validators of the services whose files a migrate may write: a path prefix under
-/// /etc, the program (absolute, to tell whether it is installed) and its argv.
-const VALIDATORS: &[(&str, &str, &[&str])] = &[
-    ("ssh/", "/usr/sbin/sshd", &["/usr/sbin/sshd", "-t"]),
-    (
-        "postfix/",
-        "/usr/sbin/postfix",
-        &["/usr/sbin/postfix", "check"],
-    ),
-    (
-        "dovecot/",
-        "/usr/bin/doveconf",
-        &["/usr/bin/doveconf", "-n"],
-    ),
-    ("sudoers", "/usr/sbin/visudo", &["/usr/sbin/visudo", "-c"]),
-];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Migration {
@@ -215,8 +199,8 @@ pub fn run(
         deleted: Vec::new(),
         by_hand: Vec::new(),
     };
-    // Written files and their previous content, to put back if a validator refuses.
-    let mut written: Vec<(String, Option<Vec<u8>>, merge::Merged)> = Vec::new();
+    // Clean merges to write, a validator's group at a time once all are known.
+    let mut written: Vec<(String, merge::Merged)> = Vec::new();
 
     for file in files {
         if !valid_relative(&file.path) {
@@ -249,17 +233,12 @@ pub fn run(
                         fs::create_dir_all(parent)
                             .with_context(|| format!("cannot create {}", parent.display()))?;
                     }
-                    write_atomically(&target, merged.text.as_bytes())?;
                     migration.moved.push(MovedFile {
                         path: file.path.clone(),
                         successor: successor.successor.to_string(),
                         source: successor.source.to_string(),
                     });
-                    written.push((
-                        successor.successor.to_string(),
-                        existing.map(String::into_bytes),
-                        merged,
-                    ));
+                    written.push((successor.successor.to_string(), merged));
                 }
                 continue;
             }
@@ -313,8 +292,53 @@ pub fn run(
             migration.unchanged.push(file.path.clone());
             continue;
         }
-        write_atomically(&target, merged.text.as_bytes())?;
-        written.push((file.path.clone(), previous, merged));
+        written.push((file.path.clone(), merged));
+    }
+
+    // The clean merges, by the rule of `validate`: a group that makes a working
+    // configuration fail is put back and handed to the admin.
+    for (validator, group) in validate::by_validator(written, &validate::for_path) {
+        let files: Vec<(String, Option<Vec<u8>>)> = group
+            .iter()
+            .map(|(path, merged)| (path.clone(), Some(merged.text.clone().into_bytes())))
+            .collect();
+        let outcome = validate::write_group(etc, validator, &files)?;
+        if let Some(validator) = validator.filter(Validator::is_installed) {
+            let (ok, output) = match &outcome {
+                Outcome::Passed(_) => (true, String::new()),
+                Outcome::StillInvalid(line) | Outcome::RolledBack(line) => (false, line.clone()),
+            };
+            migration.validations.push(Validation {
+                command: validator.name.to_string(),
+                ok,
+                files: files.iter().map(|(path, _)| path.clone()).collect(),
+                output,
+            });
+        }
+        for (path, merged) in group {
+            let Outcome::RolledBack(output) = &outcome else {
+                migration.merged.push(MergedFile {
+                    path,
+                    method: merged.method,
+                    replayed: merged.replayed.len(),
+                    translations: merged
+                        .translations
+                        .iter()
+                        .map(|t| t.message.clone())
+                        .collect(),
+                });
+                continue;
+            };
+            leave_refused(folder, &path, &merged, output)?;
+            migration.conflicts.push(Conflict {
+                path,
+                reason: format!(
+                    "the merge was clean but `{}` refused the result; /etc keeps its file",
+                    validator.map_or("its validator", |v| v.name)
+                ),
+                issues: Vec::new(),
+            });
+        }
     }
 
     // Issue 13, item 7: a conffile the old site deleted (the Debian way to turn one off)
@@ -330,13 +354,10 @@ pub fn run(
         let as_shipped = meta.is_file()
             && pristine.is_some_and(|p| fs::read(&live).ok().as_deref() == Some(&p.content[..]));
         if as_shipped {
-            let previous =
-                fs::read(&live).with_context(|| format!("cannot read {}", live.display()))?;
-            fs::remove_file(&live).with_context(|| format!("cannot remove {}", live.display()))?;
             // A service that cannot do without the file (sshd_config) keeps it.
-            if let Some(refusal) = validator_refusal(path)? {
-                let attributes = Attributes::mode(meta.permissions().mode() & 0o7777);
-                atomic::write_atomic(&live, &previous, attributes, None)?;
+            let removal = [(path.clone(), None)];
+            let outcome = validate::write_group(etc, validate::for_path(path), &removal)?;
+            if let Outcome::RolledBack(refusal) = outcome {
                 migration.by_hand.push(ByHand {
                     path: path.clone(),
                     what: format!("{source} had deleted this conffile; deleted here, {refusal}, so it was put back: decide by hand"),
@@ -363,42 +384,6 @@ pub fn run(
         });
     }
 
-    for (prefix, program, argv) in VALIDATORS {
-        let files: Vec<&(String, Option<Vec<u8>>, merge::Merged)> = written
-            .iter()
-            .filter(|(path, _, _)| path.starts_with(prefix))
-            .collect();
-        if files.is_empty() || !Path::new(program).exists() {
-            continue;
-        }
-        let output = command::Program::new(argv, deadline::VALIDATE).output()?;
-        let ok = output.status.success();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let paths: Vec<String> = files.iter().map(|(p, _, _)| p.clone()).collect();
-        migration.validations.push(Validation {
-            command: argv.join(" "),
-            ok,
-            files: paths.clone(),
-            output: if ok { String::new() } else { text.clone() },
-        });
-        if !ok {
-            for entry in &files {
-                restore_and_leave(etc, folder, entry, argv, &text)?;
-                migration.conflicts.push(Conflict {
-                    path: entry.0.clone(),
-                    reason: format!(
-                        "the merge was clean but `{}` refused the result; /etc keeps its file",
-                        argv.join(" ")
-                    ),
-                    issues: Vec::new(),
-                });
-            }
-        }
-    }
     let refused: Vec<String> = migration.conflicts.iter().map(|c| c.path.clone()).collect();
     // What `etc resolve` takes: each conflict that left a file for the admin.
     let pending: Vec<&String> = refused
@@ -413,20 +398,6 @@ pub fn run(
             None,
         )?;
     }
-    migration.merged = written
-        .into_iter()
-        .filter(|(path, _, _)| !refused.contains(path))
-        .map(|(path, _, merged)| MergedFile {
-            path,
-            method: merged.method,
-            replayed: merged.replayed.len(),
-            translations: merged
-                .translations
-                .iter()
-                .map(|t| t.message.clone())
-                .collect(),
-        })
-        .collect();
     if !migration.merged.is_empty() || !migration.deleted.is_empty() {
         let body: String = migration
             .merged
@@ -517,38 +488,8 @@ pub fn resolve(etc: &Path, folder: &Path) -> Result<Option<upgrade::ResolveRepor
     Ok(Some(report))
 }
 
-/// `None` when the validator of `path`'s service (if any, and installed) accepts the
-/// live configuration, else what it said.
-fn validator_refusal(path: &str) -> Result<Option<String>> {
-    let Some((_, _, argv)) = VALIDATORS
-        .iter()
-        .find(|(prefix, program, _)| path.starts_with(prefix) && Path::new(program).exists())
-    else {
-        return Ok(None);
-    };
-    let output = command::Program::new(argv, deadline::VALIDATE).output()?;
-    Ok((!output.status.success()).then(|| {
-        format!(
-            "`{}` refused the result ({})",
-            argv.join(" "),
-            output.last_lines(3).trim()
-        )
-    }))
-}
-
-fn restore_and_leave(
-    etc: &Path,
-    folder: &Path,
-    (path, previous, merged): &(String, Option<Vec<u8>>, merge::Merged),
-    argv: &[&str],
-    output: &str,
-) -> Result<()> {
-    let target = etc.join(path);
-    match previous {
-        Some(bytes) => write_atomically(&target, bytes)?,
-        None => fs::remove_file(&target)
-            .with_context(|| format!("cannot remove {}", target.display()))?,
-    }
+/// Leaves for the admin a clean merge its validator refused (live /etc kept its file).
+fn leave_refused(folder: &Path, path: &str, merged: &merge::Merged, output: &str) -> Result<()> {
     let left = folder.join(path);
     if let Some(parent) = left.parent() {
         fs::create_dir_all(parent)?;
@@ -556,10 +497,7 @@ fn restore_and_leave(
     fs::write(&left, &merged.text)?;
     fs::write(
         sibling(&left, "placard-issues"),
-        format!(
-            "The merge was clean, but `{}` refused it:\n{output}",
-            argv.join(" ")
-        ),
+        format!("The merge was clean, but its validator refused it:\n{output}"),
     )?;
     Ok(())
 }
@@ -637,13 +575,6 @@ fn valid_relative(path: &str) -> bool {
         && Path::new(path)
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)))
-}
-
-/// Writes `content` over `target` atomically, keeping the target's owner, group and
-/// mode (root:nut 0640 stays root:nut 0640).
-fn write_atomically(target: &Path, content: &[u8]) -> Result<()> {
-    let attributes = Attributes::of_existing(target, Attributes::mode(0o644));
-    atomic::write_atomic(target, content, attributes, None)
 }
 
 #[cfg(test)]

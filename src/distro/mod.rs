@@ -18,7 +18,8 @@
 //! - [`secrets`] says which files are secrets (never captured) and finds them in /etc's history;
 //! - [`successors`] says where the settings of a conffile a release dropped go;
 //! - [`upgrade`] drives a release upgrade and merges the distro's changes into the
-//!   locally modified conffiles (`placard etc upgrade`, `placard etc resolve`).
+//!   locally modified conffiles (`placard etc upgrade`, `placard etc resolve`);
+//! - [`validate`] checks the files upgrade, migrate and resolve write, by one rule.
 //!
 //! This runs on the host, in the agent. The three-way merges that `etc upgrade` will
 //! run on these files are in [`crate::merge`].
@@ -37,3 +38,4 @@ pub mod secrets;
 pub mod successors;
 pub mod tables;
 pub mod upgrade;
+pub mod validate;

@@ -2,7 +2,7 @@
 //! live file, theirs = the new pristine file. Pure logic, no I/O: `etc upgrade` and
 //! `etc migrate` fetch the three texts and decide where the result may be written.
 //!
-//! A file placard can read as a list of settings ([`settings::Syntax::for_path`]) is
+//! A file placard can read as a list of settings ([`Syntax::for_path`]) is
 //! merged by setting: the site's changes are replayed onto the new file, whose comments
 //! and layout win, so a comment the distro rewrote next to a site setting is no
 //! conflict. When the site and the new release both set or changed a setting, to
@@ -14,10 +14,11 @@
 pub mod line;
 pub mod renames;
 pub mod settings;
+pub mod syntax;
 
 use serde::Serialize;
 
-pub use settings::Syntax;
+pub use syntax::Syntax;
 
 /// How a file was merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -24,7 +24,7 @@
 //!   `disable_dns_lookups` → `smtp_dns_support_level`, `*_per_record_deadline` →
 //!   `*_per_request_deadline`.
 
-use super::settings::Syntax;
+use super::syntax::Syntax;
 
 /// How a rule turns the old setting's value into new settings.
 #[derive(Debug, Clone, Copy)]

@@ -17,7 +17,8 @@
 //!    history shows both releases;
 //! 4. each locally modified file whose pristine version changed is merged with
 //!    [`crate::merge`]. Clean merges are written atomically, checked by their daemon's
-//!    validator ([`validate`]; a failure makes them conflicts and the live files stay)
+//!    validator ([`crate::distro::validate`]; a failure makes them conflicts and the live
+//!    files stay, unless the live configuration was already broken)
 //!    and committed in one merge commit whose second parent is the new distro tip.
 //!    Conflicts are written, with markers ([`markers`]), to the worktree
 //!    `/var/lib/placard/etc-upgrade/files/` (root only), never to live /etc, and listed
@@ -28,17 +29,17 @@
 //! it, and commits. A second upgrade finds nothing to upgrade and nothing to merge, and
 //! changes nothing.
 
+pub mod apply;
+pub mod apt;
+pub mod decide;
 pub mod markers;
+pub mod message;
 pub mod sources;
-pub mod validate;
+pub mod worktree;
 
-use crate::system::atomic::{self, Attributes};
-use crate::system::command::{deadline, Program};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use git2::{Oid, Repository};
@@ -47,11 +48,18 @@ use serde::{Deserialize, Serialize};
 use super::branch;
 use super::host::{self, Roots};
 use super::pristine::{Unavailable, MODE_LINK};
-use super::successors;
-use crate::merge::{self, Issue, Method};
-use crate::plan::Event;
+use super::validate::{self, Outcome};
+use crate::merge::{self, Method};
 use crate::system::etc_git::{Declared, EtcRepo};
-use validate::{Validator, Verdict};
+pub use message::list;
+use worktree::{State, Worktree};
+
+/// What the upgrade tells as it goes; the agent turns it into its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Notice(String),
+    Commit { id: String, summary: String },
+}
 
 /// Debian releases placard can upgrade between, by codename, with their numbers.
 pub const RELEASES: &[(&str, u32)] = &[
@@ -69,22 +77,9 @@ pub fn release_number(codename: &str) -> Option<u32> {
         .map(|(_, number)| *number)
 }
 
-/// Where conflicts wait for the admin, and the upgrade's state.
+/// Where conflicts wait for the admin, and the upgrade's state, on a host.
 pub const WORKTREE: &str = "/var/lib/placard/etc-upgrade";
 pub(crate) const STILL_MARKED: &str = "it still holds conflict markers";
-/// apt's messages of the last upgrade, kept for the admin.
-const APT_LOG: &str = "apt.log";
-/// Files dpkg and ucf leave beside a conffile they did not replace, or replaced.
-const LEFT_BESIDE: &[&str] = &[
-    ".dpkg-dist",
-    ".dpkg-new",
-    ".dpkg-old",
-    ".ucf-dist",
-    ".ucf-new",
-    ".ucf-old",
-    ".dpkg-bak",
-];
-
 /// One file merged cleanly and written.
 #[derive(Debug, Clone, Serialize)]
 pub struct MergedFile {
@@ -176,7 +171,7 @@ pub struct UpgradeReport {
 }
 
 impl UpgradeReport {
-    fn new(from: &str, to: &str, worktree: &str) -> UpgradeReport {
+    pub fn new(from: &str, to: &str, worktree: &str) -> UpgradeReport {
         UpgradeReport {
             from: from.to_string(),
             to: to.to_string(),
@@ -213,6 +208,10 @@ pub struct ResolveReport {
     pub commit: Option<String>,
     /// Why dpkg still cannot configure the packages the upgrade left unconfigured.
     pub apt_error: Option<String>,
+    /// Daemons whose configuration was already failing its validator and still fails
+    /// with the resolutions written (see [`crate::distro::validate`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub still_invalid: Vec<String>,
     /// Migrate's conflicts whose file the admin deleted: /etc keeps the new host's own.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<String>,
@@ -246,96 +245,240 @@ impl ResolveReport {
     }
 }
 
-/// The upgrade in progress, kept across runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    release: String,
-    /// The distro commit of the old release.
-    base: String,
-    /// The locally modified files, relative to /etc.
-    candidates: Vec<String>,
-    finished: bool,
+/// `etc upgrade` of the host whose /etc is `etc`, with its worktree at `worktree`
+/// ([`WORKTREE`] on a host): see the module's documentation.
+pub fn run(
+    etc: &Path,
+    worktree: &Path,
+    release: &str,
+    emit: &mut dyn FnMut(Progress),
+) -> Result<UpgradeReport> {
+    let repo = open_repo(etc)?;
+    let installed = installed_release(etc)?;
+    let from = upgrade_from(&installed, release)?;
+    let worktree = Worktree::open(worktree)?;
+    let state = worktree
+        .state()?
+        .filter(|s| s.release == release && !s.finished);
+    let mut report = UpgradeReport::new(
+        &from,
+        release,
+        &worktree.root.join("files").to_string_lossy(),
+    );
+    // 1. The merge base: the distro branch of the installed packages.
+    repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
+    let stray = repo.changes()?;
+    let summary = "changes found before placard run";
+    report
+        .commits
+        .extend(commit(emit, &repo, summary, &list(&stray), None)?);
+    let roots = Roots::host(etc);
+    let git = repo.repository();
+    let (_, known) = host::read_known(&roots)?;
+    let before = branch::update(git, &known, &roots)?;
+    report
+        .unavailable
+        .extend(before.unavailable.iter().cloned());
+    let (base, candidates) = match state {
+        Some(state) => (
+            Oid::from_str(&state.base).context("state.json names no commit")?,
+            state.candidates,
+        ),
+        None => {
+            let tip = before.tip.as_deref().context(
+                "the distro branch is empty: no installed package ships files under /etc",
+            )?;
+            let tip = Oid::from_str(tip)?;
+            (tip, pristine_files(git, tip)?)
+        }
+    };
+    let mut state = State {
+        release: release.to_string(),
+        base: base.to_string(),
+        candidates,
+        finished: false,
+    };
+    worktree.save_state(&state)?;
+    report.distro_base = Some(base.to_string());
+
+    // 2. apt: sources, then the upgrade keeping the site's conffiles.
+    if from != release {
+        report.sources = sources::switch(etc, &from, release)?;
+    }
+    let summary = format!("placard etc upgrade: apt sources switched to {release}");
+    report
+        .commits
+        .extend(commit(emit, &repo, &summary, &list(&report.sources), None)?);
+    let log = worktree.root.join(apt::LOG);
+    emit(Progress::Notice(format!(
+        "apt-get update, then dist-upgrade to {release} keeping local conffiles (apt's output: {})",
+        log.display()
+    )));
+    if let Err(error) = apt::upgrade(&log)? {
+        emit(Progress::Notice(format!(
+            "{error:#}; merging, then configuring again"
+        )));
+    }
+    // The maintainer's versions dpkg and ucf left beside kept files: read, then removed.
+    let mut beside: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for path in &state.candidates {
+        let found = apt::left_beside(etc, path);
+        for (relative, _) in &found {
+            fs::remove_file(etc.join(relative))
+                .with_context(|| format!("cannot remove /etc/{relative}"))?;
+            report.cleaned.push(relative.clone());
+        }
+        if !found.is_empty() {
+            beside.insert(path.clone(), found);
+        }
+    }
+    let summary =
+        format!("placard etc upgrade: packages upgraded to {release}, local conffiles kept");
+    report.commits.extend(commit(
+        emit,
+        &repo,
+        &summary,
+        &list(&repo.changes()?),
+        None,
+    )?);
+
+    // 3. The new pristine files.
+    let (known, unconfigured) = known_with_unconfigured(&roots)?;
+    report.unconfigured = unconfigured;
+    let after = branch::update(git, &known, &roots)?;
+    // Whether package versions changed: what the distro branch recorded.
+    report.upgraded = after.commit.is_some();
+    report.packages = after.changes.clone();
+    report.unavailable = after.unavailable.clone();
+    let tip = after
+        .tip
+        .as_deref()
+        .map(Oid::from_str)
+        .transpose()?
+        .context("the distro branch is empty after the upgrade")?;
+    report.distro_tip = Some(tip.to_string());
+
+    // 4. The merges: each file decided (pure), then written.
+    let mut pending = worktree.conflicts()?;
+    if tip != base {
+        let mut decisions = Vec::new();
+        for path in &state.candidates {
+            let left = beside.get(path).map(Vec::as_slice).unwrap_or_default();
+            // Without the new .deb on the branch, the maintainer's copy dpkg left.
+            let deb_missing = after.unavailable.iter().any(|u| {
+                known
+                    .owned
+                    .get(path)
+                    .is_some_and(|owner| *owner == u.package)
+            });
+            let inputs = Inputs::read(etc, git, (base, tip), path, left, deb_missing)?;
+            let decision = decide::decide(
+                path,
+                release,
+                inputs.base.as_deref(),
+                inputs.ours.as_deref(),
+                inputs.theirs.as_deref(),
+            );
+            decisions.push((path.clone(), decision));
+        }
+        let is_secret = |path: &str| -> Result<bool> {
+            Ok(git.is_path_ignored(path).with_context(|| {
+                format!("cannot tell whether /etc/{path} is kept out of git, so whether its conflicts may be shown")
+            })? || is_secret(etc, path))
+        };
+        let target = apply::Target {
+            etc,
+            worktree: &worktree,
+            release,
+            validator_for: &validate::for_path,
+            is_secret: &is_secret,
+        };
+        apply::apply(&target, decisions, &mut report, &mut pending)?;
+        worktree.save_conflicts(&pending)?;
+        let (summary, body) = message::merge_commit(&report, &base.to_string(), &tip.to_string());
+        report
+            .commits
+            .extend(commit(emit, &repo, &summary, &body, Some(tip))?);
+    }
+    if !report.unconfigured.is_empty() {
+        report.apt_error = apt::configure_pending(&log);
+        let summary = "placard etc upgrade: packages configured after the merge";
+        report
+            .commits
+            .extend(commit(emit, &repo, summary, &list(&repo.changes()?), None)?);
+    }
+    report.pending = pending
+        .keys()
+        .filter(|p| !report.conflicts.iter().any(|c| &c.path == *p))
+        .cloned()
+        .collect();
+    // What is left to do is the admin's: the state of the next run starts afresh.
+    state.finished = true;
+    worktree.save_state(&state)?;
+    Ok(report)
 }
 
-struct Worktree {
-    root: PathBuf,
+/// The release an upgrade to `release` starts from: the installed one, when it is the
+/// release before (or the same: a second run).
+fn upgrade_from(installed: &str, release: &str) -> Result<String> {
+    let Some(target) = release_number(release) else {
+        bail!("`{release}` is not a Debian release placard knows");
+    };
+    match release_number(installed) {
+        Some(number) if number + 1 == target || number == target => Ok(installed.to_string()),
+        Some(number) if number > target => {
+            bail!("this host runs Debian {installed} ({number}); it cannot go back to {release}")
+        }
+        Some(number) => bail!(
+            "this host runs Debian {installed} ({number}); Debian supports upgrades one release at a time: upgrade to the next release first"
+        ),
+        None => bail!("this host runs `{installed}`, which is not a Debian release placard knows"),
+    }
 }
 
-impl Worktree {
-    fn open(root: &Path) -> Result<Worktree> {
-        fs::create_dir_all(root.join("files"))
-            .with_context(|| format!("cannot create {}", root.display()))?;
-        // Conflict files are copies of /etc files, some of them secret.
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
-        Ok(Worktree {
-            root: root.to_path_buf(),
+/// The three versions of one conffile, read from the distro branch and live /etc.
+struct Inputs {
+    base: Option<Vec<u8>>,
+    ours: Option<Vec<u8>>,
+    theirs: Option<Vec<u8>>,
+}
+
+impl Inputs {
+    /// `left`: the files dpkg or ucf left beside it; `deb_missing`: the new .deb of its
+    /// package could not be had, so the maintainer's copy dpkg left is the new version.
+    fn read(
+        etc: &Path,
+        git: &Repository,
+        (base, tip): (Oid, Oid),
+        path: &str,
+        left: &[(String, Vec<u8>)],
+        deb_missing: bool,
+    ) -> Result<Inputs> {
+        let dist = |suffixes: &[&str]| {
+            left.iter()
+                .find(|(name, _)| suffixes.iter().any(|s| name.ends_with(s)))
+                .map(|(_, content)| content.clone())
+        };
+        let theirs = match blob_at(git, tip, path)? {
+            Some((content, _)) => Some(content),
+            None if deb_missing => dist(&[".dpkg-dist", ".ucf-dist", ".dpkg-new", ".ucf-new"]),
+            None => None,
+        };
+        // dpkg moves a modified conffile the new package drops to .dpkg-bak.
+        let ours = fs::read(etc.join(path))
+            .ok()
+            .or_else(|| dist(&[".dpkg-bak"]));
+        Ok(Inputs {
+            base: blob_at(git, base, path)?.map(|(content, _)| content),
+            ours,
+            theirs,
         })
     }
-
-    fn file(&self, path: &str) -> PathBuf {
-        self.root.join("files").join(path)
-    }
-
-    /// The state of an upgrade under way. A state that cannot be read stops the run:
-    /// it holds the merge base, and starting over without it would merge against the
-    /// wrong pristine files.
-    fn state(&self) -> Result<Option<State>> {
-        atomic::read_json(
-            &self.root.join("state.json"),
-            "the upgrade's merge base (remove it only to start the upgrade's merge over)",
-        )
-    }
-
-    fn save_state(&self, state: &State) -> Result<()> {
-        write_atomic(
-            &self.root.join("state.json"),
-            &serde_json::to_vec_pretty(state)?,
-        )
-    }
-
-    fn conflicts(&self) -> Result<BTreeMap<String, Conflict>> {
-        let path = self.root.join("conflicts.json");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let list: Vec<Conflict> = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Ok(list.into_iter().map(|c| (c.path.clone(), c)).collect())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            // Taking an unreadable list for "no conflicts" would let resolve finish an
-            // upgrade whose files still wait for the admin.
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-    }
-
-    fn save_conflicts(&self, conflicts: &BTreeMap<String, Conflict>) -> Result<()> {
-        let list: Vec<&Conflict> = conflicts.values().collect();
-        write_atomic(
-            &self.root.join("conflicts.json"),
-            &serde_json::to_vec_pretty(&list)?,
-        )
-    }
-
-    fn leave(&self, path: &str, text: &str) -> Result<String> {
-        let file = self.file(path);
-        if let Some(parent) = file.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        write_atomic(&file, text.as_bytes())?;
-        Ok(file.to_string_lossy().into_owned())
-    }
-}
-
-/// Writes `content` to `path` atomically, keeping the mode and owner of the file it
-/// replaces (sudoers is 0440).
-pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let attributes = Attributes::of_existing(path, Attributes::mode(0o644));
-    atomic::write_atomic(path, content, attributes, None)
 }
 
 /// The release the host runs, from os-release.
-fn installed_release() -> Result<String> {
-    let text = fs::read_to_string("/etc/os-release")
+fn installed_release(etc: &Path) -> Result<String> {
+    let text = fs::read_to_string(etc.join("os-release"))
         .or_else(|_| fs::read_to_string("/usr/lib/os-release"))
         .context("cannot read /etc/os-release")?;
     text.lines()
@@ -418,693 +561,10 @@ fn known_with_unconfigured(roots: &Roots) -> Result<(super::classify::Known, Vec
     Ok((known, unconfigured))
 }
 
-/// Finishes configuring packages dpkg left unconfigured; apt's message when it fails.
-fn configure_pending(log: &Path) -> Option<String> {
-    apt_get(
-        &[
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "-o",
-            "Dpkg::Use-Pty=0",
-            "-f",
-            "install",
-        ],
-        log,
-    )
-    .err()
-    .map(|e| format!("{e:#}"))
-}
-
-fn apt_get(args: &[&str], log: &Path) -> Result<String> {
-    let mut argv = vec!["apt-get"];
-    argv.extend(args);
-    // A release upgrade downloads and unpacks hundreds of packages: hours, not minutes.
-    let output = Program::new(&argv, 4 * deadline::APT)
-        .env("NEEDRESTART_MODE", "a")
-        // ucf asks about its files itself; this is its --force-confold.
-        .env("UCF_FORCE_CONFFOLD", "1")
-        .output()
-        .context("cannot run apt-get")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(log) {
-        let _ = writeln!(file, "$ apt-get {}\n{stdout}{stderr}", args.join(" "));
-    }
-    if !output.status.success() {
-        // dpkg names the failing package and its maintainer script's complaint in lines
-        // with "error" on stdout and stderr; apt's own summary starts with E:.
-        let mut errors: Vec<&str> = Vec::new();
-        let mut listing = false;
-        for line in stdout.lines().chain(stderr.lines()) {
-            listing =
-                (listing && line.starts_with(' ')) || line.starts_with("Errors were encountered");
-            if listing
-                || line.starts_with("E:")
-                || line.starts_with("dpkg: error")
-                || line.contains("Fatal:")
-            {
-                errors.push(line.trim());
-            }
-        }
-        errors.truncate(16);
-        let detail = if errors.is_empty() {
-            stderr.lines().rev().take(6).collect::<Vec<_>>().join("; ")
-        } else {
-            errors.join("; ")
-        };
-        bail!(
-            "`apt-get {}` failed ({}): {detail}; the whole output is in {}",
-            args.join(" "),
-            output.status,
-            log.display()
-        );
-    }
-    Ok(stdout.into_owned())
-}
-
-/// The files dpkg or ucf left beside `path`, with their content.
-fn left_beside(etc: &Path, path: &str) -> Vec<(String, Vec<u8>)> {
-    LEFT_BESIDE
-        .iter()
-        .filter_map(|suffix| {
-            let relative = format!("{path}{suffix}");
-            let content = fs::read(etc.join(&relative)).ok()?;
-            Some((relative, content))
-        })
-        .collect()
-}
-
-fn redacted(issue: &Issue, secret: bool) -> serde_json::Value {
-    let mut value = serde_json::to_value(issue).unwrap_or_default();
-    if secret {
-        if let Some(object) = value.as_object_mut() {
-            for field in ["base", "ours", "theirs", "values"] {
-                if object.get(field).is_some_and(|v| !v.is_null()) {
-                    object.insert(field.into(), serde_json::json!(["(withheld)"]));
-                }
-            }
-        }
-    }
-    value
-}
-
-/// Writes a group of files, checks them with their validator, and puts the old ones
-/// back when it fails. `None` content removes the file. Returns the verdict.
-fn write_checked(
-    etc: &Path,
-    validator: Option<Validator>,
-    files: &[(String, Option<Vec<u8>>)],
-) -> Result<Verdict> {
-    let mut previous = Vec::new();
-    for (path, content) in files {
-        let live = etc.join(path);
-        previous.push((live.clone(), fs::read(&live).ok()));
-        match content {
-            Some(content) => write_atomic(&live, content)?,
-            None if live.exists() => fs::remove_file(&live)
-                .with_context(|| format!("cannot remove {}", live.display()))?,
-            None => {}
-        }
-    }
-    let verdict = validator.map_or(Verdict::NotInstalled, |v| v.check());
-    if let Verdict::Failed(_) = verdict {
-        for (live, content) in previous {
-            match content {
-                Some(content) => write_atomic(&live, &content)?,
-                None => {
-                    let _ = fs::remove_file(&live);
-                }
-            }
-        }
-    }
-    Ok(verdict)
-}
-
-/// What became of a group of clean merges (see [`write_group`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GroupVerdict {
-    /// Written; the validator passed, or there is none to run.
-    Passed,
-    /// The live configuration already failed its validator: the merges were written
-    /// and it still fails.
-    StillInvalid,
-    /// The live configuration passed, the merges made it fail: the old files are back.
-    RolledBack,
-}
-
-/// Writes a group of clean merges with the rule of [`validate`]: the validator runs on
-/// the live configuration first. When it passes (or is not installed), the merges are
-/// written and checked, and a failure puts the old files back — a configuration that
-/// fails its validator never replaces a working one. When the live configuration
-/// already fails, it is not a working one: the merges are written anyway (they cannot
-/// make it worse) and the validator's new verdict is reported, not held against them.
-/// Returns the verdict and the line for the report.
-fn write_group(
-    etc: &Path,
-    validator: Option<Validator>,
-    files: &[(String, Option<Vec<u8>>)],
-) -> Result<(GroupVerdict, String)> {
-    let broken_before = validator.is_some_and(|v| matches!(v.check(), Verdict::Failed(_)));
-    if !broken_before {
-        let verdict = write_checked(etc, validator, files)?;
-        let line = describe(&verdict, validator);
-        return Ok(match verdict {
-            Verdict::Failed(_) => (GroupVerdict::RolledBack, line),
-            _ => (GroupVerdict::Passed, line),
-        });
-    }
-    for (path, content) in files {
-        let live = etc.join(path);
-        match content {
-            Some(content) => write_atomic(&live, content)?,
-            None if live.exists() => fs::remove_file(&live)
-                .with_context(|| format!("cannot remove {}", live.display()))?,
-            None => {}
-        }
-    }
-    let verdict = validator.map_or(Verdict::NotInstalled, |v| v.check());
-    let line = match (&verdict, validator) {
-        (Verdict::Failed(message), Some(v)) => {
-            return Ok((
-                GroupVerdict::StillInvalid,
-                format!(
-                    "{}: configuration still invalid until the conflicts are resolved: {message}",
-                    v.unit.unwrap_or(v.argv[0])
-                ),
-            ))
-        }
-        (Verdict::Passed, Some(v)) => format!(
-            "{} passed (it failed on the live configuration before the merge)",
-            v.name
-        ),
-        _ => describe(&verdict, validator),
-    };
-    Ok((GroupVerdict::Passed, line))
-}
-
-fn describe(verdict: &Verdict, validator: Option<Validator>) -> String {
-    match (verdict, validator) {
-        (Verdict::Passed, Some(v)) => format!("{} passed", v.name),
-        (Verdict::NotInstalled, Some(v)) => format!("not checked: {} is not installed", v.argv[0]),
-        (Verdict::Failed(message), _) => message.clone(),
-        _ => "no validator for this file".to_string(),
-    }
-}
-
-fn by_validator<T>(items: Vec<(String, T)>) -> BTreeMap<Option<&'static str>, Vec<(String, T)>> {
-    let mut groups: BTreeMap<Option<&'static str>, Vec<(String, T)>> = BTreeMap::new();
-    for (path, item) in items {
-        groups
-            .entry(validate::for_path(&path).map(|v| v.name))
-            .or_default()
-            .push((path, item));
-    }
-    groups
-}
-
-/// `etc upgrade`: see the module's documentation.
-pub fn run(etc: &Path, release: &str, emit: &mut dyn FnMut(Event)) -> Result<UpgradeReport> {
-    let Some(target) = release_number(release) else {
-        bail!("`{release}` is not a Debian release placard knows");
-    };
-    let repo = open_repo(etc)?;
-    let installed = installed_release()?;
-    let worktree = Worktree::open(Path::new(WORKTREE))?;
-    let state = worktree
-        .state()?
-        .filter(|s| s.release == release && !s.finished);
-    let from = match release_number(&installed) {
-        Some(number) if number + 1 == target => installed.clone(),
-        Some(number) if number == target => installed.clone(),
-        Some(number) if number > target => {
-            bail!("this host runs Debian {installed} ({number}); it cannot go back to {release}")
-        }
-        Some(number) => bail!(
-            "this host runs Debian {installed} ({number}); Debian supports upgrades one release at a time: upgrade to the next release first"
-        ),
-        None => bail!("this host runs `{installed}`, which is not a Debian release placard knows"),
-    };
-    let mut report = UpgradeReport::new(
-        &from,
-        release,
-        &worktree.root.join("files").to_string_lossy(),
-    );
-    // 1. The merge base: the distro branch of the installed packages.
-    repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
-    let stray = repo.changes()?;
-    if let Some(id) = commit(
-        emit,
-        &repo,
-        "changes found before placard run",
-        &list(&stray),
-        None,
-    )? {
-        report.commits.push(id);
-    }
-    let roots = Roots::host(etc);
-    let git = repo.repository();
-    let (_, known) = host::read_known(&roots)?;
-    let before = branch::update(git, &known, &roots)?;
-    report
-        .unavailable
-        .extend(before.unavailable.iter().cloned());
-    let (base, candidates) = match state {
-        Some(state) => (
-            Oid::from_str(&state.base).context("state.json names no commit")?,
-            state.candidates,
-        ),
-        None => {
-            let tip = before.tip.as_deref().context(
-                "the distro branch is empty: no installed package ships files under /etc",
-            )?;
-            let tip = Oid::from_str(tip)?;
-            (tip, pristine_files(git, tip)?)
-        }
-    };
-    worktree.save_state(&State {
-        release: release.to_string(),
-        base: base.to_string(),
-        candidates: candidates.clone(),
-        finished: false,
-    })?;
-    report.distro_base = Some(base.to_string());
-
-    // 2. apt: sources, then the upgrade keeping the site's conffiles.
-    if from != release {
-        report.sources = sources::switch(etc, &from, release)?;
-    }
-    if let Some(id) = commit(
-        emit,
-        &repo,
-        &format!("placard etc upgrade: apt sources switched to {release}"),
-        &list(&report.sources),
-        None,
-    )? {
-        report.commits.push(id);
-    }
-    let log = worktree.root.join(APT_LOG);
-    emit(Event::Notice {
-        message: format!("apt-get update, then dist-upgrade to {release} keeping local conffiles (apt's output: {})", log.display()),
-    });
-    apt_get(&["update", "-q"], &log)?;
-    // Debian's release notes: a minimal upgrade first, then the full one, so that
-    // essential libraries (the 64-bit time_t transition) are not pulled out from under
-    // programs maintainer scripts run.
-    apt_get(
-        &[
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "-o",
-            "Dpkg::Use-Pty=0",
-            "upgrade",
-            "--without-new-pkgs",
-        ],
-        &log,
-    )?;
-    // A package whose maintainer script fails on the configuration the site kept is
-    // left unconfigured: the merge is what repairs it, so the run goes on, and dpkg
-    // finishes once the merged files are in place (or at `etc resolve`).
-    let output = apt_get(
-        &[
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "-o",
-            "Dpkg::Use-Pty=0",
-            "dist-upgrade",
-        ],
-        &log,
-    );
-    if let Err(error) = output {
-        emit(Event::Notice {
-            message: format!("{error:#}; merging, then configuring again"),
-        });
-    }
-
-    // The maintainer's versions dpkg and ucf left beside kept files: read, then removed.
-    let mut beside: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
-    for path in &candidates {
-        let found = left_beside(etc, path);
-        for (relative, _) in &found {
-            fs::remove_file(etc.join(relative))
-                .with_context(|| format!("cannot remove /etc/{relative}"))?;
-            report.cleaned.push(relative.clone());
-        }
-        if !found.is_empty() {
-            beside.insert(path.clone(), found);
-        }
-    }
-    if let Some(id) = commit(
-        emit,
-        &repo,
-        &format!("placard etc upgrade: packages upgraded to {release}, local conffiles kept"),
-        &list(&repo.changes()?),
-        None,
-    )? {
-        report.commits.push(id);
-    }
-
-    // 3. The new pristine files.
-    let (known, unconfigured) = known_with_unconfigured(&roots)?;
-    report.unconfigured = unconfigured;
-    let after = branch::update(git, &known, &roots)?;
-    // Whether package versions changed: what the distro branch recorded.
-    report.upgraded = after.commit.is_some();
-    report.packages = after.changes.clone();
-    report.unavailable = after.unavailable.clone();
-    let tip = after
-        .tip
-        .as_deref()
-        .map(Oid::from_str)
-        .transpose()?
-        .context("the distro branch is empty after the upgrade")?;
-    report.distro_tip = Some(tip.to_string());
-
-    // 4. The merges.
-    let mut pending = worktree.conflicts()?;
-    if tip != base {
-        let mut clean: Vec<(String, (Vec<u8>, merge::Merged))> = Vec::new();
-        let mut conflicts: Vec<(String, merge::Merged, String)> = Vec::new();
-        for path in &candidates {
-            let Some((base_bytes, _)) = blob_at(git, base, path)? else {
-                continue;
-            };
-            let left = beside.get(path).cloned().unwrap_or_default();
-            let dist = |suffixes: &[&str]| {
-                left.iter()
-                    .find(|(name, _)| suffixes.iter().any(|s| name.ends_with(s)))
-                    .map(|(_, content)| content.clone())
-            };
-            let theirs_bytes = match blob_at(git, tip, path)? {
-                Some((content, _)) => Some(content),
-                // Without the new .deb on the branch, the maintainer's copy dpkg left.
-                None if after.unavailable.iter().any(|u| {
-                    known
-                        .owned
-                        .get(path)
-                        .is_some_and(|owner| *owner == u.package)
-                }) =>
-                {
-                    dist(&[".dpkg-dist", ".ucf-dist", ".dpkg-new", ".ucf-new"])
-                }
-                None => None,
-            };
-            if theirs_bytes.as_deref() == Some(&base_bytes[..]) {
-                continue; // the pristine file did not change: nothing to merge
-            }
-            // dpkg moves a modified conffile the new package drops to .dpkg-bak.
-            let ours_bytes = match fs::read(etc.join(path)) {
-                Ok(content) => content,
-                Err(_) => match dist(&[".dpkg-bak"]) {
-                    Some(content) => content,
-                    None => continue, // the site deleted it
-                },
-            };
-            if theirs_bytes.is_none() && ours_bytes == base_bytes {
-                continue; // an unmodified file the new release dropped: drift's leftover
-            }
-            if theirs_bytes.as_deref() == Some(&ours_bytes[..]) {
-                continue; // dpkg installed the new file, or the site already had it
-            }
-            let texts = (
-                String::from_utf8(base_bytes),
-                String::from_utf8(ours_bytes.clone()),
-                theirs_bytes.map(String::from_utf8).transpose(),
-            );
-            let (Ok(base_text), Ok(ours_text), Ok(theirs_text)) = texts else {
-                let merged = merge::Merged {
-                    method: Method::Lines,
-                    text: String::new(),
-                    replayed: Vec::new(),
-                    notices: Vec::new(),
-                    translations: Vec::new(),
-                    issues: vec![Issue::Lines { conflicts: 1 }],
-                };
-                conflicts.push((
-                    path.clone(),
-                    merged,
-                    "not a text file: merge it by hand".into(),
-                ));
-                continue;
-            };
-            let Some(theirs_text) = theirs_text else {
-                // The new release dropped a file the site changed: its settings must keep
-                // working (issue 13, item 1).
-                keep_dropped(etc, path, &base_text, &ours_text, &mut report)?;
-                continue;
-            };
-            let merged = merge::merge(path, &base_text, &ours_text, Some(&theirs_text));
-            if merged.is_clean() {
-                clean.push((path.clone(), (ours_bytes, merged)));
-            } else {
-                let text = markers::conflict_text(&merged, &base_text, &ours_text, release);
-                let mut merged = merged;
-                merged.text = text;
-                conflicts.push((path.clone(), merged, String::new()));
-            }
-        }
-
-        // Clean merges, a validator's group at a time.
-        for (_, group) in by_validator(clean) {
-            let validator = group.first().and_then(|(p, _)| validate::for_path(p));
-            let files: Vec<(String, Option<Vec<u8>>)> = group
-                .iter()
-                .map(|(path, (_, merged))| (path.clone(), Some(merged.text.clone().into_bytes())))
-                .collect();
-            let (verdict, validated) = write_group(etc, validator, &files)?;
-            for (path, (_, merged)) in group {
-                if let GroupVerdict::RolledBack = verdict {
-                    conflicts.push((path, merged, validated.clone()));
-                } else {
-                    report.merged.push(MergedFile {
-                        path,
-                        method: merged.method,
-                        replayed: merged.replayed,
-                        notices: merged.notices,
-                        translations: merged.translations,
-                        validated: validated.clone(),
-                    });
-                }
-            }
-            match verdict {
-                GroupVerdict::Passed => report.reloaded.extend(validator.and_then(|v| v.reload())),
-                GroupVerdict::StillInvalid => report.still_invalid.push(validated),
-                GroupVerdict::RolledBack => {}
-            }
-        }
-
-        for (path, merged, reason) in conflicts {
-            let file = worktree.leave(&path, &merged.text)?;
-            let secret = git.is_path_ignored(&path).with_context(|| {
-                format!("cannot tell whether /etc/{path} is kept out of git, so whether its conflicts may be shown")
-            })? || is_secret(etc, &path);
-            let conflict = Conflict {
-                path: path.clone(),
-                method: serde_json::to_value(merged.method).unwrap_or_default(),
-                issues: merged.issues.iter().map(|i| redacted(i, secret)).collect(),
-                reason: (!reason.is_empty()).then_some(reason),
-                worktree_file: file,
-                release: release.to_string(),
-            };
-            pending.insert(path, conflict.clone());
-            report.conflicts.push(conflict);
-        }
-        worktree.save_conflicts(&pending)?;
-
-        let mut body = format!(
-            "Debian {from} → {release}: the distro's changes merged into the locally modified files\n(base: distro {}, theirs: distro {}).\n",
-            short(&base.to_string()),
-            short(&tip.to_string())
-        );
-        if !report.merged.is_empty() {
-            body.push_str("\nMerged:\n");
-            body.push_str(&list(
-                report
-                    .merged
-                    .iter()
-                    .map(|m| m.path.clone())
-                    .collect::<Vec<_>>()
-                    .as_slice(),
-            ));
-            body.push('\n');
-        }
-        let notices: Vec<String> = report
-            .merged
-            .iter()
-            .flat_map(|m| {
-                m.notices
-                    .iter()
-                    .map(move |n| format!("{}: {}", m.path, n.message))
-            })
-            .collect();
-        if !notices.is_empty() {
-            body.push_str("\nSite values kept over Debian's new defaults:\n");
-            body.push_str(&list(&notices));
-            body.push('\n');
-        }
-        let translations: Vec<String> = report
-            .merged
-            .iter()
-            .flat_map(|m| {
-                m.translations
-                    .iter()
-                    .map(move |t| format!("{}: {}", m.path, t.message))
-            })
-            .collect();
-        if !translations.is_empty() {
-            body.push_str("\nRenamed settings translated by rule:\n");
-            body.push_str(&list(&translations));
-            body.push('\n');
-        }
-        let moved: Vec<String> = report
-            .moved
-            .iter()
-            .map(|m| format!("{} → {} ({})", m.path, m.successor, m.settings.join(", ")))
-            .chain(
-                report
-                    .kept
-                    .iter()
-                    .map(|k| format!("{}: kept as it was: {}", k.path, k.reason)),
-            )
-            .collect();
-        if !moved.is_empty() {
-            body.push_str("\nConffiles the new release dropped:\n");
-            body.push_str(&list(&moved));
-            body.push('\n');
-        }
-        if !report.still_invalid.is_empty() {
-            body.push_str("\nStill invalid:\n");
-            body.push_str(&list(&report.still_invalid));
-            body.push('\n');
-        }
-        if !report.conflicts.is_empty() {
-            body.push_str(&format!(
-                "\nConflicts, left with markers in {} (live files kept):\n",
-                report.worktree
-            ));
-            body.push_str(&list(
-                report
-                    .conflicts
-                    .iter()
-                    .map(|c| c.path.clone())
-                    .collect::<Vec<_>>()
-                    .as_slice(),
-            ));
-            body.push('\n');
-        }
-        let summary = format!(
-            "placard etc upgrade: merged Debian {release}'s conffiles ({} merged, {} in conflict)",
-            report.merged.len(),
-            report.conflicts.len()
-        );
-        if let Some(id) = commit(emit, &repo, &summary, body.trim_end(), Some(tip))? {
-            report.commits.push(id);
-        }
-    }
-    if !report.unconfigured.is_empty() {
-        report.apt_error = configure_pending(&log);
-        if let Some(id) = commit(
-            emit,
-            &repo,
-            "placard etc upgrade: packages configured after the merge",
-            &list(&repo.changes()?),
-            None,
-        )? {
-            report.commits.push(id);
-        }
-    }
-    report.pending = pending
-        .keys()
-        .filter(|p| !report.conflicts.iter().any(|c| &c.path == *p))
-        .cloned()
-        .collect();
-    worktree.save_state(&State {
-        release: release.to_string(),
-        base: base.to_string(),
-        candidates,
-        finished: true,
-    })?;
-    // What is left to do is the admin's: the state of the next run starts afresh.
-    Ok(report)
-}
-
-/// A conffile the site changed and the new release dropped: its site settings go to
-/// its successor when [`successors`] knows one; otherwise the site's file stays at its
-/// path, as it was (put back when dpkg moved it to `.dpkg-bak`), and is listed.
-fn keep_dropped(
-    etc: &Path,
-    path: &str,
-    base: &str,
-    ours: &str,
-    report: &mut UpgradeReport,
-) -> Result<()> {
-    let live = etc.join(path);
-    if let Some(successor) = successors::lookup(path) {
-        let target = etc.join(successor.successor);
-        let existing = match fs::read_to_string(&target) {
-            Ok(text) => Some(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read {}", target.display()))
-            }
-        };
-        if let Some(merged) = successors::moved_text(successor, base, ours, existing.as_deref()) {
-            if let Some(folder) = target.parent() {
-                fs::create_dir_all(folder)
-                    .with_context(|| format!("cannot create {}", folder.display()))?;
-            }
-            write_atomic(&target, merged.text.as_bytes())?;
-            // The settings now live in the successor alone; git keeps the old file.
-            if live.exists() {
-                fs::remove_file(&live)
-                    .with_context(|| format!("cannot remove {}", live.display()))?;
-            }
-            report.moved.push(MovedFile {
-                path: path.to_string(),
-                successor: successor.successor.to_string(),
-                settings: merged
-                    .replayed
-                    .iter()
-                    .map(|r| match r.values.as_slice() {
-                        [] => format!("{} (removed)", r.key),
-                        values => format!("{} = {}", r.key, values.join("; ")),
-                    })
-                    .collect(),
-                source: successor.source.to_string(),
-            });
-            return Ok(());
-        }
-    }
-    let reason = match successors::lookup(path) {
-        Some(successor) => format!(
-            "the new release no longer ships it; its settings could not be merged into /etc/{} by setting, so the site's file stays: move them by hand",
-            successor.successor
-        ),
-        None => "the new release no longer ships it and placard knows no file that took over its job: the site's file stays as it was; check that something still reads it".to_string(),
-    };
-    if !live.exists() {
-        if let Some(folder) = live.parent() {
-            fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create {}", folder.display()))?;
-        }
-        write_atomic(&live, ours.as_bytes())?;
-    }
-    report.kept.push(KeptFile {
-        path: path.to_string(),
-        reason,
-    });
-    Ok(())
-}
-
 /// `etc resolve`: see the module's documentation.
-pub fn resolve(etc: &Path) -> Result<ResolveReport> {
+pub fn resolve(etc: &Path, worktree: &Path) -> Result<ResolveReport> {
     let repo = open_repo(etc)?;
-    let worktree = Worktree::open(Path::new(WORKTREE))?;
+    let worktree = Worktree::open(worktree)?;
     let mut pending = worktree.conflicts()?;
     let mut report = ResolveReport {
         worktree: worktree.root.join("files").to_string_lossy().into_owned(),
@@ -1130,7 +590,7 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
     if !report.resolved.is_empty() {
         let (_, unconfigured) = known_with_unconfigured(&Roots::host(etc))?;
         if !unconfigured.is_empty() {
-            report.apt_error = configure_pending(&worktree.root.join(APT_LOG));
+            report.apt_error = apt::configure_pending(&worktree.root.join(apt::LOG));
         }
         report.commit = repo.commit_all(
             &format!(
@@ -1151,8 +611,9 @@ pub fn resolve(etc: &Path) -> Result<ResolveReport> {
 }
 
 /// Takes the admin's resolutions (`None`: remove the file) into live /etc, after a
-/// commit of stray changes: by validator group, each checked and put back when its
-/// validator fails. Fills `resolved`, `refused` and `reloaded`; commits nothing.
+/// commit of stray changes: by validator group, by the rule of [`crate::distro::validate`]
+/// (put back when they make a working configuration fail). Fills `resolved`, `refused`,
+/// `reloaded` and `still_invalid`; commits nothing.
 /// `etc resolve` uses it for the upgrade's conflicts and for migrate's.
 pub(crate) fn take_resolutions(
     etc: &Path,
@@ -1163,24 +624,26 @@ pub(crate) fn take_resolutions(
     repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
     let stray = repo.changes()?;
     repo.commit_all("changes found before placard run", &list(&stray))?;
-    for (_, group) in by_validator(
+    for (validator, group) in validate::by_validator(
         ready
             .into_iter()
             .map(|(p, c)| (p.clone(), (p, c)))
             .collect(),
+        &validate::for_path,
     ) {
-        let validator = group.first().and_then(|(p, _)| validate::for_path(p));
         let files: Vec<(String, Option<Vec<u8>>)> = group.into_iter().map(|(_, f)| f).collect();
-        let verdict = write_checked(etc, validator, &files)?;
+        let outcome = validate::write_group(etc, validator, &files)?;
         for (path, _) in &files {
-            if let Verdict::Failed(message) = &verdict {
+            if let Outcome::RolledBack(message) = &outcome {
                 report.refused.push((path.clone(), message.clone()));
             } else {
                 report.resolved.push(path.clone());
             }
         }
-        if !matches!(verdict, Verdict::Failed(_)) {
-            report.reloaded.extend(validator.and_then(|v| v.reload()));
+        match outcome {
+            Outcome::Passed(_) => report.reloaded.extend(validator.and_then(|v| v.reload())),
+            Outcome::StillInvalid(line) => report.still_invalid.push(line),
+            Outcome::RolledBack(_) => {}
         }
     }
     Ok(())
@@ -1193,7 +656,7 @@ fn is_secret(etc: &Path, path: &str) -> bool {
 
 /// Commits /etc (see [`EtcRepo::commit_all_merging`]) and reports the commit.
 fn commit(
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn FnMut(Progress),
     repo: &EtcRepo,
     summary: &str,
     body: &str,
@@ -1201,24 +664,12 @@ fn commit(
 ) -> Result<Option<String>> {
     let id = repo.commit_all_merging(summary, body, merged)?;
     if let Some(id) = &id {
-        emit(Event::Commit {
+        emit(Progress::Commit {
             id: id.clone(),
             summary: summary.to_string(),
         });
     }
     Ok(id)
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-pub(crate) fn list(files: &[String]) -> String {
-    files
-        .iter()
-        .map(|f| format!("  {f}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
@@ -1234,7 +685,7 @@ mod tests {
         let mut report = UpgradeReport::new("bookworm", "trixie", "/nowhere");
         let base = "#net.ipv4.ip_forward=1\n";
         let ours = "net.ipv4.ip_forward=1\nvm.swappiness = 10\n";
-        keep_dropped(etc.path(), "sysctl.conf", base, ours, &mut report).expect("moved");
+        apply::keep_dropped(etc.path(), "sysctl.conf", base, ours, &mut report).expect("moved");
         let moved = fs::read_to_string(etc.path().join("sysctl.d/99-site.conf")).expect("written");
         assert!(
             moved.contains("\nnet.ipv4.ip_forward=1\nvm.swappiness = 10\n"),
@@ -1247,7 +698,7 @@ mod tests {
         );
         assert!(!etc.path().join("sysctl.conf").exists());
 
-        keep_dropped(
+        apply::keep_dropped(
             etc.path(),
             "network/ip-down.d/club",
             "a\n",

@@ -115,7 +115,7 @@ pub fn switch(etc: &Path, old: &str, new: &str) -> Result<Vec<String>> {
             switch_one_line(&text, old, new)
         };
         if switched != text {
-            super::write_atomic(&file, switched.as_bytes())?;
+            crate::distro::validate::write_file(&file, switched.as_bytes())?;
             let relative = file.strip_prefix(etc).unwrap_or(&file);
             changed.push(relative.to_string_lossy().into_owned());
         }
