@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::system::command::{deadline, Program};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,8 +33,10 @@ pub struct CommandSpec {
     pub env: BTreeMap<String, String>,
 }
 
-impl CommandSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for CommandSpec {
+    const UNRENDERED: &'static [&'static str] = &["shell"];
+
+    fn validate(&self) -> Result<(), FieldError> {
         match (&self.argv, &self.shell) {
             (Some(argv), None) => check::not_empty("argv", argv)?,
             (None, Some(_)) => {}
@@ -65,12 +67,7 @@ impl CommandSpec {
         Ok(())
     }
 
-    /// Whether this command has a guard; tasks must have one (handlers need not).
-    pub fn is_guarded(&self) -> bool {
-        self.creates.is_some() || self.unless.is_some()
-    }
-
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         if let Some(creates) = &self.creates {
             if Path::new(creates).exists() {
                 return Ok(Outcome::unchanged(format!("{creates} exists")));
@@ -119,6 +116,13 @@ impl CommandSpec {
             context.record_change(Path::new(creates));
         }
         Ok(Outcome::changed(format!("ran {shown}")))
+    }
+}
+
+impl CommandSpec {
+    /// Whether this command has a guard; tasks must have one (handlers need not).
+    pub fn is_guarded(&self) -> bool {
+        self.creates.is_some() || self.unless.is_some()
     }
 
     fn guard_shown(&self, context: &Context) -> String {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::file::{attribute_changes, attributes, set_attributes};
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -22,8 +22,8 @@ pub struct DirectorySpec {
     pub mode: Option<String>,
 }
 
-impl DirectorySpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for DirectorySpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
         check::attributes(
             self.mode.as_deref(),
@@ -33,7 +33,7 @@ impl DirectorySpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = Path::new(&self.path);
         let (owner, mode) = match attributes(
             &self.path,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{self, deadline};
 use crate::system::journal::{self, Step};
@@ -66,8 +66,18 @@ impl FileState {
     }
 }
 
-impl FileSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for FileSpec {
+    fn path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn holds_secret(&self) -> bool {
+        self.secret
+    }
+
+    const READS_ROLE_FILES: bool = true;
+
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
         let sources = [
             self.content.is_some(),
@@ -98,7 +108,7 @@ impl FileSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = PathBuf::from(&self.path);
         let sensitive = self.secret || context.sensitive;
         context.sensitive = sensitive;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -17,12 +17,12 @@ pub struct GroupSpec {
     pub system: bool,
 }
 
-impl GroupSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for GroupSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::account_name("name", &self.name)
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         match nix::unistd::Group::from_name(&self.name)? {
             Some(group) => {
                 if let Some(gid) = self.gid.filter(|gid| *gid != group.gid.as_raw()) {

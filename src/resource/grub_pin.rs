@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::facts::dpkg::{self, DpkgStatus};
 use crate::facts::grub::{self, Menu};
 use crate::system::atomic::{self, Attributes};
@@ -62,8 +62,8 @@ pub enum PinState {
     Absent,
 }
 
-impl GrubPinSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for GrubPinSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("file", &self.file)?;
         let in_drop_in_folder =
             Path::new(&self.file).parent() == Some(Path::new("/etc/default/grub.d"));
@@ -84,7 +84,7 @@ impl GrubPinSpec {
         }
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let status = dpkg::read_status()?;
         let current = match fs::read_to_string(&self.file) {
             Ok(text) => Some(text),
@@ -99,7 +99,9 @@ impl GrubPinSpec {
             (PinState::Absent, _) => self.unpin(&status, current.as_deref(), context),
         }
     }
+}
 
+impl GrubPinSpec {
     fn pin(
         &self,
         kernel: &str,

@@ -14,7 +14,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::{Context, FieldError, Outcome};
+use super::{Context, FieldError, Outcome, Resource};
 use crate::system::atomic::{self, Attributes};
 
 pub const SECRETS_DIR: &str = "/var/lib/placard/secrets";
@@ -42,8 +42,8 @@ pub enum Charset {
     Hex,
 }
 
-impl SecretSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for SecretSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         valid_name(&self.name).map_err(|m| FieldError::new("name", m))?;
         if !(16..=4096).contains(&self.length) {
             return Err(FieldError::new(
@@ -54,7 +54,7 @@ impl SecretSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = path_of(&self.name);
         if path.exists() {
             return Ok(Outcome::unchanged(format!("secret {} exists", self.name)));

@@ -8,7 +8,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,8 +39,8 @@ impl ServiceState {
     }
 }
 
-impl ServiceSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for ServiceSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::plain_name("name", &self.name)?;
         if self.enabled.is_none() && self.state.is_none() && self.masked.is_none() {
             return Err(FieldError::new(
@@ -59,7 +59,7 @@ impl ServiceSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         if context.daemon_reload_needed && !context.check {
             command::run_ok(
                 &["systemctl", "daemon-reload"],
@@ -143,7 +143,9 @@ impl ServiceSpec {
             Ok(Outcome::changed(format!("{} {unit}", done.join(", "))))
         }
     }
+}
 
+impl ServiceSpec {
     fn act(&self, context: &Context, verb: &[&str]) -> Result<()> {
         if context.check {
             return Ok(());

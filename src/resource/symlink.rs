@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -16,8 +16,8 @@ pub struct SymlinkSpec {
     pub target: String,
 }
 
-impl SymlinkSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for SymlinkSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
         if self.target.is_empty() {
             return Err(FieldError::new("target", "a symlink needs a target"));
@@ -25,7 +25,7 @@ impl SymlinkSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = Path::new(&self.path);
         let current = match fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => Some(fs::read_link(path)?),
