@@ -141,9 +141,9 @@ impl Resource for FileSpec {
         let diff = if !content_changed {
             None
         } else if sensitive {
-            Some(crate::report::diff::hidden(&self.path))
+            Some(crate::diff::hidden(&self.path))
         } else {
-            Some(crate::report::diff::unified(
+            Some(crate::diff::unified(
                 &self.path,
                 current.as_deref(),
                 Some(desired.as_bytes()),

@@ -146,7 +146,7 @@ impl GrubPinSpec {
             )));
         }
         let diff = plan.write.then(|| {
-            crate::report::diff::unified(
+            crate::diff::unified(
                 &self.file,
                 current.map(str::as_bytes),
                 Some(plan.content.as_bytes()),
@@ -210,7 +210,7 @@ impl GrubPinSpec {
         if let Some(package) = &release {
             done.push(format!("unhold {package}"));
         }
-        let diff = crate::report::diff::unified(&self.file, Some(current.as_bytes()), None);
+        let diff = crate::diff::unified(&self.file, Some(current.as_bytes()), None);
         context.record_change(Path::new(&self.file));
         if !context.check {
             fs::remove_file(&self.file).with_context(|| format!("cannot remove {}", self.file))?;

@@ -172,9 +172,9 @@ fn write_edit(
         return Ok(Outcome::unchanged(format!("{path} already has {what}")));
     };
     let diff = if context.sensitive {
-        crate::report::diff::hidden(path)
+        crate::diff::hidden(path)
     } else {
-        crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
+        crate::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
     };
     context.record_change(Path::new(path));
     if !context.check {
