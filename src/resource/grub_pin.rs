@@ -12,6 +12,16 @@
 //!
 //! The decisions are pure functions of dpkg's status, grub.cfg and the drop-in, tested
 //! below; `run` only reads those and carries the decision out.
+//!
+//! Why this is a resource and not a role of generic ones (`file`, `command`,
+//! `package: {hold}`): the drop-in's content is not known when the role is rendered. It
+//! is the id path of a menu entry, found by parsing the host's grub.cfg, and a kernel
+//! that is not installed must change nothing. And the three steps are one change: when
+//! update-grub fails, the drop-in written before it is put back (or removed) here, so
+//! that the next run sees the pin as not done; generic tasks would leave a drop-in that
+//! grub.cfg does not follow and report success. What generic resources can do, the role
+//! does with them: the check (`placard-grub-pin-status`, templates/grub-pin/) is a
+//! script the role installs, which compares the drop-in with grub.cfg's default.
 
 use std::collections::BTreeMap;
 use std::fs;
