@@ -102,7 +102,7 @@ fn a_pinned_kernel_becomes_grubs_default_by_id_and_unpinning_restores_it() {
     pin(&bed, &older);
     let first = bed.placard(&["apply", "--format", "json"]);
     assert_eq!(first.status.code(), Some(0), "{}", stdout(&first));
-    assert_eq!(changed(&first), 1);
+    assert_eq!(changed(&first), 2, "the pin, and the check's script");
     let id_path = format!("gnulinux-advanced-{UUID}>gnulinux-{older}-advanced-{UUID}");
     assert!(
         bed.read(PIN)
@@ -135,7 +135,11 @@ fn a_pinned_kernel_becomes_grubs_default_by_id_and_unpinning_restores_it() {
     bed.ssh(&format!(
         "sed -i 's/set default=\"{id_path}\"/set default=\"0\"/' /boot/grub/grub.cfg"
     ));
-    assert_eq!(menu(&bed).default.as_deref(), Some("0"), "grub.cfg was not edited");
+    assert_eq!(
+        menu(&bed).default.as_deref(),
+        Some("0"),
+        "grub.cfg was not edited"
+    );
     let broken = bed.placard(&["verify"]);
     assert_ne!(broken.status.code(), Some(0), "{}", stdout(&broken));
     assert!(
