@@ -201,10 +201,10 @@ fn remove(path: &Path, context: &mut Context) -> Result<Outcome> {
     }
 }
 
-type Owner = (Option<u32>, Option<u32>);
+pub type Owner = (Option<u32>, Option<u32>);
 
 /// An owner and a mode, each when the spec asks for one.
-type Wanted = (Option<Owner>, Option<u32>);
+pub type Wanted = (Option<Owner>, Option<u32>);
 
 /// The owner and mode a spec asks for, looked up on the host. In a check run an account
 /// that a task before this one would create does not exist yet: the inner `Err` is then
@@ -261,20 +261,30 @@ pub fn attribute_changes(
     owner: Option<Owner>,
     mode: Option<u32>,
 ) -> Vec<String> {
-    let Some(metadata) = metadata else {
-        return Vec::new();
-    };
+    match metadata {
+        Some(metadata) => differences(
+            (metadata.uid(), metadata.gid(), metadata.mode() & 0o7777),
+            owner,
+            mode,
+        ),
+        None => Vec::new(),
+    }
+}
+
+/// What differs between what is there (uid, gid, permission bits) and what is
+/// wanted, in words.
+pub fn differences(found: (u32, u32, u32), owner: Option<Owner>, mode: Option<u32>) -> Vec<String> {
+    let (found_uid, found_gid, current) = found;
     let mut changes = Vec::new();
     if let Some((uid, gid)) = owner {
-        if uid.is_some_and(|u| u != metadata.uid()) {
+        if uid.is_some_and(|u| u != found_uid) {
             changes.push("owner".to_string());
         }
-        if gid.is_some_and(|g| g != metadata.gid()) {
+        if gid.is_some_and(|g| g != found_gid) {
             changes.push("group".to_string());
         }
     }
     if let Some(mode) = mode {
-        let current = metadata.mode() & 0o7777;
         if current != mode {
             changes.push(format!("mode {current:04o} → {mode:04o}"));
         }
