@@ -158,15 +158,38 @@ mod tests {
         let owner = Some((Some(120), None));
         // (what is there, what the plan does, the reason or error)
         let cases: Vec<(Found, Option<Action>, &str)> = vec![
-            (Found::Nothing, Some(Action::Create { mode: 0o750, owner }), "create directory /var/lib/radio"),
-            (Found::Directory(120, 0, 0o750), None, "directory /var/lib/radio is in place"),
-            (Found::Directory(120, 7, 0o750), None, "directory /var/lib/radio is in place"),
-            (Found::Directory(0, 0, 0o750), Some(Action::SetAttributes { mode: 0o750, owner }), "/var/lib/radio: owner"),
-            (Found::Directory(120, 0, 0o755), Some(Action::SetAttributes { mode: 0o750, owner }), "/var/lib/radio: mode 0755 → 0750"),
+            (
+                Found::Nothing,
+                Some(Action::Create { mode: 0o750, owner }),
+                "create directory /var/lib/radio",
+            ),
+            (
+                Found::Directory(120, 0, 0o750),
+                None,
+                "directory /var/lib/radio is in place",
+            ),
+            (
+                Found::Directory(120, 7, 0o750),
+                None,
+                "directory /var/lib/radio is in place",
+            ),
+            (
+                Found::Directory(0, 0, 0o750),
+                Some(Action::SetAttributes { mode: 0o750, owner }),
+                "/var/lib/radio: owner",
+            ),
+            (
+                Found::Directory(120, 0, 0o755),
+                Some(Action::SetAttributes { mode: 0o750, owner }),
+                "/var/lib/radio: mode 0755 → 0750",
+            ),
             (Found::Other, None, "exists and is not a directory"),
         ];
         for (found, action, says) in cases {
-            let current = Current { found, wanted: Ok(wanted) };
+            let current = Current {
+                found,
+                wanted: Ok(wanted),
+            };
             match spec.plan(&current, &context) {
                 Ok(change) => {
                     assert_eq!(change.action, action, "{found:?}");
@@ -184,10 +207,26 @@ mod tests {
         };
         let change = spec.plan(&waiting, &context).expect("a plan");
         assert!(change.reason.contains("once the account exists"));
-        let bare = DirectorySpec { owner: None, mode: None, ..spec.clone() };
+        let bare = DirectorySpec {
+            owner: None,
+            mode: None,
+            ..spec.clone()
+        };
         let change = bare
-            .plan(&Current { found: Found::Nothing, wanted: Ok((None, None)) }, &context)
+            .plan(
+                &Current {
+                    found: Found::Nothing,
+                    wanted: Ok((None, None)),
+                },
+                &context,
+            )
             .expect("a plan");
-        assert_eq!(change.action, Some(Action::Create { mode: 0o755, owner: None }));
+        assert_eq!(
+            change.action,
+            Some(Action::Create {
+                mode: 0o755,
+                owner: None
+            })
+        );
     }
 }

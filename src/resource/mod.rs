@@ -115,6 +115,9 @@ pub trait Planned {
 pub struct Change<A> {
     pub reason: String,
     pub action: Option<A>,
+    /// What the report says once the action was done, when it differs from `reason`
+    /// ("run x" in a check run, "ran x" after).
+    pub done: Option<String>,
 }
 
 impl<A> Change<A> {
@@ -122,6 +125,7 @@ impl<A> Change<A> {
         Change {
             reason: reason.into(),
             action: None,
+            done: None,
         }
     }
 
@@ -129,7 +133,14 @@ impl<A> Change<A> {
         Change {
             reason: reason.into(),
             action: Some(action),
+            done: None,
         }
+    }
+
+    /// See [`Change::done`].
+    pub fn once_done(mut self, done: impl Into<String>) -> Change<A> {
+        self.done = Some(done.into());
+        self
     }
 }
 
@@ -139,11 +150,10 @@ pub fn run_planned<R: Planned>(resource: &R, context: &mut Context) -> anyhow::R
     let change = resource.plan(&current, context)?;
     match change.action {
         None => Ok(Outcome::unchanged(change.reason)),
+        Some(_) if context.check => Ok(Outcome::changed(change.reason)),
         Some(action) => {
-            if !context.check {
-                resource.apply(&action, context)?;
-            }
-            Ok(Outcome::changed(change.reason))
+            resource.apply(&action, context)?;
+            Ok(Outcome::changed(change.done.unwrap_or(change.reason)))
         }
     }
 }
