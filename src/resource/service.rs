@@ -8,7 +8,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome, Resource};
+use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,6 +60,55 @@ impl Resource for ServiceSpec {
     }
 
     fn run(&self, context: &mut Context) -> Result<Outcome> {
+        run_planned(self, context)
+    }
+}
+
+/// What systemd says of the unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Current {
+    /// `systemctl is-enabled`'s word: enabled, disabled, static, masked, not-found …
+    pub enablement: String,
+    /// `systemctl is-active`'s word, asked only when the spec has a `state`.
+    pub active: Option<String>,
+}
+
+/// One systemctl operation, in the order a plan lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Mask,
+    Unmask,
+    Enable,
+    Disable,
+    Start,
+    Stop,
+    Restart,
+    Reload,
+}
+
+impl Step {
+    /// The word the report uses.
+    fn word(self) -> &'static str {
+        match self {
+            Step::Mask => "mask",
+            Step::Unmask => "unmask",
+            Step::Enable => "enable",
+            Step::Disable => "disable",
+            Step::Start => "start",
+            Step::Stop => "stop",
+            Step::Restart => "restart",
+            Step::Reload => "reload",
+        }
+    }
+}
+
+impl Planned for ServiceSpec {
+    type Current = Current;
+    type Action = Vec<Step>;
+
+    fn observe(&self, context: &mut Context) -> Result<Current> {
+        // A unit file changed by an earlier task: systemd must reread it before it is
+        // asked about the unit.
         if context.daemon_reload_needed && !context.check {
             command::run_ok(
                 &["systemctl", "daemon-reload"],
@@ -68,84 +117,101 @@ impl Resource for ServiceSpec {
             context.daemon_reload_needed = false;
         }
         let unit = self.name.as_str();
-        let mut done: Vec<String> = Vec::new();
-        let mut fine: Vec<String> = Vec::new();
         let enablement = systemctl_word(&["systemctl", "is-enabled", "--", unit])?;
+        let active = match self.state {
+            Some(ServiceState::Started | ServiceState::Stopped) => {
+                Some(systemctl_word(&["systemctl", "is-active", "--", unit])?)
+            }
+            _ => None,
+        };
+        Ok(Current { enablement, active })
+    }
 
+    fn plan(&self, current: &Current, context: &Context) -> Result<Change<Vec<Step>>> {
+        let unit = self.name.as_str();
+        let enablement = current.enablement.as_str();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut fine: Vec<String> = Vec::new();
         if let Some(masked) = self.masked {
-            let is_masked = enablement.starts_with("masked");
-            if is_masked == masked {
+            if enablement.starts_with("masked") == masked {
                 fine.push(if masked { "masked" } else { "not masked" }.to_string());
             } else {
-                self.act(
-                    context,
-                    if masked {
-                        &["mask", "--now"]
-                    } else {
-                        &["unmask"]
-                    },
-                )?;
-                done.push(if masked { "mask" } else { "unmask" }.to_string());
+                steps.push(if masked { Step::Mask } else { Step::Unmask });
             }
         }
         if let Some(enabled) = self.enabled {
             // Units that `systemctl enable/disable` cannot change (static ones, aliases,
             // generated units) are left as they are, so that a second run stays quiet.
-            let fixed = matches!(
-                enablement.as_str(),
-                "static" | "indirect" | "generated" | "alias"
-            );
-            let is_enabled = matches!(enablement.as_str(), "enabled" | "enabled-runtime");
+            let fixed = matches!(enablement, "static" | "indirect" | "generated" | "alias");
+            let is_enabled = matches!(enablement, "enabled" | "enabled-runtime");
             if fixed {
-                fine.push(enablement.clone());
+                fine.push(enablement.to_string());
             } else if enablement == "not-found" && !enabled {
                 fine.push("not installed".to_string());
             } else if enablement == "not-found" && !context.check {
+                // In a check run, the package task before this one has not installed it.
                 anyhow::bail!(
                     "unit {unit} does not exist on this host (is its package installed?)"
                 );
             } else if is_enabled == enabled {
                 fine.push(if enabled { "enabled" } else { "disabled" }.to_string());
             } else {
-                self.act(context, if enabled { &["enable"] } else { &["disable"] })?;
-                done.push(if enabled { "enable" } else { "disable" }.to_string());
+                steps.push(if enabled { Step::Enable } else { Step::Disable });
             }
         }
         match self.state {
             None => {}
-            Some(ServiceState::Restarted) => {
-                self.act(context, &["restart"])?;
-                done.push("restart".to_string());
-            }
-            Some(ServiceState::Reloaded) => {
-                // A unit that cannot reload gets restarted, which is what an admin would do.
-                self.act(context, &["reload-or-restart"])?;
-                done.push("reload".to_string());
-            }
+            Some(ServiceState::Restarted) => steps.push(Step::Restart),
+            Some(ServiceState::Reloaded) => steps.push(Step::Reload),
             Some(state) => {
-                let active = systemctl_word(&["systemctl", "is-active", "--", unit])?;
                 let want_running = state == ServiceState::Started;
-                let is_running = matches!(active.as_str(), "active" | "reloading" | "activating");
+                let is_running = matches!(
+                    current.active.as_deref(),
+                    Some("active" | "reloading" | "activating")
+                );
                 if is_running == want_running {
                     fine.push(if want_running { "running" } else { "stopped" }.to_string());
                 } else {
-                    self.act(context, if want_running { &["start"] } else { &["stop"] })?;
-                    done.push(if want_running { "start" } else { "stop" }.to_string());
+                    steps.push(if want_running {
+                        Step::Start
+                    } else {
+                        Step::Stop
+                    });
                 }
             }
         }
-        if done.is_empty() {
-            Ok(Outcome::unchanged(format!(
-                "service {unit} is {}",
-                fine.join(" and ")
-            )))
+        Ok(if steps.is_empty() {
+            Change::none(format!("service {unit} is {}", fine.join(" and ")))
         } else {
-            Ok(Outcome::changed(format!("{} {unit}", done.join(", "))))
+            let words: Vec<&str> = steps.iter().map(|step| step.word()).collect();
+            Change::to(steps.clone(), format!("{} {unit}", words.join(", ")))
+        })
+    }
+
+    fn apply(&self, steps: &Vec<Step>, context: &mut Context) -> Result<()> {
+        for step in steps {
+            match step {
+                Step::Mask => self.act(context, &["mask", "--now"])?,
+                Step::Unmask => self.act(context, &["unmask"])?,
+                Step::Enable => self.act(context, &["enable"])?,
+                Step::Disable => self.act(context, &["disable"])?,
+                Step::Start => self.act(context, &["start"])?,
+                Step::Stop => self.act(context, &["stop"])?,
+                Step::Restart => self.act(context, &["restart"])?,
+                Step::Reload => self.reload(context)?,
+            }
         }
+        Ok(())
     }
 }
 
 impl ServiceSpec {
+    /// `state: reloaded`, from a handler. A unit that cannot reload gets restarted,
+    /// which is what an admin would do.
+    fn reload(&self, context: &Context) -> Result<()> {
+        self.act(context, &["reload-or-restart"])
+    }
+
     fn act(&self, context: &Context, verb: &[&str]) -> Result<()> {
         if context.check {
             return Ok(());
@@ -180,4 +246,135 @@ fn systemctl_word(argv: &[&str]) -> Result<String> {
         return Ok("not-found".to_string());
     }
     Ok(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_cases() {
+        let spec = |enabled: Option<bool>, state: Option<ServiceState>, masked: Option<bool>| {
+            ServiceSpec {
+                name: "icecast2".into(),
+                enabled,
+                state,
+                masked,
+            }
+        };
+        let found = |enablement: &str, active: Option<&str>| Current {
+            enablement: enablement.into(),
+            active: active.map(str::to_string),
+        };
+        use ServiceState::*;
+        use Step::*;
+        let run = Context::new(false);
+        let check = Context::new(true);
+        // (spec, what systemd says, check run, the steps, the reason or error)
+        let cases = [
+            (
+                spec(Some(true), Some(Started), None),
+                found("enabled", Some("active")),
+                &run,
+                vec![],
+                "service icecast2 is enabled and running",
+            ),
+            (
+                spec(Some(true), Some(Started), None),
+                found("disabled", Some("inactive")),
+                &run,
+                vec![Enable, Start],
+                "enable, start icecast2",
+            ),
+            (
+                spec(Some(true), Some(Started), None),
+                found("enabled", Some("activating")),
+                &run,
+                vec![],
+                "service icecast2 is enabled and running",
+            ),
+            (
+                spec(Some(false), Some(Stopped), None),
+                found("enabled", Some("active")),
+                &run,
+                vec![Disable, Stop],
+                "disable, stop icecast2",
+            ),
+            (
+                spec(Some(true), None, None),
+                found("static", None),
+                &run,
+                vec![],
+                "service icecast2 is static",
+            ),
+            (
+                spec(Some(false), None, None),
+                found("not-found", None),
+                &run,
+                vec![],
+                "service icecast2 is not installed",
+            ),
+            (
+                spec(Some(true), None, None),
+                found("not-found", None),
+                &check,
+                vec![Enable],
+                "enable icecast2",
+            ),
+            (
+                spec(Some(true), None, None),
+                found("not-found", None),
+                &run,
+                vec![],
+                "unit icecast2 does not exist on this host",
+            ),
+            (
+                spec(None, None, Some(true)),
+                found("enabled", None),
+                &run,
+                vec![Mask],
+                "mask icecast2",
+            ),
+            (
+                spec(None, None, Some(true)),
+                found("masked", None),
+                &run,
+                vec![],
+                "service icecast2 is masked",
+            ),
+            (
+                spec(None, None, Some(false)),
+                found("masked-runtime", None),
+                &run,
+                vec![Unmask],
+                "unmask icecast2",
+            ),
+            (
+                spec(None, Some(Reloaded), None),
+                found("enabled", None),
+                &run,
+                vec![Reload],
+                "reload icecast2",
+            ),
+            (
+                spec(None, Some(Restarted), None),
+                found("enabled", None),
+                &run,
+                vec![Restart],
+                "restart icecast2",
+            ),
+        ];
+        for (spec, current, context, steps, says) in cases {
+            match spec.plan(&current, context) {
+                Ok(change) => {
+                    assert_eq!(change.action.unwrap_or_default(), steps, "{current:?}");
+                    assert_eq!(change.reason, says);
+                }
+                Err(error) => {
+                    assert!(steps.is_empty());
+                    assert!(error.to_string().contains(says), "{error}");
+                }
+            }
+        }
+    }
 }
