@@ -81,7 +81,7 @@ mod tests {
         };
         let context = Context::new(false);
         // (spec's gid, the group's gid on the host, the action, the reason or error)
-        let cases: &[(Option<u32>, Option<u32>, Option<Create>, &str)] = &[
+        let cases = [
             (None, None, Some(Create), "create group radio"),
             (Some(900), None, Some(Create), "create group radio"),
             (None, Some(120), None, "group radio exists"),
@@ -89,10 +89,10 @@ mod tests {
             (Some(900), Some(120), None, "exists with gid 120, not 900"),
         ];
         for (wanted, found, action, says) in cases {
-            match spec(*wanted).plan(found, &context) {
+            match spec(wanted).plan(&found, &context) {
                 Ok(change) => {
-                    assert_eq!(change.action, *action, "{wanted:?} {found:?}");
-                    assert_eq!(change.reason, *says);
+                    assert_eq!(change.action, action, "{wanted:?} {found:?}");
+                    assert_eq!(change.reason, says);
                 }
                 Err(error) => {
                     assert!(action.is_none());
