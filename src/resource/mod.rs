@@ -10,6 +10,12 @@
 //! Specs are rendered (handlebars) and validated before they run: see
 //! [`crate::template`] and [`Spec::validate`]. Resources only run inside the agent, on
 //! the host; the controller only validates them.
+//!
+//! Every resource implements [`Resource`] and is named once, in [`resources!`]: a new
+//! resource is its file, `pub mod` and one line of that list. Most split their run with
+//! [`Planned`] into observe, a pure plan that tables of cases test without a host, and
+//! apply. Not yet split: file, line/setting, package, user (grub_pin has its own pure
+//! `plan_pin`).
 
 pub mod command;
 pub mod directory;
