@@ -31,6 +31,7 @@ pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod controller;
+pub mod diff;
 pub mod distro;
 pub mod dns;
 pub mod error;

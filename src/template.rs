@@ -150,12 +150,10 @@ impl Renderer {
         let inner = value
             .get_mut(kind)
             .ok_or_else(|| failure(kind, "internal: spec is not tagged".into()))?;
-        // Scripts are never templated, so that no value is spliced into shell code.
-        let verbatim: &[&str] = if kind == "command" { &["shell"] } else { &[] };
-        self.render_value(inner, data, kind, verbatim)?;
+        self.render_value(inner, data, kind, spec.unrendered())?;
 
         if let Some(fields) = inner.as_object_mut() {
-            if kind == "file" {
+            if spec.reads_role_files() {
                 if let Some(name) = fields
                     .get("template")
                     .and_then(Value::as_str)

@@ -102,7 +102,7 @@ fn a_pinned_kernel_becomes_grubs_default_by_id_and_unpinning_restores_it() {
     pin(&bed, &older);
     let first = bed.placard(&["apply", "--format", "json"]);
     assert_eq!(first.status.code(), Some(0), "{}", stdout(&first));
-    assert_eq!(changed(&first), 1);
+    assert_eq!(changed(&first), 2, "the pin, and the check's script");
     let id_path = format!("gnulinux-advanced-{UUID}>gnulinux-{older}-advanced-{UUID}");
     assert!(
         bed.read(PIN)
@@ -130,6 +130,27 @@ fn a_pinned_kernel_becomes_grubs_default_by_id_and_unpinning_restores_it() {
         "verify reports the default entry: {}",
         stdout(&verify)
     );
+    // The check checks the pin: a grub.cfg that no longer boots the pinned entry fails
+    // verify, and the next apply runs update-grub again.
+    bed.ssh(&format!(
+        "sed -i 's/set default=\"{id_path}\"/set default=\"0\"/' /boot/grub/grub.cfg"
+    ));
+    assert_eq!(
+        menu(&bed).default.as_deref(),
+        Some("0"),
+        "grub.cfg was not edited"
+    );
+    let broken = bed.placard(&["verify"]);
+    assert_ne!(broken.status.code(), Some(0), "{}", stdout(&broken));
+    assert!(
+        stdout(&broken).contains("not the pinned kernel"),
+        "{}",
+        stdout(&broken)
+    );
+    let repaired = bed.placard(&["apply", "--format", "json"]);
+    assert_eq!(changed(&repaired), 1, "update-grub ran again");
+    assert_eq!(menu(&bed).default.as_deref(), Some(id_path.as_str()));
+    assert_eq!(bed.placard(&["verify"]).status.code(), Some(0));
 
     // Unpin: the drop-in goes, GRUB's default comes back, the hold is released.
     pin(&bed, "");
@@ -140,4 +161,11 @@ fn a_pinned_kernel_becomes_grubs_default_by_id_and_unpinning_restores_it() {
     assert_eq!(bed.ssh("apt-mark showhold").trim(), "");
     let again = bed.placard(&["apply", "--format", "json"]);
     assert_eq!(changed(&again), 0);
+    let verify = bed.placard(&["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    assert!(
+        stdout(&verify).contains("no kernel is pinned"),
+        "{}",
+        stdout(&verify)
+    );
 }

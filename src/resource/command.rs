@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::command::{deadline, Program};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,8 +33,10 @@ pub struct CommandSpec {
     pub env: BTreeMap<String, String>,
 }
 
-impl CommandSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for CommandSpec {
+    const UNRENDERED: &'static [&'static str] = &["shell"];
+
+    fn validate(&self) -> Result<(), FieldError> {
         match (&self.argv, &self.shell) {
             (Some(argv), None) => check::not_empty("argv", argv)?,
             (None, Some(_)) => {}
@@ -65,15 +67,35 @@ impl CommandSpec {
         Ok(())
     }
 
-    /// Whether this command has a guard; tasks must have one (handlers need not).
-    pub fn is_guarded(&self) -> bool {
-        self.creates.is_some() || self.unless.is_some()
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
+        run_planned(self, context)
     }
+}
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+/// What the guards found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Guard {
+    /// `creates:` exists.
+    Created,
+    /// `unless:` succeeded.
+    Succeeded,
+    /// Neither: the command must run.
+    NotDone,
+}
+
+/// The one thing a command task does: run the command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run;
+
+impl Planned for CommandSpec {
+    type Current = Guard;
+    type Action = Run;
+
+    /// Runs the guard command (`unless:`) only when `creates:` does not already answer.
+    fn observe(&self, context: &mut Context) -> Result<Guard> {
         if let Some(creates) = &self.creates {
             if Path::new(creates).exists() {
-                return Ok(Outcome::unchanged(format!("{creates} exists")));
+                return Ok(Guard::Created);
             }
         }
         if let Some(unless) = &self.unless {
@@ -82,23 +104,34 @@ impl CommandSpec {
                 .shown_as(self.guard_shown(context))
                 .succeeds()?
             {
-                let shown = if context.sensitive {
-                    "the guard command".to_string()
-                } else {
-                    format!("`{}`", unless.join(" "))
-                };
-                return Ok(Outcome::unchanged(format!("{shown} succeeded")));
+                return Ok(Guard::Succeeded);
             }
         }
-        // A command whose arguments hold a secret is never spelled out in the report.
-        let shown = if context.sensitive {
-            "a command whose arguments hold a secret".to_string()
-        } else {
-            self.describe()
-        };
-        if context.check {
-            return Ok(Outcome::changed(format!("run {shown}")));
-        }
+        Ok(Guard::NotDone)
+    }
+
+    fn plan(&self, guard: &Guard, context: &Context) -> Result<Change<Run>> {
+        Ok(match guard {
+            Guard::Created => Change::none(format!(
+                "{} exists",
+                self.creates.as_deref().unwrap_or_default()
+            )),
+            Guard::Succeeded => {
+                let shown = match (&self.unless, context.sensitive) {
+                    (Some(unless), false) => format!("`{}`", unless.join(" ")),
+                    _ => "the guard command".to_string(),
+                };
+                Change::none(format!("{shown} succeeded"))
+            }
+            Guard::NotDone => {
+                let shown = self.shown(context);
+                Change::to(Run, format!("run {shown}")).once_done(format!("ran {shown}"))
+            }
+        })
+    }
+
+    fn apply(&self, _: &Run, context: &mut Context) -> Result<()> {
+        let shown = self.shown(context);
         let argv: Vec<&str> = match (&self.argv, &self.shell) {
             (Some(argv), _) => argv.iter().map(String::as_str).collect(),
             (None, Some(script)) => vec!["/bin/sh", "-e", "-c", script],
@@ -118,7 +151,23 @@ impl CommandSpec {
         if let Some(creates) = &self.creates {
             context.record_change(Path::new(creates));
         }
-        Ok(Outcome::changed(format!("ran {shown}")))
+        Ok(())
+    }
+}
+
+impl CommandSpec {
+    pub fn is_guarded(&self) -> bool {
+        self.creates.is_some() || self.unless.is_some()
+    }
+
+    /// The command as the report names it: a command whose arguments hold a secret is
+    /// never spelled out.
+    fn shown(&self, context: &Context) -> String {
+        if context.sensitive {
+            "a command whose arguments hold a secret".to_string()
+        } else {
+            self.describe()
+        }
     }
 
     fn guard_shown(&self, context: &Context) -> String {
@@ -136,6 +185,87 @@ impl CommandSpec {
                 script.lines().next().unwrap_or_default()
             ),
             (None, None) => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_cases() {
+        let spec = |argv: &[&str], shell: Option<&str>| CommandSpec {
+            argv: (!argv.is_empty()).then(|| argv.iter().map(|a| a.to_string()).collect()),
+            shell: shell.map(str::to_string),
+            creates: Some("/var/lib/radio/.created".into()),
+            unless: Some(vec!["test".into(), "-e".into(), "/etc/radio".into()]),
+            chdir: None,
+            env: BTreeMap::new(),
+        };
+        let plain = Context::new(false);
+        let secret = Context {
+            sensitive: true,
+            ..Context::new(false)
+        };
+        let make = spec(&["make-radio", "--password", "x"], None);
+        let script = spec(&[], Some("first line\nsecond line"));
+        // (spec, guard, sensitive, runs, the reason in a check run, after running)
+        let cases = [
+            (
+                &make,
+                Guard::Created,
+                &plain,
+                false,
+                "/var/lib/radio/.created exists",
+                None,
+            ),
+            (
+                &make,
+                Guard::Succeeded,
+                &plain,
+                false,
+                "`test -e /etc/radio` succeeded",
+                None,
+            ),
+            (
+                &make,
+                Guard::Succeeded,
+                &secret,
+                false,
+                "the guard command succeeded",
+                None,
+            ),
+            (
+                &make,
+                Guard::NotDone,
+                &plain,
+                true,
+                "run make-radio --password x",
+                Some("ran make-radio --password x"),
+            ),
+            (
+                &make,
+                Guard::NotDone,
+                &secret,
+                true,
+                "run a command whose arguments hold a secret",
+                Some("ran a command whose arguments hold a secret"),
+            ),
+            (
+                &script,
+                Guard::NotDone,
+                &plain,
+                true,
+                "run shell script `first line`",
+                Some("ran shell script `first line`"),
+            ),
+        ];
+        for (spec, guard, context, runs, says, done) in cases {
+            let change = spec.plan(&guard, context).expect("a plan");
+            assert_eq!(change.action.is_some(), runs, "{guard:?}");
+            assert_eq!(change.reason, says);
+            assert_eq!(change.done.as_deref(), done);
         }
     }
 }

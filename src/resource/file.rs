@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{self, deadline};
 use crate::system::journal::{self, Step};
@@ -66,8 +66,18 @@ impl FileState {
     }
 }
 
-impl FileSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for FileSpec {
+    fn path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn holds_secret(&self) -> bool {
+        self.secret
+    }
+
+    const READS_ROLE_FILES: bool = true;
+
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
         let sources = [
             self.content.is_some(),
@@ -98,7 +108,7 @@ impl FileSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let path = PathBuf::from(&self.path);
         let sensitive = self.secret || context.sensitive;
         context.sensitive = sensitive;
@@ -131,9 +141,9 @@ impl FileSpec {
         let diff = if !content_changed {
             None
         } else if sensitive {
-            Some(crate::report::diff::hidden(&self.path))
+            Some(crate::diff::hidden(&self.path))
         } else {
-            Some(crate::report::diff::unified(
+            Some(crate::diff::unified(
                 &self.path,
                 current.as_deref(),
                 Some(desired.as_bytes()),
@@ -191,10 +201,10 @@ fn remove(path: &Path, context: &mut Context) -> Result<Outcome> {
     }
 }
 
-type Owner = (Option<u32>, Option<u32>);
+pub type Owner = (Option<u32>, Option<u32>);
 
 /// An owner and a mode, each when the spec asks for one.
-type Wanted = (Option<Owner>, Option<u32>);
+pub type Wanted = (Option<Owner>, Option<u32>);
 
 /// The owner and mode a spec asks for, looked up on the host. In a check run an account
 /// that a task before this one would create does not exist yet: the inner `Err` is then
@@ -251,20 +261,30 @@ pub fn attribute_changes(
     owner: Option<Owner>,
     mode: Option<u32>,
 ) -> Vec<String> {
-    let Some(metadata) = metadata else {
-        return Vec::new();
-    };
+    match metadata {
+        Some(metadata) => differences(
+            (metadata.uid(), metadata.gid(), metadata.mode() & 0o7777),
+            owner,
+            mode,
+        ),
+        None => Vec::new(),
+    }
+}
+
+/// What differs between what is there (uid, gid, permission bits) and what is
+/// wanted, in words.
+pub fn differences(found: (u32, u32, u32), owner: Option<Owner>, mode: Option<u32>) -> Vec<String> {
+    let (found_uid, found_gid, current) = found;
     let mut changes = Vec::new();
     if let Some((uid, gid)) = owner {
-        if uid.is_some_and(|u| u != metadata.uid()) {
+        if uid.is_some_and(|u| u != found_uid) {
             changes.push("owner".to_string());
         }
-        if gid.is_some_and(|g| g != metadata.gid()) {
+        if gid.is_some_and(|g| g != found_gid) {
             changes.push("group".to_string());
         }
     }
     if let Some(mode) = mode {
-        let current = metadata.mode() & 0o7777;
         if current != mode {
             changes.push(format!("mode {current:04o} → {mode:04o}"));
         }

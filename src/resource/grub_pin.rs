@@ -12,6 +12,16 @@
 //!
 //! The decisions are pure functions of dpkg's status, grub.cfg and the drop-in, tested
 //! below; `run` only reads those and carries the decision out.
+//!
+//! Why this is a resource and not a role of generic ones (`file`, `command`,
+//! `package: {hold}`): the drop-in's content is not known when the role is rendered. It
+//! is the id path of a menu entry, found by parsing the host's grub.cfg, and a kernel
+//! that is not installed must change nothing. And the three steps are one change: when
+//! update-grub fails, the drop-in written before it is put back (or removed) here, so
+//! that the next run sees the pin as not done; generic tasks would leave a drop-in that
+//! grub.cfg does not follow and report success. What generic resources can do, the role
+//! does with them: the check (`placard-grub-pin-status`, templates/grub-pin/) is a
+//! script the role installs, which compares the drop-in with grub.cfg's default.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,7 +30,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::facts::dpkg::{self, DpkgStatus};
 use crate::facts::grub::{self, Menu};
 use crate::system::atomic::{self, Attributes};
@@ -62,8 +72,8 @@ pub enum PinState {
     Absent,
 }
 
-impl GrubPinSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for GrubPinSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("file", &self.file)?;
         let in_drop_in_folder =
             Path::new(&self.file).parent() == Some(Path::new("/etc/default/grub.d"));
@@ -84,7 +94,7 @@ impl GrubPinSpec {
         }
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let status = dpkg::read_status()?;
         let current = match fs::read_to_string(&self.file) {
             Ok(text) => Some(text),
@@ -99,7 +109,9 @@ impl GrubPinSpec {
             (PinState::Absent, _) => self.unpin(&status, current.as_deref(), context),
         }
     }
+}
 
+impl GrubPinSpec {
     fn pin(
         &self,
         kernel: &str,
@@ -144,7 +156,7 @@ impl GrubPinSpec {
             )));
         }
         let diff = plan.write.then(|| {
-            crate::report::diff::unified(
+            crate::diff::unified(
                 &self.file,
                 current.map(str::as_bytes),
                 Some(plan.content.as_bytes()),
@@ -208,7 +220,7 @@ impl GrubPinSpec {
         if let Some(package) = &release {
             done.push(format!("unhold {package}"));
         }
-        let diff = crate::report::diff::unified(&self.file, Some(current.as_bytes()), None);
+        let diff = crate::diff::unified(&self.file, Some(current.as_bytes()), None);
         context.record_change(Path::new(&self.file));
         if !context.check {
             fs::remove_file(&self.file).with_context(|| format!("cannot remove {}", self.file))?;

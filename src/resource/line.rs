@@ -16,7 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::file::replace;
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::system::atomic::Attributes;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,8 +69,12 @@ fn default_separator() -> String {
     " ".to_string()
 }
 
-impl LineSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for LineSpec {
+    fn path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
         if self.line.contains('\n') {
             return Err(FieldError::new(
@@ -86,7 +90,7 @@ impl LineSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let pattern = self.pattern.as_deref().map(Regex::new).transpose()?;
         let current = match fs::read_to_string(&self.path) {
             Ok(text) => text,
@@ -105,8 +109,12 @@ impl LineSpec {
     }
 }
 
-impl SettingSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for SettingSpec {
+    fn path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
         check::absolute_path("path", &self.path)?;
         if self.key.is_empty()
             || self.key.contains(char::is_whitespace)
@@ -129,7 +137,7 @@ impl SettingSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let current = match fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create => String::new(),
@@ -164,9 +172,9 @@ fn write_edit(
         return Ok(Outcome::unchanged(format!("{path} already has {what}")));
     };
     let diff = if context.sensitive {
-        crate::report::diff::hidden(path)
+        crate::diff::hidden(path)
     } else {
-        crate::report::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
+        crate::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
     };
     context.record_change(Path::new(path));
     if !context.check {

@@ -10,6 +10,12 @@
 //! Specs are rendered (handlebars) and validated before they run: see
 //! [`crate::template`] and [`Spec::validate`]. Resources only run inside the agent, on
 //! the host; the controller only validates them.
+//!
+//! Every resource implements [`Resource`] and is named once, in [`resources!`]: a new
+//! resource is its file, `pub mod` and one line of that list. Most split their run with
+//! [`Planned`] into observe, a pure plan that tables of cases test without a host, and
+//! apply. Not yet split: file, line/setting, package, user (grub_pin has its own pure
+//! `plan_pin`).
 
 pub mod command;
 pub mod directory;
@@ -29,39 +35,199 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// One resource as written in a task: exactly one of these keys appears in a task.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum Spec {
-    Package(package::PackageSpec),
-    File(file::FileSpec),
-    Directory(directory::DirectorySpec),
-    Symlink(symlink::SymlinkSpec),
-    Line(line::LineSpec),
-    Setting(line::SettingSpec),
-    Service(service::ServiceSpec),
-    User(user::UserSpec),
-    Group(group::GroupSpec),
-    Command(command::CommandSpec),
-    Secret(secret::SecretSpec),
-    GrubPin(grub_pin::GrubPinSpec),
+/// The one list of resources: the key a task writes, the variant of [`Spec`], the spec
+/// type (which implements [`Resource`]). Everything else that names every resource —
+/// [`Spec`], [`KINDS`], the task's YAML fields in [`crate::role::task`] — is generated
+/// from it: a new resource is its file and one line here.
+///
+/// `resources!(callback)` calls `callback! { key => Variant(Type), … }`.
+#[macro_export]
+macro_rules! resources {
+    ($callback:ident) => {
+        $callback! {
+            package => Package($crate::resource::package::PackageSpec),
+            file => File($crate::resource::file::FileSpec),
+            directory => Directory($crate::resource::directory::DirectorySpec),
+            symlink => Symlink($crate::resource::symlink::SymlinkSpec),
+            line => Line($crate::resource::line::LineSpec),
+            setting => Setting($crate::resource::line::SettingSpec),
+            service => Service($crate::resource::service::ServiceSpec),
+            user => User($crate::resource::user::UserSpec),
+            group => Group($crate::resource::group::GroupSpec),
+            command => Command($crate::resource::command::CommandSpec),
+            secret => Secret($crate::resource::secret::SecretSpec),
+            grub_pin => GrubPin($crate::resource::grub_pin::GrubPinSpec),
+        }
+    };
+}
+pub use resources;
+
+/// What a resource is: a spec that can be checked before any host is contacted, and
+/// run on the host. Resources that split their run implement [`Planned`] and get
+/// `run` from it.
+pub trait Resource {
+    /// Fields copied into the bundle as the role wrote them, never rendered: scripts,
+    /// so that no value is spliced into shell code.
+    const UNRENDERED: &'static [&'static str] = &[];
+    /// Whether `template:` and `copy:` name a file of the role, whose (rendered) text
+    /// becomes `content:` before the spec is checked and shipped.
+    const READS_ROLE_FILES: bool = false;
+
+    /// Checks what serde cannot: absolute paths, octal modes, names that are names.
+    /// Runs on rendered specs, on the controller before any host is contacted and
+    /// again on the agent.
+    fn validate(&self) -> Result<(), FieldError>;
+
+    /// Brings the host to the spec (or, in a check run, says what would change).
+    fn run(&self, context: &mut Context) -> anyhow::Result<Outcome>;
+
+    /// The file this resource writes, for resources that write one.
+    fn path(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether the spec itself says its content is secret (`file: {secret: true}`).
+    fn holds_secret(&self) -> bool {
+        false
+    }
 }
 
-/// The resource keys a task may use, for error messages.
-pub const KINDS: &[&str] = &[
-    "package",
-    "file",
-    "directory",
-    "symlink",
-    "line",
-    "setting",
-    "service",
-    "user",
-    "group",
-    "command",
-    "secret",
-    "grub_pin",
-];
+/// A resource whose run is three steps: look at the host, decide (pure, so it is
+/// unit-tested with no host), change the host. `run` is [`run_planned`].
+pub trait Planned {
+    /// What the host has now, as far as this resource cares.
+    type Current;
+    /// What must be done to bring the host to the spec.
+    type Action;
+
+    /// Reads the host; changes nothing (a check run calls it too).
+    fn observe(&self, context: &mut Context) -> anyhow::Result<Self::Current>;
+
+    /// Compares what is there with the spec: nothing to do and why, or what to do. No
+    /// I/O. An error stops the task with nothing changed.
+    fn plan(
+        &self,
+        current: &Self::Current,
+        context: &Context,
+    ) -> anyhow::Result<Change<Self::Action>>;
+
+    /// Does what [`Planned::plan`] decided; never called in a check run.
+    fn apply(&self, action: &Self::Action, context: &mut Context) -> anyhow::Result<()>;
+}
+
+/// What a plan decided: the sentence the report shows, and the action, when there is
+/// one (None: the host is already as the spec says).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change<A> {
+    pub reason: String,
+    pub action: Option<A>,
+    /// What the report says once the action was done, when it differs from `reason`
+    /// ("run x" in a check run, "ran x" after).
+    pub done: Option<String>,
+}
+
+impl<A> Change<A> {
+    pub fn none(reason: impl Into<String>) -> Change<A> {
+        Change {
+            reason: reason.into(),
+            action: None,
+            done: None,
+        }
+    }
+
+    pub fn to(action: A, reason: impl Into<String>) -> Change<A> {
+        Change {
+            reason: reason.into(),
+            action: Some(action),
+            done: None,
+        }
+    }
+
+    /// See [`Change::done`].
+    pub fn once_done(mut self, done: impl Into<String>) -> Change<A> {
+        self.done = Some(done.into());
+        self
+    }
+}
+
+/// observe → plan → apply (unless this is a check run) → the outcome.
+pub fn run_planned<R: Planned>(resource: &R, context: &mut Context) -> anyhow::Result<Outcome> {
+    let current = resource.observe(context)?;
+    let change = resource.plan(&current, context)?;
+    match change.action {
+        None => Ok(Outcome::unchanged(change.reason)),
+        Some(_) if context.check => Ok(Outcome::changed(change.reason)),
+        Some(action) => {
+            resource.apply(&action, context)?;
+            Ok(Outcome::changed(change.done.unwrap_or(change.reason)))
+        }
+    }
+}
+
+macro_rules! define_spec {
+    ($($key:ident => $variant:ident($spec:ty)),* $(,)?) => {
+        /// One resource as written in a task: exactly one of these keys appears in a task.
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Spec {
+            $($variant($spec),)*
+        }
+
+        /// The resource keys a task may use, for error messages.
+        pub const KINDS: &[&str] = &[$(stringify!($key)),*];
+
+        impl Spec {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Spec::$variant(_) => stringify!($key),)*
+                }
+            }
+
+            /// The fields rendering leaves as written (see [`Resource::UNRENDERED`]).
+            pub fn unrendered(&self) -> &'static [&'static str] {
+                match self {
+                    $(Spec::$variant(_) => <$spec as Resource>::UNRENDERED,)*
+                }
+            }
+
+            /// See [`Resource::READS_ROLE_FILES`].
+            pub fn reads_role_files(&self) -> bool {
+                match self {
+                    $(Spec::$variant(_) => <$spec as Resource>::READS_ROLE_FILES,)*
+                }
+            }
+
+            /// See [`Resource::path`].
+            pub fn path(&self) -> Option<&str> {
+                match self {
+                    $(Spec::$variant(spec) => Resource::path(spec),)*
+                }
+            }
+
+            /// See [`Resource::holds_secret`].
+            pub fn holds_secret(&self) -> bool {
+                match self {
+                    $(Spec::$variant(spec) => Resource::holds_secret(spec),)*
+                }
+            }
+
+            /// See [`Resource::validate`].
+            pub fn validate(&self) -> Result<(), FieldError> {
+                match self {
+                    $(Spec::$variant(spec) => Resource::validate(spec),)*
+                }
+            }
+
+            /// See [`Resource::run`].
+            pub fn run(&self, context: &mut Context) -> anyhow::Result<Outcome> {
+                match self {
+                    $(Spec::$variant(spec) => Resource::run(spec, context),)*
+                }
+            }
+        }
+    };
+}
+resources!(define_spec);
 
 /// A problem with one field of a rendered spec, e.g. a mode that is not octal.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,78 +242,6 @@ impl FieldError {
         FieldError {
             field: field.to_string(),
             message: message.into(),
-        }
-    }
-}
-
-impl Spec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Spec::Package(_) => "package",
-            Spec::File(_) => "file",
-            Spec::Directory(_) => "directory",
-            Spec::Symlink(_) => "symlink",
-            Spec::Line(_) => "line",
-            Spec::Setting(_) => "setting",
-            Spec::Service(_) => "service",
-            Spec::User(_) => "user",
-            Spec::Group(_) => "group",
-            Spec::Command(_) => "command",
-            Spec::Secret(_) => "secret",
-            Spec::GrubPin(_) => "grub_pin",
-        }
-    }
-
-    /// The file this resource writes, for resources that write one.
-    pub fn path(&self) -> Option<&str> {
-        match self {
-            Spec::File(spec) => Some(&spec.path),
-            Spec::Line(spec) => Some(&spec.path),
-            Spec::Setting(spec) => Some(&spec.path),
-            _ => None,
-        }
-    }
-
-    /// Whether the spec itself says its content is secret (`file: {secret: true}`).
-    pub fn holds_secret(&self) -> bool {
-        matches!(self, Spec::File(spec) if spec.secret)
-    }
-
-    /// Checks what serde cannot: absolute paths, octal modes, names that are names.
-    /// Runs on rendered specs, on the controller before any host is contacted and again
-    /// on the agent.
-    pub fn validate(&self) -> Result<(), FieldError> {
-        match self {
-            Spec::Package(spec) => spec.validate(),
-            Spec::File(spec) => spec.validate(),
-            Spec::Directory(spec) => spec.validate(),
-            Spec::Symlink(spec) => spec.validate(),
-            Spec::Line(spec) => spec.validate(),
-            Spec::Setting(spec) => spec.validate(),
-            Spec::Service(spec) => spec.validate(),
-            Spec::User(spec) => spec.validate(),
-            Spec::Group(spec) => spec.validate(),
-            Spec::Command(spec) => spec.validate(),
-            Spec::Secret(spec) => spec.validate(),
-            Spec::GrubPin(spec) => spec.validate(),
-        }
-    }
-
-    /// Brings the host to the spec (or, in a check run, says what would change).
-    pub fn run(&self, context: &mut Context) -> anyhow::Result<Outcome> {
-        match self {
-            Spec::Package(spec) => spec.run(context),
-            Spec::File(spec) => spec.run(context),
-            Spec::Directory(spec) => spec.run(context),
-            Spec::Symlink(spec) => spec.run(context),
-            Spec::Line(spec) => spec.run(context),
-            Spec::Setting(spec) => spec.run(context),
-            Spec::Service(spec) => spec.run(context),
-            Spec::User(spec) => spec.run(context),
-            Spec::Group(spec) => spec.run(context),
-            Spec::Command(spec) => spec.run(context),
-            Spec::Secret(spec) => spec.run(context),
-            Spec::GrubPin(spec) => spec.run(context),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, one_or_many, Context, FieldError, Outcome};
+use super::{check, one_or_many, Context, FieldError, Outcome, Resource};
 use crate::facts::dpkg;
 use crate::system::command::{self, deadline};
 
@@ -61,8 +61,8 @@ pub struct Preseed {
     pub value: String,
 }
 
-impl PackageSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for PackageSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::not_empty("names", &self.names)?;
         for (index, name) in self.names.iter().enumerate() {
             check::plain_name(&format!("names[{index}]"), name)?;
@@ -93,7 +93,7 @@ impl PackageSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let status = dpkg::read_status()?;
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         match self.state {
@@ -156,7 +156,9 @@ impl PackageSpec {
             ),
         }
     }
+}
 
+impl PackageSpec {
     fn preseed(&self, context: &Context) -> Result<()> {
         if self.debconf.is_empty() {
             return Ok(());

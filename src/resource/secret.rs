@@ -14,7 +14,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::{Context, FieldError, Outcome};
+use super::{run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::atomic::{self, Attributes};
 
 pub const SECRETS_DIR: &str = "/var/lib/placard/secrets";
@@ -42,8 +42,8 @@ pub enum Charset {
     Hex,
 }
 
-impl SecretSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for SecretSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         valid_name(&self.name).map_err(|m| FieldError::new("name", m))?;
         if !(16..=4096).contains(&self.length) {
             return Err(FieldError::new(
@@ -54,25 +54,50 @@ impl SecretSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
-        let path = path_of(&self.name);
-        if path.exists() {
-            return Ok(Outcome::unchanged(format!("secret {} exists", self.name)));
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
+        run_planned(self, context)
+    }
+}
+
+/// The one thing a secret task does: generate the secret. An existing one is never
+/// replaced (services and peers already use it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Generate;
+
+impl Planned for SecretSpec {
+    /// Whether the secret exists in the store.
+    type Current = bool;
+    type Action = Generate;
+
+    fn observe(&self, _context: &mut Context) -> Result<bool> {
+        Ok(path_of(&self.name).exists())
+    }
+
+    fn plan(&self, exists: &bool, _context: &Context) -> Result<Change<Generate>> {
+        Ok(if *exists {
+            Change::none(format!("secret {} exists", self.name))
+        } else {
+            Change::to(Generate, format!("generate secret {}", self.name))
+        })
+    }
+
+    fn apply(&self, _: &Generate, context: &mut Context) -> Result<()> {
+        store(&path_of(&self.name), &self.generate(), context)
+    }
+}
+
+impl SecretSpec {
+    fn generate(&self) -> String {
+        match self.charset {
+            Charset::Alphanumeric => {
+                Alphanumeric.sample_string(&mut rand::thread_rng(), self.length)
+            }
+            Charset::Hex => {
+                let mut bytes = vec![0u8; self.length];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                hex::encode(bytes)
+            }
         }
-        if !context.check {
-            let value = match self.charset {
-                Charset::Alphanumeric => {
-                    Alphanumeric.sample_string(&mut rand::thread_rng(), self.length)
-                }
-                Charset::Hex => {
-                    let mut bytes = vec![0u8; self.length];
-                    rand::rngs::OsRng.fill_bytes(&mut bytes);
-                    hex::encode(bytes)
-                }
-            };
-            store(&path, &value, context)?;
-        }
-        Ok(Outcome::changed(format!("generate secret {}", self.name)))
     }
 }
 
@@ -118,4 +143,38 @@ fn store(path: &Path, value: &str, context: &Context) -> Result<()> {
         Attributes::mode(0o600),
         context.journal.as_ref(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_cases() {
+        let spec = |charset| SecretSpec {
+            name: "mail-db".into(),
+            length: 24,
+            charset,
+        };
+        let context = Context::new(false);
+        // (whether the secret exists, whether one is generated, the reason)
+        let cases = [
+            (false, true, "generate secret mail-db"),
+            (true, false, "secret mail-db exists"),
+        ];
+        for (exists, generates, says) in cases {
+            let change = spec(Charset::Alphanumeric)
+                .plan(&exists, &context)
+                .expect("a plan");
+            assert_eq!(change.action.is_some(), generates);
+            assert_eq!(change.reason, says);
+        }
+        let text = spec(Charset::Alphanumeric).generate();
+        assert_eq!(text.len(), 24);
+        assert!(text.chars().all(|c| c.is_ascii_alphanumeric()));
+        let hex = spec(Charset::Hex).generate();
+        assert_eq!(hex.len(), 48, "24 random bytes, in hex");
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(spec(Charset::Hex).generate(), hex);
+    }
 }

@@ -8,7 +8,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,8 +44,8 @@ impl ServiceState {
     }
 }
 
-impl ServiceSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for ServiceSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::plain_name("name", &self.name)?;
         if self.enabled.is_none() && self.state.is_none() && self.masked.is_none() {
             return Err(FieldError::new(
@@ -70,7 +70,56 @@ impl ServiceSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
+        run_planned(self, context)
+    }
+}
+
+/// What systemd says of the unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Current {
+    /// `systemctl is-enabled`'s word: enabled, disabled, static, masked, not-found …
+    pub enablement: String,
+    /// `systemctl is-active`'s word, asked only when the spec has a `state`.
+    pub active: Option<String>,
+}
+
+/// One systemctl operation, in the order a plan lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Mask,
+    Unmask,
+    Enable,
+    Disable,
+    Start,
+    Stop,
+    Restart,
+    Reload,
+}
+
+impl Step {
+    /// The word the report uses.
+    fn word(self) -> &'static str {
+        match self {
+            Step::Mask => "mask",
+            Step::Unmask => "unmask",
+            Step::Enable => "enable",
+            Step::Disable => "disable",
+            Step::Start => "start",
+            Step::Stop => "stop",
+            Step::Restart => "restart",
+            Step::Reload => "reload",
+        }
+    }
+}
+
+impl Planned for ServiceSpec {
+    type Current = Current;
+    type Action = Vec<Step>;
+
+    fn observe(&self, context: &mut Context) -> Result<Current> {
+        // A unit file changed by an earlier task: systemd must reread it before it is
+        // asked about the unit.
         if context.daemon_reload_needed && !context.check {
             command::run_ok(
                 &["systemctl", "daemon-reload"],
@@ -79,81 +128,95 @@ impl ServiceSpec {
             context.daemon_reload_needed = false;
         }
         let unit = self.name.as_str();
-        let mut done: Vec<String> = Vec::new();
-        let mut fine: Vec<String> = Vec::new();
         let enablement = systemctl_word(&["systemctl", "is-enabled", "--", unit])?;
+        let active = match self.state {
+            Some(ServiceState::Started | ServiceState::Stopped) => {
+                Some(systemctl_word(&["systemctl", "is-active", "--", unit])?)
+            }
+            _ => None,
+        };
+        Ok(Current { enablement, active })
+    }
 
+    fn plan(&self, current: &Current, context: &Context) -> Result<Change<Vec<Step>>> {
+        let unit = self.name.as_str();
+        let enablement = current.enablement.as_str();
+        let mut steps: Vec<Step> = Vec::new();
+        let mut fine: Vec<String> = Vec::new();
         if let Some(masked) = self.masked {
-            let is_masked = enablement.starts_with("masked");
-            if is_masked == masked {
+            if enablement.starts_with("masked") == masked {
                 fine.push(if masked { "masked" } else { "not masked" }.to_string());
             } else {
-                self.act(
-                    context,
-                    if masked {
-                        &["mask", "--now"]
-                    } else {
-                        &["unmask"]
-                    },
-                )?;
-                done.push(if masked { "mask" } else { "unmask" }.to_string());
+                steps.push(if masked { Step::Mask } else { Step::Unmask });
             }
         }
         if let Some(enabled) = self.enabled {
             // Units that `systemctl enable/disable` cannot change (static ones, aliases,
             // generated units) are left as they are, so that a second run stays quiet.
-            let fixed = matches!(
-                enablement.as_str(),
-                "static" | "indirect" | "generated" | "alias"
-            );
-            let is_enabled = matches!(enablement.as_str(), "enabled" | "enabled-runtime");
+            let fixed = matches!(enablement, "static" | "indirect" | "generated" | "alias");
+            let is_enabled = matches!(enablement, "enabled" | "enabled-runtime");
             if fixed {
-                fine.push(enablement.clone());
+                fine.push(enablement.to_string());
             } else if enablement == "not-found" && !enabled {
                 fine.push("not installed".to_string());
             } else if enablement == "not-found" && !context.check {
+                // In a check run, the package task before this one has not installed it.
                 anyhow::bail!(
                     "unit {unit} does not exist on this host (is its package installed?)"
                 );
             } else if is_enabled == enabled {
                 fine.push(if enabled { "enabled" } else { "disabled" }.to_string());
             } else {
-                self.act(context, if enabled { &["enable"] } else { &["disable"] })?;
-                done.push(if enabled { "enable" } else { "disable" }.to_string());
+                steps.push(if enabled { Step::Enable } else { Step::Disable });
             }
         }
         match self.state {
             None => {}
-            Some(ServiceState::Restarted) => {
-                self.act(context, &["restart"])?;
-                done.push("restart".to_string());
-            }
-            Some(ServiceState::Reloaded) => {
-                self.reload(context)?;
-                done.push("reload".to_string());
-            }
+            Some(ServiceState::Restarted) => steps.push(Step::Restart),
+            Some(ServiceState::Reloaded) => steps.push(Step::Reload),
             Some(state) => {
-                let active = systemctl_word(&["systemctl", "is-active", "--", unit])?;
                 let want_running = state == ServiceState::Started;
-                let is_running = matches!(active.as_str(), "active" | "reloading" | "activating");
+                let is_running = matches!(
+                    current.active.as_deref(),
+                    Some("active" | "reloading" | "activating")
+                );
                 if is_running == want_running {
                     fine.push(if want_running { "running" } else { "stopped" }.to_string());
                 } else {
-                    self.act(context, if want_running { &["start"] } else { &["stop"] })?;
-                    done.push(if want_running { "start" } else { "stop" }.to_string());
+                    steps.push(if want_running {
+                        Step::Start
+                    } else {
+                        Step::Stop
+                    });
                 }
             }
         }
-        if done.is_empty() {
-            Ok(Outcome::unchanged(format!(
-                "service {unit} is {}",
-                fine.join(" and ")
-            )))
+        Ok(if steps.is_empty() {
+            Change::none(format!("service {unit} is {}", fine.join(" and ")))
         } else {
-            Ok(Outcome::changed(format!("{} {unit}", done.join(", "))))
-        }
+            let words: Vec<&str> = steps.iter().map(|step| step.word()).collect();
+            Change::to(steps.clone(), format!("{} {unit}", words.join(", ")))
+        })
     }
 
+    fn apply(&self, steps: &Vec<Step>, context: &mut Context) -> Result<()> {
+        for step in steps {
+            match step {
+                Step::Mask => self.act(context, &["mask", "--now"])?,
+                Step::Unmask => self.act(context, &["unmask"])?,
+                Step::Enable => self.act(context, &["enable"])?,
+                Step::Disable => self.act(context, &["disable"])?,
+                Step::Start => self.act(context, &["start"])?,
+                Step::Stop => self.act(context, &["stop"])?,
+                Step::Restart => self.act(context, &["restart"])?,
+                Step::Reload => self.reload(context)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSpec {
     /// Reloads the unit, or restarts it when it cannot reload, which is what an admin
     /// would do; with `wait_for_new_workers`, returns once the reload took effect.
     fn reload(&self, context: &Context) -> Result<()> {
@@ -319,5 +382,132 @@ mod tests {
             ..spec
         };
         assert!(spec.validate().is_ok());
+    }
+
+    #[test]
+    fn plan_cases() {
+        let spec = |enabled: Option<bool>, state: Option<ServiceState>, masked: Option<bool>| {
+            ServiceSpec {
+                name: "icecast2".into(),
+                enabled,
+                state,
+                masked,
+                wait_for_new_workers: false,
+            }
+        };
+        let found = |enablement: &str, active: Option<&str>| Current {
+            enablement: enablement.into(),
+            active: active.map(str::to_string),
+        };
+        use ServiceState::*;
+        use Step::*;
+        let run = Context::new(false);
+        let check = Context::new(true);
+        // (spec, what systemd says, check run, the steps, the reason or error)
+        let cases = [
+            (
+                spec(Some(true), Some(Started), None),
+                found("enabled", Some("active")),
+                &run,
+                vec![],
+                "service icecast2 is enabled and running",
+            ),
+            (
+                spec(Some(true), Some(Started), None),
+                found("disabled", Some("inactive")),
+                &run,
+                vec![Enable, Start],
+                "enable, start icecast2",
+            ),
+            (
+                spec(Some(true), Some(Started), None),
+                found("enabled", Some("activating")),
+                &run,
+                vec![],
+                "service icecast2 is enabled and running",
+            ),
+            (
+                spec(Some(false), Some(Stopped), None),
+                found("enabled", Some("active")),
+                &run,
+                vec![Disable, Stop],
+                "disable, stop icecast2",
+            ),
+            (
+                spec(Some(true), None, None),
+                found("static", None),
+                &run,
+                vec![],
+                "service icecast2 is static",
+            ),
+            (
+                spec(Some(false), None, None),
+                found("not-found", None),
+                &run,
+                vec![],
+                "service icecast2 is not installed",
+            ),
+            (
+                spec(Some(true), None, None),
+                found("not-found", None),
+                &check,
+                vec![Enable],
+                "enable icecast2",
+            ),
+            (
+                spec(Some(true), None, None),
+                found("not-found", None),
+                &run,
+                vec![],
+                "unit icecast2 does not exist on this host",
+            ),
+            (
+                spec(None, None, Some(true)),
+                found("enabled", None),
+                &run,
+                vec![Mask],
+                "mask icecast2",
+            ),
+            (
+                spec(None, None, Some(true)),
+                found("masked", None),
+                &run,
+                vec![],
+                "service icecast2 is masked",
+            ),
+            (
+                spec(None, None, Some(false)),
+                found("masked-runtime", None),
+                &run,
+                vec![Unmask],
+                "unmask icecast2",
+            ),
+            (
+                spec(None, Some(Reloaded), None),
+                found("enabled", None),
+                &run,
+                vec![Reload],
+                "reload icecast2",
+            ),
+            (
+                spec(None, Some(Restarted), None),
+                found("enabled", None),
+                &run,
+                vec![Restart],
+                "restart icecast2",
+            ),
+        ];
+        for (spec, current, context, steps, says) in cases {
+            match spec.plan(&current, context) {
+                Ok(change) => {
+                    assert_eq!(change.action.unwrap_or_default(), steps, "{current:?}");
+                    assert_eq!(change.reason, says);
+                }
+                Err(error) => {
+                    assert!(steps.is_empty());
+                    assert!(error.to_string().contains(says), "{error}");
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome};
+use super::{check, Context, FieldError, Outcome, Resource};
 use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -35,8 +35,8 @@ pub struct UserSpec {
     pub password_secret: Option<String>,
 }
 
-impl UserSpec {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Resource for UserSpec {
+    fn validate(&self) -> Result<(), FieldError> {
         check::account_name("name", &self.name)?;
         for (index, group) in self.groups.iter().enumerate() {
             check::account_name(&format!("groups[{index}]"), group)?;
@@ -63,7 +63,7 @@ impl UserSpec {
         Ok(())
     }
 
-    pub fn run(&self, context: &mut Context) -> Result<Outcome> {
+    fn run(&self, context: &mut Context) -> Result<Outcome> {
         let uid = self.uid.map(|u| u.to_string());
         let groups = self.groups.join(",");
         let Some(user) = nix::unistd::User::from_name(&self.name)? else {

@@ -135,6 +135,69 @@ impl Site {
     }
 }
 
+/// The conventions that make a role readable as documentation (roles/web.yml and
+/// roles/certs.yml are the models): every task's name is a sentence saying what it
+/// does, and every variable is documented. Checked at load, so that a
+/// role that breaks them is refused like any other malformed role.
+///
+/// Not checked here: that variables carry the role's prefix (see
+/// [`variables_without_prefix`]); the shipped base, ups and watchdog roles still have
+/// unprefixed variables that inventories and tests name.
+fn lint_conventions(role: &Role, problems: &mut InvalidInput) {
+    for (index, task) in role.file.tasks.iter().enumerate() {
+        if let Err(message) = sentence(&task.name) {
+            problems.push(
+                Diagnostic::at(
+                    &role.source,
+                    &format!("tasks[{index}].name"),
+                    format!("the task name `{}` is not a sentence: {message}", task.name),
+                )
+                .help("task names are the role's documentation: say what the task does, as in `Install nginx.`"),
+            );
+        }
+    }
+    for (name, variable) in &role.file.variables {
+        // A variable without `default:` is required, which `placard roles show` says;
+        // serde already insists on `description:`, so what is left is an empty one.
+        if variable.description.trim().is_empty() {
+            problems.push(
+                Diagnostic::at(
+                    &role.source,
+                    &format!("variables.{name}.description"),
+                    format!("variable `{name}` has an empty description"),
+                )
+                .help("document every variable with a sentence (or more): what it is for, and its limits"),
+            );
+        }
+    }
+}
+
+/// Whether a task name is a sentence: it starts with a capital letter (or a template
+/// value) and ends with a period.
+fn sentence(name: &str) -> Result<(), &'static str> {
+    let name = name.trim();
+    let capital = name.starts_with("{{") || name.chars().next().is_some_and(char::is_uppercase);
+    if !capital {
+        return Err("start it with a capital letter");
+    }
+    if !name.ends_with('.') {
+        return Err("end it with a period");
+    }
+    Ok(())
+}
+
+/// The role's variables whose names do not start with the role's prefix (`grub-pin` →
+/// `grub_pin_`), for `placard roles` and the tests; not yet a load error.
+pub fn variables_without_prefix(role: &Role) -> Vec<&str> {
+    let prefix = format!("{}_", role.name.replace('-', "_"));
+    role.file
+        .variables
+        .keys()
+        .filter(|name| !name.starts_with(&prefix))
+        .map(String::as_str)
+        .collect()
+}
+
 /// A role is named by a plain name — letters, digits, `-` and `_` — because the name
 /// becomes a path (`roles/<name>.yml`, `templates/<name>/`): `../x` or `/x` would load
 /// files from outside the site.
@@ -199,6 +262,7 @@ impl Role {
                 }
             }
         }
+        lint_conventions(self, &mut problems);
         let mut handler_names = BTreeSet::new();
         for (index, handler) in self.file.handlers.iter().enumerate() {
             if !handler_names.insert(handler.name.as_str()) {
@@ -278,5 +342,58 @@ impl Role {
     /// Every template the role ships, for the bundle.
     pub fn template_sources(&self) -> &BTreeMap<String, String> {
         &self.templates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_names_are_sentences() {
+        assert_eq!(sentence("Install nginx."), Ok(()));
+        assert_eq!(sentence("{{name}} gets its keys."), Ok(()));
+        assert!(sentence("install nginx.").is_err());
+        assert!(sentence("Install nginx").is_err());
+        assert!(sentence("").is_err());
+    }
+
+    /// Every shipped role loads, so it passes the lint; and no role gains a variable
+    /// without its prefix. The list below may only shrink: these names are in
+    /// inventories and tests, and renaming them is a change of the roles' interface.
+    #[test]
+    fn shipped_roles_keep_the_conventions() {
+        let site = Site::new(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let mut unprefixed = Vec::new();
+        for name in site.role_names().expect("the roles folder") {
+            let role = site
+                .load_role(&name)
+                .unwrap_or_else(|e| panic!("role {name}: {e:?}"));
+            for variable in variables_without_prefix(&role) {
+                unprefixed.push(format!("{name}.{variable}"));
+            }
+        }
+        assert_eq!(
+            unprefixed,
+            [
+                "base.hostname",
+                "base.admin_users",
+                "base.admin_email",
+                "base.permit_root_login",
+                "base.timezone",
+                "base.journal_max_use",
+                "base.automatic_reboot",
+                "ups.upsd_port",
+                "ups.admin_email",
+                "watchdog.bmc_watchdog_timeout",
+                "watchdog.bmc_watchdog_action",
+                "watchdog.bmc_watchdog_reset_interval",
+                "watchdog.bmc_watchdog_log",
+                "watchdog.bmc_watchdog_clear_flags",
+                "watchdog.systemd_watchdog_runtime",
+                "watchdog.systemd_watchdog_reboot",
+                "watchdog.systemd_watchdog_module",
+            ]
+        );
     }
 }

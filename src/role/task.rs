@@ -5,10 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Diagnostic, InvalidInput};
-use crate::resource::{
-    self, command, directory, file, group, grub_pin, line, package, secret, service, symlink, user,
-    Spec,
-};
+use crate::resource::{self, service, Spec};
 use crate::source::SourceFile;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,70 +83,58 @@ impl TryFrom<TimeoutText> for Timeout {
     }
 }
 
-/// A task as YAML writes it: `name`, `notify` and exactly one resource key.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskFields {
-    name: String,
-    #[serde(
-        default,
-        deserialize_with = "resource::one_or_many",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    notify: Vec<String>,
-    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
-    loop_over: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    when: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    timeout: Option<Timeout>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    package: Option<package::PackageSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    file: Option<file::FileSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    directory: Option<directory::DirectorySpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    symlink: Option<symlink::SymlinkSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    line: Option<line::LineSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    setting: Option<line::SettingSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    service: Option<service::ServiceSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user: Option<user::UserSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    group: Option<group::GroupSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    command: Option<command::CommandSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    secret: Option<secret::SecretSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    grub_pin: Option<grub_pin::GrubPinSpec>,
+macro_rules! task_fields {
+    ($($key:ident => $variant:ident($spec:ty)),* $(,)?) => {
+        /// A task as YAML writes it: `name`, `notify` and exactly one resource key.
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TaskFields {
+            name: String,
+            #[serde(
+                default,
+                deserialize_with = "resource::one_or_many",
+                skip_serializing_if = "Vec::is_empty"
+            )]
+            notify: Vec<String>,
+            #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+            loop_over: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            when: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            timeout: Option<Timeout>,
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                $key: Option<$spec>,
+            )*
+        }
+
+        impl TaskFields {
+            /// Every resource key the task used, in the order of the list.
+            fn take_specs(&mut self) -> Vec<Spec> {
+                let mut specs = Vec::new();
+                $(
+                    if let Some(spec) = self.$key.take() {
+                        specs.push(Spec::$variant(spec));
+                    }
+                )*
+                specs
+            }
+
+            fn put_spec(&mut self, spec: Spec) {
+                match spec {
+                    $(Spec::$variant(spec) => self.$key = Some(spec),)*
+                }
+            }
+        }
+    };
 }
+crate::resources!(task_fields);
 
 impl TryFrom<TaskFields> for Task {
     type Error = String;
 
-    fn try_from(fields: TaskFields) -> Result<Task, String> {
-        let specs: Vec<Spec> = [
-            fields.package.map(Spec::Package),
-            fields.file.map(Spec::File),
-            fields.directory.map(Spec::Directory),
-            fields.symlink.map(Spec::Symlink),
-            fields.line.map(Spec::Line),
-            fields.setting.map(Spec::Setting),
-            fields.service.map(Spec::Service),
-            fields.user.map(Spec::User),
-            fields.group.map(Spec::Group),
-            fields.command.map(Spec::Command),
-            fields.secret.map(Spec::Secret),
-            fields.grub_pin.map(Spec::GrubPin),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+    fn try_from(mut fields: TaskFields) -> Result<Task, String> {
+        let specs = fields.take_specs();
         let name = fields.name;
         match <[Spec; 1]>::try_from(specs) {
             Ok([spec]) => Ok(Task {
@@ -186,20 +171,7 @@ impl From<Task> for TaskFields {
             timeout: task.timeout,
             ..TaskFields::default()
         };
-        match task.spec {
-            Spec::Package(s) => fields.package = Some(s),
-            Spec::File(s) => fields.file = Some(s),
-            Spec::Directory(s) => fields.directory = Some(s),
-            Spec::Symlink(s) => fields.symlink = Some(s),
-            Spec::Line(s) => fields.line = Some(s),
-            Spec::Setting(s) => fields.setting = Some(s),
-            Spec::Service(s) => fields.service = Some(s),
-            Spec::User(s) => fields.user = Some(s),
-            Spec::Group(s) => fields.group = Some(s),
-            Spec::Command(s) => fields.command = Some(s),
-            Spec::Secret(s) => fields.secret = Some(s),
-            Spec::GrubPin(s) => fields.grub_pin = Some(s),
-        }
+        fields.put_spec(task.spec);
         fields
     }
 }

@@ -1,4 +1,5 @@
-//! Unified diffs of file content, for `--diff` and `plan`.
+//! Unified diffs of file content, for `--diff` and `plan`: pure text, used by the
+//! resources, distro and the report alike.
 
 use similar::TextDiff;
 
