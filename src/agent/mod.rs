@@ -458,6 +458,7 @@ fn apply(
 
     'roles: for (role_index, role) in bundle.roles.iter().enumerate() {
         for task in &role.tasks {
+            let task_started = Instant::now();
             let runs = loop_items(task, &data).map_err(anyhow::Error::msg);
             let runs = match runs {
                 Ok(runs) => runs,
@@ -470,11 +471,13 @@ fn apply(
                         status: TaskStatus::Failed,
                         reason: format!("{error:#}"),
                         diff: None,
+                        duration_ms: millis(task_started),
                     });
                     break 'roles;
                 }
             };
             for item_data in runs {
+                let task_started = Instant::now();
                 if controller_gone() {
                     interrupted = true;
                     break 'roles;
@@ -498,6 +501,7 @@ fn apply(
                             status: TaskStatus::Skipped,
                             reason,
                             diff: None,
+                            duration_ms: millis(task_started),
                         });
                         continue;
                     }
@@ -510,6 +514,7 @@ fn apply(
                             status: TaskStatus::Failed,
                             reason: message,
                             diff: None,
+                            duration_ms: millis(task_started),
                         });
                         break 'roles;
                     }
@@ -543,6 +548,7 @@ fn apply(
                     status,
                     reason,
                     diff: diff.filter(|_| show_diff),
+                    duration_ms: millis(task_started),
                 });
                 if status == TaskStatus::Failed {
                     break 'roles;
@@ -561,6 +567,7 @@ fn apply(
                 .iter()
                 .filter(|h| notified.contains(&(role_index, h.name.clone())))
             {
+                let task_started = Instant::now();
                 if let Some((_, _, first)) = ran
                     .iter()
                     .find(|(name, spec, _)| *name == handler.name && **spec == handler.spec)
@@ -574,6 +581,7 @@ fn apply(
                             "skipped: role {first}'s handler of the same name and action ran"
                         ),
                         diff: None,
+                        duration_ms: millis(task_started),
                     });
                     continue;
                 }
@@ -613,6 +621,7 @@ fn apply(
                     status,
                     reason,
                     diff: None,
+                    duration_ms: millis(task_started),
                 });
             }
         }
@@ -757,6 +766,10 @@ fn file_list<'a>(files: impl Iterator<Item = &'a str>) -> String {
         .join("\n")
 }
 
+fn millis(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
 fn done(ok: usize, changed: usize, failed: usize, started: Instant) -> Event {
     let peak_memory_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .map(|u| u.max_rss() as u64)
@@ -766,6 +779,6 @@ fn done(ok: usize, changed: usize, failed: usize, started: Instant) -> Event {
         changed,
         failed,
         peak_memory_kib,
-        elapsed_ms: started.elapsed().as_millis() as u64,
+        elapsed_ms: millis(started),
     }
 }
