@@ -879,6 +879,66 @@ mod tests {
     }
 
     #[test]
+    fn a_lineage_covers_its_names_and_a_wildcard_one_label_more() {
+        assert!(domain_covers("mail.club.example", "mail.club.example"));
+        assert!(domain_covers("MAIL.club.example", "mail.CLUB.example"));
+        assert!(domain_covers("*.club.example", "mail.club.example"));
+        assert!(!domain_covers("*.club.example", "club.example"));
+        assert!(!domain_covers("*.club.example", "a.mail.club.example"));
+        assert!(!domain_covers("club.example", "mail.club.example"));
+    }
+
+    #[test]
+    fn a_lineage_variable_names_a_certificate_covering_its_domain_or_is_picked() {
+        let certificate: Variable = serde_yaml::from_str(
+            "description: d\ndefault: \"\"\ntype: lineage\ncovers: hostname\nneeds_role: certs\n",
+        )
+        .expect("a variable");
+        assert_eq!(certificate.check(&json!("")), Ok(()));
+        assert_eq!(certificate.check(&json!("club")), Ok(()));
+        assert!(certificate.check(&json!("../club")).is_err());
+        let mut values = serde_json::Map::new();
+        values.insert("hostname".into(), json!("mail.club.example"));
+        values.insert(
+            LINEAGES.into(),
+            json!([
+                {"name": "wild", "domains": ["*.club.example"]},
+                {"name": "mx", "domains": ["mail.club.example"]},
+                {"name": "other", "domains": ["other.example"]},
+            ]),
+        );
+        let roles = ["certs", "mail"];
+        assert_eq!(
+            check_needs(&certificate, &json!("mx"), &values, &roles),
+            Ok(())
+        );
+        assert_eq!(
+            check_needs(&certificate, &json!("wild"), &values, &roles),
+            Ok(())
+        );
+        assert_eq!(
+            check_needs(&certificate, &json!(""), &values, &roles),
+            Ok(())
+        );
+        let uncovered = check_needs(&certificate, &json!("other"), &values, &roles).unwrap_err();
+        assert!(
+            uncovered.contains("does not cover `hostname` (\"mail.club.example\")"),
+            "{uncovered}"
+        );
+        let unknown = check_needs(&certificate, &json!("web"), &values, &roles).unwrap_err();
+        assert!(unknown.contains("has wild, mx, other"), "{unknown}");
+        // A name written in a certificate wins over a wildcard; none covering: none.
+        assert_eq!(pick_lineage(&certificate, &values).as_deref(), Some("mx"));
+        values.insert(
+            LINEAGES.into(),
+            json!([{"name": "wild", "domains": ["*.club.example"]}]),
+        );
+        assert_eq!(pick_lineage(&certificate, &values).as_deref(), Some("wild"));
+        values.insert("hostname".into(), json!("mx.other.example"));
+        assert_eq!(pick_lineage(&certificate, &values), None);
+    }
+
+    #[test]
     fn ssh_public_keys_are_one_plain_line() {
         let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl club@host";
         assert!(VariableType::SshPublicKey
