@@ -409,10 +409,18 @@ fn apply(
             notice(emit, private_file_notice(&file));
         }
         let stray = repo.changes()?;
-        if let Some(id) = repo.commit_all(
-            "changes found before placard run",
-            &file_list(stray.iter().map(String::as_str)),
-        )? {
+        // Nothing git sees changed: a commit would record the same tree (staging all of
+        // /etc costs a no-op run more than any task), unless etckeeper adds owners and
+        // modes that git does not see.
+        let commit = if stray.is_empty() && !repo.uses_etckeeper() {
+            None
+        } else {
+            repo.commit_all(
+                "changes found before placard run",
+                &file_list(stray.iter().map(String::as_str)),
+            )?
+        };
+        if let Some(id) = commit {
             emit(Event::Commit {
                 id,
                 summary: format!(
@@ -657,7 +665,12 @@ fn apply(
                 ""
             }
         );
-        if let Some(id) = repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))? {
+        let commit = if files.is_empty() && !repo.uses_etckeeper() {
+            None
+        } else {
+            repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))?
+        };
+        if let Some(id) = commit {
             emit(Event::Commit {
                 id,
                 summary: format!("{summary} ({})", count_files(files.len())),

@@ -346,6 +346,12 @@ impl EtcRepo {
             .collect())
     }
 
+    /// Whether commits go through etckeeper, which records owners and modes (changes
+    /// that [`EtcRepo::changes`] does not see) in /etc/.etckeeper first.
+    pub fn uses_etckeeper(&self) -> bool {
+        self.root.join(".etckeeper").exists() && Path::new("/usr/bin/etckeeper").exists()
+    }
+
     /// Commits everything not ignored; None when nothing changed.
     pub fn commit_all(&self, summary: &str, body: &str) -> Result<Option<String>> {
         self.commit_all_merging(summary, body, None)
@@ -360,7 +366,7 @@ impl EtcRepo {
         body: &str,
         merged: Option<git2::Oid>,
     ) -> Result<Option<String>> {
-        if self.root.join(".etckeeper").exists() && Path::new("/usr/bin/etckeeper").exists() {
+        if self.uses_etckeeper() {
             let root = self.root.to_string_lossy();
             // etckeeper records owners and modes in /etc/.etckeeper before each commit.
             command::run_ok(&["etckeeper", "pre-commit", "-d", &root], deadline::SYSTEM)
