@@ -10,7 +10,6 @@ mod acme;
 #[path = "common/testbed.rs"]
 mod testbed;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use acme::{run, text, upstream, WebHost, DNS_ZONE};
@@ -483,10 +482,6 @@ fn wildcard_by_dns(host: &WebHost) {
     assert_eq!(host.apply_ok("apply after the wildcard's renewal"), 0);
 }
 
-/// One mail host at a time: the mail role's helper daemons (postsrsd, OpenDKIM,
-/// postfwd) listen on fixed loopback ports, this machine's (see tests/e2e_mail.rs).
-static MAIL_HOSTS: Mutex<()> = Mutex::new(());
-
 /// Logs in over submission (587, STARTTLS) and IMAPS (993) as a mail client would,
 /// verifying the certificate against pebble's root only and the name mail.club.example.
 const MAIL_CLIENT: &str = r#"
@@ -519,7 +514,10 @@ print("logged in over 587 and 993")
 /// the mail role follows (the club lineage's renewals no longer reload the mail
 /// services), and `mail_certificate: ""` goes back to the self-signed certificate.
 fn mail_with_the_lineage(host: &WebHost, address: &str) {
-    let _one_mail_host = MAIL_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    // One mail host at a time, across test programs too: the mail role's helper daemons
+    // (postsrsd, OpenDKIM, postfwd) listen on fixed loopback ports, this machine's (see
+    // tests/e2e_mail.rs); a mail host of another program made the packages' postinst fail.
+    let _one_mail_host = testbed::exclusive("mail-daemons");
     let sites = format!("[{}, {ALICE_SITES}]", &CLUB_SITES[1..CLUB_SITES.len() - 1]);
     let certificates = format!(
         "[{{name: club, domains: [club.example, www.club.example, members.club.example, mail.club.example], services: [nginx]}}, {ALICE_CERTIFICATE}]"
