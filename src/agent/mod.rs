@@ -408,7 +408,7 @@ fn apply(
         for file in repo.update_ignores(&declared)? {
             notice(emit, private_file_notice(&file));
         }
-        let stray = repo.changes()?;
+        let stray = repo.changes_since_scan()?;
         // Nothing git sees changed: a commit would record the same tree (staging all of
         // /etc costs a no-op run more than any task), unless etckeeper adds owners and
         // modes that git does not see.
