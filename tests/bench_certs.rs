@@ -56,6 +56,10 @@ fn bench_noop_apply_base_web_certs() {
     let mut ssh = Vec::new();
     let mut apply = Vec::new();
     let mut agent = Vec::new();
+    // Each task's time on the host, summed over the runs (its `duration_ms`), and the
+    // run's time outside the tasks (the lock, /etc's git before and after).
+    let mut per_task: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut outside_tasks = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
         let output = host.bed.ssh_output("true");
@@ -68,12 +72,28 @@ fn bench_noop_apply_base_web_certs() {
         assert_eq!(changed, 0, "a no-op apply changes nothing");
         // The agent's own time on the host, from its `done` event.
         let report = testbed::stdout(&output);
-        if let Some(ms) = report
+        let events: Vec<serde_json::Value> = report
             .lines()
-            .filter(|l| l.contains("\"event\":\"done\""))
-            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_ms"].as_u64())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let mut in_tasks = 0;
+        for event in events.iter().filter(|e| e["event"] == "task") {
+            let ms = event["duration_ms"].as_u64().unwrap_or(0);
+            in_tasks += ms;
+            let name = format!(
+                "{}: {}",
+                event["role"].as_str().unwrap_or(""),
+                event["task"].as_str().unwrap_or("")
+            );
+            *per_task.entry(name).or_default() += ms;
+        }
+        if let Some(ms) = events
+            .iter()
+            .find(|e| e["event"] == "done")
+            .and_then(|e| e["elapsed_ms"].as_u64())
         {
             agent.push(Duration::from_millis(ms));
+            outside_tasks.push(Duration::from_millis(ms.saturating_sub(in_tasks)));
         }
     }
     assert_eq!(host.pebble.orders(), orders, "no order on a no-op apply");
@@ -111,6 +131,21 @@ fn bench_noop_apply_base_web_certs() {
         agent.as_millis()
     );
     println!("| orders and certbot runs during the no-op runs | 0 |");
+    if !outside_tasks.is_empty() {
+        println!(
+            "| in the agent, outside the tasks (lock, /etc's git before and after), median | {} ms |",
+            median(outside_tasks).as_millis()
+        );
+    }
+    // The slowest tasks, by their mean over the runs (loop items counted apart).
+    let mut slowest: Vec<(u64, String)> = per_task
+        .into_iter()
+        .map(|(name, total)| (total / runs as u64, name))
+        .collect();
+    slowest.sort_by(|a, b| b.cmp(a));
+    for (ms, name) in slowest.iter().take(12) {
+        println!("| task {name}, mean | {ms} ms |");
+    }
     // Where the agent's time may go: the programs the roles' guards start on every
     // run, timed on the host one after the other (median of 5 rounds each).
     let probes = [

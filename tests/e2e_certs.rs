@@ -10,8 +10,7 @@ mod acme;
 #[path = "common/testbed.rs"]
 mod testbed;
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use acme::{run, text, upstream, WebHost, DNS_ZONE};
 use testbed::stdout;
@@ -483,10 +482,6 @@ fn wildcard_by_dns(host: &WebHost) {
     assert_eq!(host.apply_ok("apply after the wildcard's renewal"), 0);
 }
 
-/// One mail host at a time: the mail role's helper daemons (postsrsd, OpenDKIM,
-/// postfwd) listen on fixed loopback ports, this machine's (see tests/e2e_mail.rs).
-static MAIL_HOSTS: Mutex<()> = Mutex::new(());
-
 /// Logs in over submission (587, STARTTLS) and IMAPS (993) as a mail client would,
 /// verifying the certificate against pebble's root only and the name mail.club.example.
 const MAIL_CLIENT: &str = r#"
@@ -512,11 +507,17 @@ print("logged in over 587 and 993")
 "#;
 
 /// (4, 6) The mail role on the same host, presenting the club's lineage (which now
-/// covers mail.club.example): submission and IMAPS present pebble's certificate, a
-/// client trusting only pebble's root logs in, and certbot's renewal changes what
-/// nginx, Postfix and Dovecot present, reloading them and restarting nothing else.
+/// covers mail.club.example), picked without `mail_certificate`: submission and IMAPS
+/// present pebble's certificate, a client trusting only pebble's root logs in, and
+/// certbot's renewal changes what nginx, Postfix and Dovecot present, reloading them and
+/// restarting nothing else. Then mail.club.example moves to a lineage of its own, which
+/// the mail role follows (the club lineage's renewals no longer reload the mail
+/// services), and `mail_certificate: ""` goes back to the self-signed certificate.
 fn mail_with_the_lineage(host: &WebHost, address: &str) {
-    let _one_mail_host = MAIL_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    // One mail host at a time, across test programs too: the mail role's helper daemons
+    // (postsrsd, OpenDKIM, postfwd) listen on fixed loopback ports, this machine's (see
+    // tests/e2e_mail.rs); a mail host of another program made the packages' postinst fail.
+    let _one_mail_host = testbed::exclusive("mail-daemons");
     let sites = format!("[{}, {ALICE_SITES}]", &CLUB_SITES[1..CLUB_SITES.len() - 1]);
     let certificates = format!(
         "[{{name: club, domains: [club.example, www.club.example, members.club.example, mail.club.example], services: [nginx]}}, {ALICE_CERTIFICATE}]"
@@ -524,7 +525,7 @@ fn mail_with_the_lineage(host: &WebHost, address: &str) {
     let vars = format!(
         "certs_dns_server: 127.0.0.1\ncerts_dns_port: {}\ncerts_tsig_key_name: {TSIG_KEY}\ncerts_dns_propagation_seconds: 1\n\
          mail_domain: club.example\nmail_hostname: mail.club.example\nmail_postmaster: alice\n\
-         mail_members: [{{name: alice}}]\nmail_listen_address: {address}\nmail_certificate: club",
+         mail_members: [{{name: alice}}]\nmail_listen_address: {address}",
         host.pebble.dns_port
     );
     host.inventory_with(&["mail"], &sites, &certificates, &vars);
@@ -539,7 +540,14 @@ fn mail_with_the_lineage(host: &WebHost, address: &str) {
     assert_eq!(host.apply_ok("second apply with the mail role"), 0);
     assert!(
         host.bed.read("/etc/ssl/certs/placard-mail.pem").is_none(),
-        "no self-signed certificate when a lineage is named"
+        "no self-signed certificate when a lineage covers mail_hostname"
+    );
+    assert_eq!(
+        host.bed
+            .read("/etc/letsencrypt/placard-services.d/mail.list")
+            .as_deref(),
+        Some("club postfix\nclub dovecot\n"),
+        "the lineage covering mail.club.example is the mail role's, and reloads Postfix and Dovecot"
     );
 
     let submission = format!("{address}:587");
@@ -632,6 +640,92 @@ fn mail_with_the_lineage(host: &WebHost, address: &str) {
         "Postfix was reloaded, not restarted"
     );
     assert_eq!(host.apply_ok("apply after the renewal"), 0);
+
+    // mail.club.example moves to a lineage of its own: the mail role takes it, and the
+    // club lineage's deploy hook no longer reloads Postfix and Dovecot.
+    let certificates = format!(
+        "[{{name: club, domains: [club.example, www.club.example, members.club.example], services: [nginx]}}, \
+         {{name: mx, domains: [mail.club.example]}}, {ALICE_CERTIFICATE}]"
+    );
+    host.inventory_with(&["mail"], &sites, &certificates, &vars);
+    let orders = host.pebble.orders();
+    assert!(host.apply_ok("apply with mail.club.example in lineage mx") > 0);
+    assert_eq!(
+        host.pebble.orders(),
+        orders + 2,
+        "club reduced and mx ordered, one order each"
+    );
+    assert_eq!(host.lineages(), ["alice.conf", "club.conf", "mx.conf"]);
+    assert_eq!(host.apply_ok("second apply with lineage mx"), 0);
+    assert_eq!(
+        host.bed
+            .read("/etc/letsencrypt/placard-services.d/mail.list")
+            .as_deref(),
+        Some("mx postfix\nmx dovecot\n"),
+        "the mail role's deploy-hook entry moved from club to mx"
+    );
+    let (smtp_mx, details) =
+        host.presented_by_when(&submission, "mail.club.example", Some("smtp"), |now, _| {
+            now != smtp_now
+        });
+    assert!(
+        details.contains("DNS:mail.club.example") && !details.contains("DNS:www.club.example"),
+        "Postfix presents lineage mx: {details}"
+    );
+    let (imap_mx, _) =
+        host.presented_by_when(&imaps, "mail.club.example", None, |now, _| now != imap_now);
+    assert_eq!(imap_mx, smtp_mx, "Dovecot presents lineage mx too");
+    // The deploy hook as certbot runs it after a renewal: club's reloads nginx only,
+    // mx's reloads Dovecot (Dovecot's reloads counted in its journal).
+    let dovecot_reloads = || -> usize {
+        host.bed
+            .ssh("journalctl --no-pager -o cat -u dovecot.service | grep -c '^Reloading' || true")
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let hook = |lineage: &str| {
+        host.bed.ssh(&format!(
+            "RENEWED_LINEAGE=/etc/letsencrypt/live/{lineage} /etc/letsencrypt/renewal-hooks/deploy/placard-reload-services && echo ran"
+        ))
+    };
+    let reloads = dovecot_reloads();
+    assert!(hook("club").contains("ran"), "club's deploy hook runs");
+    assert!(hook("mx").contains("ran"), "mx's deploy hook runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dovecot_reloads() == reloads && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        dovecot_reloads(),
+        reloads + 1,
+        "Dovecot is reloaded by mx's deploy hook only, not by club's"
+    );
+
+    // `mail_certificate: ""` wins over the lineage covering mail_hostname: self-signed.
+    host.inventory_with(
+        &["mail"],
+        &sites,
+        &certificates,
+        &format!("{vars}\nmail_certificate: \"\""),
+    );
+    assert!(host.apply_ok("apply with mail_certificate empty") > 0);
+    assert_eq!(host.apply_ok("second apply with mail_certificate empty"), 0);
+    assert!(
+        host.bed.read("/etc/ssl/certs/placard-mail.pem").is_some(),
+        "the self-signed certificate is made"
+    );
+    assert_eq!(
+        host.bed
+            .read("/etc/letsencrypt/placard-services.d/mail.list"),
+        None,
+        "no lineage reloads the mail services"
+    );
+    assert_eq!(
+        host.bed.ssh("postconf -h smtpd_tls_cert_file").trim(),
+        "/etc/ssl/certs/placard-mail.pem",
+        "Postfix presents the self-signed certificate"
+    );
 }
 
 #[test]

@@ -422,11 +422,19 @@ fn apply(
         for file in repo.update_ignores(&declared)? {
             notice(emit, private_file_notice(&file));
         }
-        let stray = repo.changes()?;
-        if let Some(id) = repo.commit_all(
-            "changes found before placard run",
-            &file_list(stray.iter().map(String::as_str)),
-        )? {
+        let stray = repo.changes_since_scan()?;
+        // Nothing git sees changed: a commit would record the same tree (staging all of
+        // /etc costs a no-op run more than any task), unless etckeeper adds owners and
+        // modes that git does not see.
+        let commit = if stray.is_empty() && !repo.uses_etckeeper() {
+            None
+        } else {
+            repo.commit_all(
+                "changes found before placard run",
+                &file_list(stray.iter().map(String::as_str)),
+            )?
+        };
+        if let Some(id) = commit {
             emit(Event::Commit {
                 id,
                 summary: format!(
@@ -472,6 +480,7 @@ fn apply(
 
     'roles: for (role_index, role) in bundle.roles.iter().enumerate() {
         for task in &role.tasks {
+            let task_started = Instant::now();
             let runs = loop_items(task, &data).map_err(anyhow::Error::msg);
             let runs = match runs {
                 Ok(runs) => runs,
@@ -484,11 +493,13 @@ fn apply(
                         status: TaskStatus::Failed,
                         reason: format!("{error:#}"),
                         diff: None,
+                        duration_ms: millis(task_started),
                     });
                     break 'roles;
                 }
             };
             for item_data in runs {
+                let task_started = Instant::now();
                 if controller_gone() {
                     interrupted = true;
                     break 'roles;
@@ -512,6 +523,7 @@ fn apply(
                             status: TaskStatus::Skipped,
                             reason,
                             diff: None,
+                            duration_ms: millis(task_started),
                         });
                         continue;
                     }
@@ -524,6 +536,7 @@ fn apply(
                             status: TaskStatus::Failed,
                             reason: message,
                             diff: None,
+                            duration_ms: millis(task_started),
                         });
                         break 'roles;
                     }
@@ -557,6 +570,7 @@ fn apply(
                     status,
                     reason,
                     diff: diff.filter(|_| show_diff),
+                    duration_ms: millis(task_started),
                 });
                 if status == TaskStatus::Failed {
                     break 'roles;
@@ -575,6 +589,7 @@ fn apply(
                 .iter()
                 .filter(|h| notified.contains(&(role_index, h.name.clone())))
             {
+                let task_started = Instant::now();
                 if let Some((_, _, first)) = ran
                     .iter()
                     .find(|(name, spec, _)| *name == handler.name && **spec == handler.spec)
@@ -588,6 +603,7 @@ fn apply(
                             "skipped: role {first}'s handler of the same name and action ran"
                         ),
                         diff: None,
+                        duration_ms: millis(task_started),
                     });
                     continue;
                 }
@@ -627,6 +643,7 @@ fn apply(
                     status,
                     reason,
                     diff: None,
+                    duration_ms: millis(task_started),
                 });
             }
         }
@@ -662,7 +679,12 @@ fn apply(
                 ""
             }
         );
-        if let Some(id) = repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))? {
+        let commit = if files.is_empty() && !repo.uses_etckeeper() {
+            None
+        } else {
+            repo.commit_all(&summary, &file_list(files.iter().map(String::as_str)))?
+        };
+        if let Some(id) = commit {
             emit(Event::Commit {
                 id,
                 summary: format!("{summary} ({})", count_files(files.len())),
@@ -771,6 +793,10 @@ fn file_list<'a>(files: impl Iterator<Item = &'a str>) -> String {
         .join("\n")
 }
 
+fn millis(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
 fn done(ok: usize, changed: usize, failed: usize, started: Instant) -> Event {
     let peak_memory_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .map(|u| u.max_rss() as u64)
@@ -780,6 +806,6 @@ fn done(ok: usize, changed: usize, failed: usize, started: Instant) -> Event {
         changed,
         failed,
         peak_memory_kib,
-        elapsed_ms: started.elapsed().as_millis() as u64,
+        elapsed_ms: millis(started),
     }
 }

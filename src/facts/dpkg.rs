@@ -4,6 +4,7 @@
 //! every package task asks and a parse takes about a millisecond.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -146,10 +147,44 @@ fn compare_part(a: &str, b: &str) -> std::cmp::Ordering {
     Ordering::Equal
 }
 
-pub fn read_status() -> Result<DpkgStatus> {
+/// dpkg's status, parsed once per version of the file: a run asks at every package
+/// task and every `package_version` in a template (a dozen times for web and certs),
+/// and dpkg replaces the file (a new inode) whenever it changes it.
+pub fn read_status() -> Result<Arc<DpkgStatus>> {
+    static LAST: Mutex<Option<(FileVersion, Arc<DpkgStatus>)>> = Mutex::new(None);
+    let version = FileVersion::of(STATUS_FILE);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some(version), Some((seen, status))) = (&version, last.as_ref()) {
+        if version == seen {
+            return Ok(Arc::clone(status));
+        }
+    }
     let text = std::fs::read_to_string(STATUS_FILE)
         .with_context(|| format!("cannot read {STATUS_FILE}; is this a Debian host?"))?;
-    Ok(parse_status(&text))
+    let status = Arc::new(parse_status(&text));
+    // Read after the version was taken: a change in between gives a new version next time.
+    *last = version.map(|version| (version, Arc::clone(&status)));
+    Ok(status)
+}
+
+/// What tells one version of a file from the next without reading it.
+#[derive(Debug, PartialEq)]
+struct FileVersion {
+    inode: u64,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileVersion {
+    fn of(path: &str) -> Option<FileVersion> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileVersion {
+            inode: metadata.ino(),
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
 }
 
 /// Parses the stanzas of a dpkg status file.

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{Host, Inventory};
 use crate::error::{Diagnostic, InvalidInput};
+use crate::role::variable::{VariableType, LINEAGES_ROLE};
 use crate::role::Role;
 use crate::source::SourceFile;
 
@@ -54,6 +55,24 @@ pub fn resolve(
         }
     }
 
+    // A certificate variable left at its default (the mail role's `mail_certificate`)
+    // stands for the certs lineage that covers its domain, when the host has one.
+    let certs_at = roles.iter().position(|r| r.name == LINEAGES_ROLE);
+    let mut picked: BTreeMap<&str, String> = BTreeMap::new();
+    if certs_at.is_some() {
+        for role in roles {
+            for (name, variable) in &role.file.variables {
+                if !matches!(origins.get(name), Some(Origin::Role(_))) {
+                    continue;
+                }
+                if let Some(lineage) = crate::role::variable::pick_lineage(variable, &values) {
+                    values.insert(name.clone(), Value::String(lineage));
+                    picked.insert(name, variable.covers.clone().unwrap_or_default());
+                }
+            }
+        }
+    }
+
     let mut problems = InvalidInput::default();
     // A variable the host must set and did not; `since` says why, when not always.
     let missing = |name: &str, role: &Role, description: &str, since: Option<String>| {
@@ -87,11 +106,23 @@ pub fn resolve(
                         problems.push(missing(name, role, &variable.description, Some(condition)));
                     }
                     let role_names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
-                    let checked = variable.check(value).and_then(|()| {
-                        crate::role::variable::check_needs(variable, value, &values, &role_names)
-                    });
+                    let checked = variable
+                        .check(value)
+                        .and_then(|()| {
+                            crate::role::variable::check_needs(variable, value, &values, &role_names)
+                        })
+                        .and_then(|()| lineage_order(role, variable, value, roles, certs_at))
+                        .map_err(|message| match picked.get(name.as_str()) {
+                            Some(covers) => format!(
+                                "{message} (it names certificate {value} because that one covers `{covers}`; set `{name}: \"\"` to keep the self-signed certificate)"
+                            ),
+                            None => message,
+                        });
                     if let Err(message) = checked {
                         let (source, path): (&SourceFile, String) = match &origins[name] {
+                            _ if picked.contains_key(name.as_str()) => {
+                                (&inventory.source, format!("hosts.{}.roles", host.name))
+                            }
                             Origin::Role(r) => (&r.source, format!("variables.{name}.default")),
                             Origin::Inventory(path) => (&inventory.source, path.clone()),
                         };
@@ -132,6 +163,28 @@ pub fn resolve(
     }
     problems.into_result()?;
     Ok(values)
+}
+
+/// A role naming a certificate uses it from its first run: the certs role, which orders
+/// it, must come before that role in the host's roles.
+fn lineage_order(
+    role: &Role,
+    variable: &crate::role::variable::Variable,
+    value: &Value,
+    roles: &[&Role],
+    certs_at: Option<usize>,
+) -> Result<(), String> {
+    if variable.kind != Some(VariableType::Lineage) || value.as_str().is_none_or(str::is_empty) {
+        return Ok(());
+    }
+    let role_at = roles.iter().position(|r| r.name == role.name);
+    match (certs_at, role_at) {
+        (Some(certs), Some(this)) if certs > this => Err(format!(
+            "certificate {value} is ordered by the `{LINEAGES_ROLE}` role, which comes after `{}` in the host's roles: put `{LINEAGES_ROLE}` before `{}`, so that the certificate exists when `{}` uses it",
+            role.name, role.name, role.name
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Global and group variables that no role of the hosts they reach declares: most

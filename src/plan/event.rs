@@ -17,6 +17,10 @@ pub enum Event {
         reason: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         diff: Option<String>,
+        /// How long the task took on the host, its guards and checks included: where
+        /// a run's time goes (scripts/bench-certs sums it per task).
+        #[serde(default)]
+        duration_ms: u64,
     },
     /// A commit in /etc's repository.
     Commit { id: String, summary: String },

@@ -156,6 +156,7 @@ impl HumanReporter {
                 status,
                 reason,
                 diff,
+                ..
             } => {
                 let label = match status {
                     TaskStatus::Ok if !self.verbose => return,
@@ -534,6 +535,7 @@ mod tests {
             status,
             reason: reason.into(),
             diff: diff.map(str::to_string),
+            duration_ms: 0,
         }
     }
 
@@ -550,7 +552,7 @@ mod tests {
                 "/etc/ssh/sshd_config.d/50-placard.conf: update content",
                 Some("--- /etc/ssh/sshd_config.d/50-placard.conf\n+++ /etc/ssh/sshd_config.d/50-placard.conf\n@@ -1 +1 @@\n-MaxAuthTries 6\n+MaxAuthTries 3\n"),
             ),
-            Event::Task { role: "base".into(), task: "reload ssh".into(), handler: true, status: TaskStatus::Changed, reason: "reload ssh".into(), diff: None },
+            Event::Task { role: "base".into(), task: "reload ssh".into(), handler: true, status: TaskStatus::Changed, reason: "reload ssh".into(), diff: None, duration_ms: 0 },
             Event::Commit { id: "fedcba9876543210".into(), summary: "placard: base (1 file)".into() },
             Event::Done { ok: 1, changed: 1, failed: 0, peak_memory_kib: 9000, elapsed_ms: 40 },
         ];

@@ -128,14 +128,11 @@ impl Planned for ServiceSpec {
             context.daemon_reload_needed = false;
         }
         let unit = self.name.as_str();
-        let enablement = systemctl_word(&["systemctl", "is-enabled", "--", unit])?;
-        let active = match self.state {
-            Some(ServiceState::Started | ServiceState::Stopped) => {
-                Some(systemctl_word(&["systemctl", "is-active", "--", unit])?)
-            }
-            _ => None,
-        };
-        Ok(Current { enablement, active })
+        let UnitState { enablement, active } = unit_state(unit)?;
+        Ok(Current {
+            enablement,
+            active: Some(active),
+        })
     }
 
     fn plan(&self, current: &Current, context: &Context) -> Result<Change<Vec<Step>>> {
@@ -323,20 +320,104 @@ fn has_new_child(before: &[u32], now: &[u32]) -> bool {
     now.iter().any(|pid| !before.contains(pid))
 }
 
-/// The one word systemctl answers `is-enabled` and `is-active` with, whatever its exit code.
-fn systemctl_word(argv: &[&str]) -> Result<String> {
-    let output = command::Program::new(argv, deadline::QUERY).output()?;
-    let word = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if word.is_empty() {
-        // is-enabled prints nothing and fails for a unit it does not know.
-        return Ok("not-found".to_string());
+
+/// What `systemctl is-enabled` and `is-active` would answer for a unit.
+#[derive(Debug, PartialEq)]
+struct UnitState {
+    /// enabled, disabled, static, masked…; `not-found` for a unit systemd does not know.
+    enablement: String,
+    /// active, inactive, failed, activating…
+    active: String,
+}
+
+/// Both answers in one `systemctl show` (one program instead of two per service task:
+/// they are most of a no-op service task's time).
+fn unit_state(unit: &str) -> Result<UnitState> {
+    let output = command::Program::new(
+        &[
+            "systemctl",
+            "show",
+            "--property=LoadState,UnitFileState,ActiveState",
+            "--",
+            unit,
+        ],
+        deadline::QUERY,
+    )
+    .output()?;
+    Ok(parse_show(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The `KEY=value` lines of `systemctl show`, as is-enabled's and is-active's words. A
+/// unit without a unit file state (a transient or runtime-generated one) cannot be
+/// enabled or disabled: `static`, which leaves it as it is.
+fn parse_show(text: &str) -> UnitState {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let (load, file_state, active) = (
+        value("LoadState"),
+        value("UnitFileState"),
+        value("ActiveState"),
+    );
+    let enablement = match (load.as_str(), file_state.as_str()) {
+        ("" | "not-found", "") => "not-found".to_string(),
+        ("masked", "") => "masked".to_string(),
+        (_, "") => "static".to_string(),
+        (_, state) => state.to_string(),
+    };
+    UnitState {
+        enablement,
+        active: if active.is_empty() {
+            "inactive".to_string()
+        } else {
+            active
+        },
     }
-    Ok(word)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state(enablement: &str, active: &str) -> UnitState {
+        UnitState {
+            enablement: enablement.to_string(),
+            active: active.to_string(),
+        }
+    }
+
+    #[test]
+    fn systemctl_show_reads_as_is_enabled_and_is_active() {
+        // As systemd prints them (checked on Debian 13 against is-enabled and
+        // is-active): nginx running, a unit that does not exist (is-enabled:
+        // not-found), a masked one, a static one, and a scope (is-enabled: not-found,
+        // but loaded and running: left alone as static).
+        assert_eq!(
+            parse_show("LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n"),
+            state("enabled", "active")
+        );
+        assert_eq!(
+            parse_show("LoadState=not-found\nActiveState=inactive\nUnitFileState=\n"),
+            state("not-found", "inactive")
+        );
+        assert_eq!(
+            parse_show("LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n"),
+            state("masked", "inactive")
+        );
+        assert_eq!(
+            parse_show("LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n"),
+            state("static", "inactive")
+        );
+        assert_eq!(
+            parse_show("LoadState=loaded\nActiveState=active\nUnitFileState=\n"),
+            state("static", "active")
+        );
+        assert_eq!(parse_show(""), state("not-found", "inactive"));
+    }
 
     #[test]
     fn the_parent_is_read_from_proc_status() {

@@ -40,6 +40,11 @@ pub struct Variable {
     /// club}` (a side of a role that the other side does not need).
     #[serde(default)]
     pub required_when: BTreeMap<String, Value>,
+    /// For a `lineage`: the variable holding the domain the lineage must cover (the
+    /// mail role's `mail_hostname`). Left at its default, such a variable becomes the
+    /// lineage that covers it, when the host has one (see [`pick_lineage`]).
+    #[serde(default)]
+    pub covers: Option<String>,
 }
 
 impl Variable {
@@ -237,6 +242,11 @@ pub fn check_needs(
             ));
         }
     }
+    if let (Some(VariableType::Lineage), Some(name)) = (variable.kind, value.as_str()) {
+        if !name.is_empty() {
+            check_lineage(variable, name, values)?;
+        }
+    }
     let fields = &variable.items;
     let Some(items) = value.as_array() else {
         return Ok(());
@@ -279,6 +289,93 @@ pub fn check_needs(
         }
     }
     Ok(())
+}
+
+/// The host's certificates (the items of [`LINEAGES`]) as (name, domains).
+fn lineages(values: &serde_json::Map<String, Value>) -> Vec<(&str, Vec<&str>)> {
+    let items = values.get(LINEAGES).and_then(Value::as_array);
+    items
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let name = item.get("name")?.as_str()?;
+            let domains = item.get("domains")?.as_array()?;
+            Some((name, domains.iter().filter_map(Value::as_str).collect()))
+        })
+        .collect()
+}
+
+/// Whether a certificate for `pattern` (a domain, or `*.DOMAIN`: one more label) is
+/// valid for `name`. DNS names compare without regard to case.
+pub fn domain_covers(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
+    match pattern.strip_prefix("*.") {
+        Some(base) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == base),
+        None => pattern == name,
+    }
+}
+
+/// A lineage named by `variable` must be one of the host's certificates and cover the
+/// domain in the variable it `covers`.
+fn check_lineage(
+    variable: &Variable,
+    name: &str,
+    values: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    let known = lineages(values);
+    let Some((_, domains)) = known.iter().find(|(lineage, _)| *lineage == name) else {
+        let names: Vec<&str> = known.iter().map(|(lineage, _)| *lineage).collect();
+        return Err(format!(
+            "\"{name}\" is not a certificate of this host: `{LINEAGES}` has {}; name one of them, or leave it empty",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    let Some(covers) = &variable.covers else {
+        return Ok(());
+    };
+    let Some(domain) = values.get(covers).and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if domains.iter().any(|pattern| domain_covers(pattern, domain)) {
+        return Ok(());
+    }
+    Err(format!(
+        "certificate \"{name}\" does not cover `{covers}` (\"{domain}\"): its domains are {}; add \"{domain}\" to them, or name the certificate that covers it",
+        domains.join(", ")
+    ))
+}
+
+/// The lineage a `lineage` variable left at its default stands for: the one of the
+/// host's certificates that covers the domain in the variable it `covers`; a name
+/// written in a certificate wins over a wildcard. None when no certificate covers it.
+pub fn pick_lineage(
+    variable: &Variable,
+    values: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    if variable.kind != Some(VariableType::Lineage) {
+        return None;
+    }
+    let domain = values
+        .get(variable.covers.as_ref()?)?
+        .as_str()?
+        .to_ascii_lowercase();
+    let known = lineages(values);
+    let named = |exact: bool| {
+        known.iter().find(|(_, domains)| {
+            domains.iter().any(|pattern| {
+                pattern.starts_with("*.") != exact && domain_covers(pattern, &domain)
+            })
+        })
+    };
+    named(true)
+        .or_else(|| named(false))
+        .map(|(name, _)| name.to_string())
 }
 
 /// A value as written in YAML, without quotes.
@@ -329,7 +426,15 @@ pub enum VariableType {
     /// An OpenSSH public key on one line: its type, its base64 body, and an optional
     /// comment (what `ssh-keygen` writes to `.pub`); no options, no second line.
     SshPublicKey,
+    /// The name of one of the certs role's certificates (a `name` in
+    /// [`LINEAGES`]), or empty for none; [`check_needs`] checks that it is one.
+    Lineage,
 }
+
+/// The certs role's variable listing its certificates, which `lineage` values name.
+pub const LINEAGES: &str = "certs_certificates";
+/// The role that orders them.
+pub const LINEAGES_ROLE: &str = "certs";
 
 impl VariableType {
     pub fn name(self) -> &'static str {
@@ -357,6 +462,9 @@ impl VariableType {
             VariableType::Size => "a size such as 512M or 1G (a number, then K, M or G)",
             VariableType::SshPublicKey => {
                 "an OpenSSH public key on one line (ssh-ed25519 AAAA… comment)"
+            }
+            VariableType::Lineage => {
+                "the name of a certificate of `certs_certificates`, or empty for none"
             }
         }
     }
@@ -390,6 +498,9 @@ impl VariableType {
                 .is_some_and(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())),
             VariableType::Size => value.as_str().is_some_and(is_size),
             VariableType::SshPublicKey => value.as_str().is_some_and(is_ssh_public_key),
+            VariableType::Lineage => value
+                .as_str()
+                .is_some_and(|s| s.is_empty() || is_dns_name(s)),
         };
         if !fits && self == VariableType::Domain {
             if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
@@ -765,6 +876,66 @@ mod tests {
             check_needs(&certificates, &site, &values, &["web", "certs"]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_lineage_covers_its_names_and_a_wildcard_one_label_more() {
+        assert!(domain_covers("mail.club.example", "mail.club.example"));
+        assert!(domain_covers("MAIL.club.example", "mail.CLUB.example"));
+        assert!(domain_covers("*.club.example", "mail.club.example"));
+        assert!(!domain_covers("*.club.example", "club.example"));
+        assert!(!domain_covers("*.club.example", "a.mail.club.example"));
+        assert!(!domain_covers("club.example", "mail.club.example"));
+    }
+
+    #[test]
+    fn a_lineage_variable_names_a_certificate_covering_its_domain_or_is_picked() {
+        let certificate: Variable = serde_yaml::from_str(
+            "description: d\ndefault: \"\"\ntype: lineage\ncovers: hostname\nneeds_role: certs\n",
+        )
+        .expect("a variable");
+        assert_eq!(certificate.check(&json!("")), Ok(()));
+        assert_eq!(certificate.check(&json!("club")), Ok(()));
+        assert!(certificate.check(&json!("../club")).is_err());
+        let mut values = serde_json::Map::new();
+        values.insert("hostname".into(), json!("mail.club.example"));
+        values.insert(
+            LINEAGES.into(),
+            json!([
+                {"name": "wild", "domains": ["*.club.example"]},
+                {"name": "mx", "domains": ["mail.club.example"]},
+                {"name": "other", "domains": ["other.example"]},
+            ]),
+        );
+        let roles = ["certs", "mail"];
+        assert_eq!(
+            check_needs(&certificate, &json!("mx"), &values, &roles),
+            Ok(())
+        );
+        assert_eq!(
+            check_needs(&certificate, &json!("wild"), &values, &roles),
+            Ok(())
+        );
+        assert_eq!(
+            check_needs(&certificate, &json!(""), &values, &roles),
+            Ok(())
+        );
+        let uncovered = check_needs(&certificate, &json!("other"), &values, &roles).unwrap_err();
+        assert!(
+            uncovered.contains("does not cover `hostname` (\"mail.club.example\")"),
+            "{uncovered}"
+        );
+        let unknown = check_needs(&certificate, &json!("web"), &values, &roles).unwrap_err();
+        assert!(unknown.contains("has wild, mx, other"), "{unknown}");
+        // A name written in a certificate wins over a wildcard; none covering: none.
+        assert_eq!(pick_lineage(&certificate, &values).as_deref(), Some("mx"));
+        values.insert(
+            LINEAGES.into(),
+            json!([{"name": "wild", "domains": ["*.club.example"]}]),
+        );
+        assert_eq!(pick_lineage(&certificate, &values).as_deref(), Some("wild"));
+        values.insert("hostname".into(), json!("mx.other.example"));
+        assert_eq!(pick_lineage(&certificate, &values), None);
     }
 
     #[test]

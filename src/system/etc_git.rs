@@ -136,6 +136,9 @@ pub struct EtcRepo {
     root: PathBuf,
     /// The private files the last scan found, for [`EtcRepo::update_ignores_unchanged`].
     last_scan: std::cell::RefCell<Option<Vec<String>>>,
+    /// What git's status said during the last scan, while .gitignore has not changed
+    /// since: for [`EtcRepo::changes_since_scan`].
+    scan_changes: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 impl EtcRepo {
@@ -151,6 +154,7 @@ impl EtcRepo {
             repo,
             root: root.to_path_buf(),
             last_scan: Default::default(),
+            scan_changes: Default::default(),
         }))
     }
 
@@ -167,6 +171,7 @@ impl EtcRepo {
                 repo,
                 root: root.to_path_buf(),
                 last_scan: Default::default(),
+                scan_changes: Default::default(),
             },
             true,
         ))
@@ -254,6 +259,8 @@ impl EtcRepo {
         text.push('\n');
         text.push_str(&after);
         if text != current {
+            // .gitignore changes, and so does what git's status says.
+            self.scan_changes.borrow_mut().take();
             let attributes = Attributes::of_existing(&path, Attributes::mode(0o644));
             atomic::write_atomic(&path, text.as_bytes(), attributes, None)?;
         }
@@ -272,7 +279,9 @@ impl EtcRepo {
                 .iter()
                 .map(|e| String::from_utf8_lossy(&e.path).into_owned()),
         );
-        candidates.extend(self.changes()?);
+        let changes = self.changes()?;
+        candidates.extend(changes.iter().cloned());
+        *self.scan_changes.borrow_mut() = Some(changes);
         candidates.remove(".etckeeper");
         candidates.remove(".gitignore");
         let mut private = Vec::new();
@@ -346,6 +355,22 @@ impl EtcRepo {
             .collect())
     }
 
+    /// Whether commits go through etckeeper, which records owners and modes (changes
+    /// that [`EtcRepo::changes`] does not see) in /etc/.etckeeper first.
+    pub fn uses_etckeeper(&self) -> bool {
+        self.root.join(".etckeeper").exists() && Path::new("/usr/bin/etckeeper").exists()
+    }
+
+    /// [`EtcRepo::changes`] right after [`EtcRepo::update_ignores`]: the status its scan
+    /// read, when it left .gitignore as it was (the start of a run, where nothing else
+    /// ran in between); else a new one.
+    pub fn changes_since_scan(&self) -> Result<Vec<String>> {
+        match self.scan_changes.borrow_mut().take() {
+            Some(changes) => Ok(changes),
+            None => self.changes(),
+        }
+    }
+
     /// Commits everything not ignored; None when nothing changed.
     pub fn commit_all(&self, summary: &str, body: &str) -> Result<Option<String>> {
         self.commit_all_merging(summary, body, None)
@@ -360,7 +385,7 @@ impl EtcRepo {
         body: &str,
         merged: Option<git2::Oid>,
     ) -> Result<Option<String>> {
-        if self.root.join(".etckeeper").exists() && Path::new("/usr/bin/etckeeper").exists() {
+        if self.uses_etckeeper() {
             let root = self.root.to_string_lossy();
             // etckeeper records owners and modes in /etc/.etckeeper before each commit.
             command::run_ok(&["etckeeper", "pre-commit", "-d", &root], deadline::SYSTEM)
