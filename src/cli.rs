@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long, global = true)]
         site: Option<PathBuf>,
     },
+    /// Monitoring: each host's checks as its monitor role last found them; `run` is what
+    /// the role's timer runs on the host.
+    Monitor(crate::monitor::cli::MonitorArgs),
     /// Local Debian hosts (systemd-nspawn) to try roles on.
     Sandbox {
         #[command(subcommand)]

@@ -94,6 +94,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             &Site::new(&site.unwrap_or_else(|| PathBuf::from("."))),
         ),
         Command::Sandbox { command } => sandbox_command(command),
+        Command::Monitor(args) => crate::monitor::command::run(args),
         Command::Agent => crate::agent::main().map(|()| Exit::Done),
     }
 }
@@ -263,7 +264,7 @@ fn run_one(common: &Common, host: &str, job: Job) -> Result<Exit> {
 
 /// Load, validate and plan (exit 3 on any problem, before any host is contacted), then
 /// run on the hosts and report.
-fn execute(
+pub(crate) fn execute(
     common: &Common,
     targets: &[String],
     job: Job,

@@ -37,6 +37,7 @@ pub mod error;
 pub mod facts;
 pub mod inventory;
 pub mod merge;
+pub mod monitor;
 pub mod plan;
 pub mod report;
 pub mod resource;
