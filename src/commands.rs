@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         ),
         Command::Sandbox { command } => sandbox_command(command),
         Command::Monitor(args) => crate::monitor::command::run(args),
+        Command::Pull(args) => crate::pull::main(args),
         Command::Agent => crate::agent::main().map(|()| Exit::Done),
     }
 }

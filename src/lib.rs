@@ -39,6 +39,7 @@ pub mod inventory;
 pub mod merge;
 pub mod monitor;
 pub mod plan;
+pub mod pull;
 pub mod report;
 pub mod resource;
 pub mod role;

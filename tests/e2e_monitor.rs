@@ -117,7 +117,11 @@ fn monitor_mails_a_failure_once_and_its_recovery(name: &str, suite: &str, addres
     // The first run finds everything well and says nothing.
     let deadline = Instant::now() + PERIOD + BOUND;
     while bed.read("/var/lib/placard/monitor/state.json").is_none() {
-        assert!(Instant::now() < deadline, "the monitor's timer never ran");
+        assert!(
+            Instant::now() < deadline,
+            "the monitor's timer never ran:\n{}",
+            bed.ssh("systemctl list-timers --all --no-pager; journalctl -u placard-monitor --no-pager | tail -30")
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
     let before = status(&bed);

@@ -63,24 +63,22 @@ pub fn run(args: MonitorArgs) -> Result<Exit> {
 /// even a moment's hold by the monitor would make an admin's apply fail.
 fn apply_under_way(lock: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
-    let Ok(inode) = std::fs::metadata(lock).map(|m| m.ino()) else {
+    let Ok(metadata) = std::fs::metadata(lock) else {
         return false;
     };
+    let device = nix::sys::stat::major(metadata.dev()) << 32 | nix::sys::stat::minor(metadata.dev());
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    held(&locks, inode)
+    held(&locks, device, metadata.ino())
 }
 
-/// Whether /proc/locks (`1: FLOCK  ADVISORY  WRITE 123 00:1a:4567 0 EOF`) lists a flock
-/// on the file of this inode.
-fn held(locks: &str, inode: u64) -> bool {
+/// Whether /proc/locks (`1: FLOCK  ADVISORY  WRITE 123 00:1a:4567 0 EOF`: major and
+/// minor in hexadecimal, then the inode) lists a flock on this file; `device` is
+/// major << 32 | minor.
+fn held(locks: &str, device: u64, inode: u64) -> bool {
+    let wanted = format!("{:02x}:{:02x}:{inode}", device >> 32, device & 0xffff_ffff);
     locks.lines().any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.get(1) == Some(&"FLOCK")
-            && fields
-                .get(5)
-                .and_then(|id| id.rsplit(':').next())
-                .and_then(|i| i.parse::<u64>().ok())
-                == Some(inode)
+        fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str())
     })
 }
 
@@ -140,9 +138,10 @@ mod tests {
     #[test]
     fn a_flock_is_found_by_inode_in_proc_locks() {
         let locks = "1: POSIX  ADVISORY  WRITE 99 00:1a:4567 0 EOF\n2: FLOCK  ADVISORY  WRITE 123 00:19:890 0 EOF\n";
-        assert!(held(locks, 890));
-        assert!(!held(locks, 4567), "a POSIX lock is someone else's");
-        assert!(!held(locks, 89));
+        assert!(held(locks, 0x19, 890));
+        assert!(!held(locks, 0x1a, 890), "the same inode on another device");
+        assert!(!held(locks, 0x1a, 4567), "a POSIX lock is someone else's");
+        assert!(!held(locks, 0x19, 89));
     }
 
     #[test]

@@ -28,17 +28,26 @@ pub fn host_name() -> String {
 
 /// Sends the alerts of one run as one mail.
 pub fn send(config: &Config, alerts: &[Alert]) -> Result<()> {
+    let (subject, body) = describe(&host_name(), alerts, now());
+    send_text(config, &subject, &body)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Sends a mail to the admin, as the monitor does (pull mode's reports use it too).
+pub fn send_text(config: &Config, subject: &str, body: &str) -> Result<()> {
     let host = host_name();
     let sender = if config.sender.is_empty() {
         format!("root@{host}")
     } else {
         config.sender.clone()
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let message = compose(&host, &sender, &config.admin, alerts, now);
+    let message = compose(&host, &sender, &config.admin, subject, body, now());
     if config.relay_host.is_empty() {
         sendmail(&sender, &config.admin, &message)
     } else {
@@ -66,8 +75,8 @@ fn sendmail(sender: &str, admin: &str, message: &str) -> Result<()> {
     Ok(())
 }
 
-/// The message, headers and body, lines ending in CRLF.
-pub fn compose(host: &str, sender: &str, admin: &str, alerts: &[Alert], now: u64) -> String {
+/// The subject and body of a run's mail: each check, what it saw and when.
+pub fn describe(host: &str, alerts: &[Alert], now: u64) -> (String, String) {
     let count = |change: Change| alerts.iter().filter(|a| a.change == change).count();
     let names = |change: Change| {
         alerts
@@ -109,10 +118,22 @@ pub fn compose(host: &str, sender: &str, admin: &str, alerts: &[Alert], now: u64
          See every check: placard monitor status -i INVENTORY {host}\n",
         utc_time(now)
     ));
+    (subject, body)
+}
+
+/// The message, headers and body, lines ending in CRLF.
+pub fn compose(
+    host: &str,
+    sender: &str,
+    admin: &str,
+    subject: &str,
+    body: &str,
+    now: u64,
+) -> String {
     let headers = [
         format!("From: placard monitor <{sender}>"),
         format!("To: <{admin}>"),
-        format!("Subject: {}", encode_header(&subject)),
+        format!("Subject: {}", encode_header(subject)),
         format!("Date: {}", rfc2822_date(now)),
         format!("Message-ID: <monitor.{now}.{}@{host}>", std::process::id()),
         "Auto-Submitted: auto-generated".to_string(),
@@ -289,25 +310,18 @@ mod tests {
 
     #[test]
     fn the_mail_names_the_check_its_output_and_the_time() {
-        let message = compose(
+        let (subject, body) = describe(
             "club",
-            "root@club",
-            "admin@club.example",
             &[alert(Change::Failing, "Dovecot is running")],
             1_796_060_412,
         );
+        let message = compose("club", "root@club", "admin@club.example", &subject, &body, 1);
         assert!(message.contains("Subject: [placard] club: FAILING Dovecot is running\r\n"));
         assert!(message.contains("FAILING: Dovecot is running (role mail)\r\n"));
         assert!(message.contains("since 2026-11-30 17:40:12 UTC"));
         assert!(message.contains("dovecot is inactive"));
-        let recovered = compose(
-            "club",
-            "root@club",
-            "a@b.example",
-            &[alert(Change::Recovered, "Dovecot is running")],
-            1,
-        );
-        assert!(recovered.contains("Subject: [placard] club: recovered Dovecot is running\r\n"));
+        let (subject, _) = describe("club", &[alert(Change::Recovered, "Dovecot is running")], 1);
+        assert_eq!(subject, "[placard] club: recovered Dovecot is running");
     }
 
     #[test]
