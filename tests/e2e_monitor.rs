@@ -148,7 +148,8 @@ fn monitor_mails_a_failure_once_and_its_recovery(name: &str, suite: &str, addres
         .find(|m| count(std::slice::from_ref(m), "FAILING", "Dovecot is running") > 0)
         .expect("the failure mail");
     assert!(
-        mail.data.contains("FAILING: Dovecot is running (role mail)")
+        mail.data
+            .contains("FAILING: Dovecot is running (role mail)")
             && mail.data.contains("dovecot is inactive")
             && mail.data.contains(" UTC"),
         "the mail names the check, its output and the time"
@@ -168,9 +169,11 @@ fn monitor_mails_a_failure_once_and_its_recovery(name: &str, suite: &str, addres
         "one recovery mail"
     );
     // Two more periods: nothing more to say.
-    after.extend(mails(&envelopes, PERIOD * 2 + Duration::from_secs(5), |_| {
-        false
-    }));
+    after.extend(mails(
+        &envelopes,
+        PERIOD * 2 + Duration::from_secs(5),
+        |_| false,
+    ));
     let all: Vec<Envelope> = failing.iter().chain(after.iter()).cloned().collect();
     // Stopping dovecot fails its unit check and the IMAPS port: each is mailed once
     // failing and once recovered, whether together or in two runs, and nothing else.

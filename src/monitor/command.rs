@@ -66,7 +66,8 @@ fn apply_under_way(lock: &std::path::Path) -> bool {
     let Ok(metadata) = std::fs::metadata(lock) else {
         return false;
     };
-    let device = nix::sys::stat::major(metadata.dev()) << 32 | nix::sys::stat::minor(metadata.dev());
+    let device =
+        nix::sys::stat::major(metadata.dev()) << 32 | nix::sys::stat::minor(metadata.dev());
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
     held(&locks, device, metadata.ino())
 }

@@ -315,7 +315,14 @@ mod tests {
             &[alert(Change::Failing, "Dovecot is running")],
             1_796_060_412,
         );
-        let message = compose("club", "root@club", "admin@club.example", &subject, &body, 1);
+        let message = compose(
+            "club",
+            "root@club",
+            "admin@club.example",
+            &subject,
+            &body,
+            1,
+        );
         assert!(message.contains("Subject: [placard] club: FAILING Dovecot is running\r\n"));
         assert!(message.contains("FAILING: Dovecot is running (role mail)\r\n"));
         assert!(message.contains("since 2026-11-30 17:40:12 UTC"));

@@ -16,7 +16,9 @@
 //! success after one, are also mailed through the monitor's mail path (its settings,
 //! /etc/placard/monitor.json) when the monitor role is on the host. The same failure is
 //! mailed once, not at every period. The state (`pull/state.json`): the last commit
-//! seen, the last one applied, the last result.
+//! judged (signed or not, valid or not: not judged again), the last one applied, the
+//! last result. A commit whose apply failed is tried again at the next period: the
+//! failure may pass (a push holding the run lock, a package mirror down).
 
 pub mod cli;
 
@@ -140,7 +142,10 @@ fn fetch(config: &Config, site: &Path) -> Result<String> {
     git(site, &["fetch", "--quiet", "origin", &refspec]).run_ok()?;
     let tip = git(
         site,
-        &["rev-parse", &format!("refs/remotes/origin/{}^{{commit}}", config.branch)],
+        &[
+            "rev-parse",
+            &format!("refs/remotes/origin/{}^{{commit}}", config.branch),
+        ],
     )
     .run_ok()?;
     Ok(tip.stdout_text().trim().to_string())
@@ -149,8 +154,8 @@ fn fetch(config: &Config, site: &Path) -> Result<String> {
 /// Runs one pull; the outcome is also written to the state, and mailed when it says
 /// something new.
 pub fn run(paths: &Paths) -> Result<Outcome> {
-    let config: Config = atomic::read_json(&paths.config, "pull mode's settings")?
-        .with_context(|| {
+    let config: Config =
+        atomic::read_json(&paths.config, "pull mode's settings")?.with_context(|| {
             format!(
                 "{} is missing: apply the pull role to this host",
                 paths.config.display()
@@ -172,9 +177,12 @@ pub fn run(paths: &Paths) -> Result<Outcome> {
             next.seen = Some(commit.clone());
             next.applied = Some(commit.clone());
         }
-        Outcome::Refused { commit, .. }
-        | Outcome::Invalid { commit, .. }
-        | Outcome::Failed { commit, .. } => next.seen = Some(commit.clone()),
+        // Judged for good: the same commit would be refused again.
+        Outcome::Refused { commit, .. } | Outcome::Invalid { commit, .. } => {
+            next.seen = Some(commit.clone())
+        }
+        // Maybe passing (the run lock held by a push, a mirror down): tried again.
+        Outcome::Failed { .. } => {}
     }
     next.result = outcome.summary();
     next.failing = outcome.failed();
@@ -233,9 +241,12 @@ fn judge(config: &Config, paths: &Paths, site: &Path, previous: &PullState) -> O
             }
         }
     }
-    if let Err(error) = git(site, &["checkout", "--quiet", "--force", "--detach", &commit])
-        .run_ok()
-        .and_then(|_| git(site, &["clean", "--quiet", "-fdx"]).run_ok())
+    if let Err(error) = git(
+        site,
+        &["checkout", "--quiet", "--force", "--detach", &commit],
+    )
+    .run_ok()
+    .and_then(|_| git(site, &["clean", "--quiet", "-fdx"]).run_ok())
     {
         return Outcome::Failed {
             commit,
@@ -314,17 +325,19 @@ pub fn main(args: cli::PullArgs) -> Result<crate::commands::Exit> {
 
 /// Through the monitor's mail path, when the monitor role is on the host.
 fn mail(paths: &Paths, config: &Config, outcome: &Outcome) -> Result<()> {
-    let Some(monitor) = atomic::read_json::<crate::monitor::Config>(
-        &paths.monitor,
-        "the monitor's settings",
-    )?
+    let Some(monitor) =
+        atomic::read_json::<crate::monitor::Config>(&paths.monitor, "the monitor's settings")?
     else {
         return Ok(());
     };
     let host = crate::monitor::mail::host_name();
     let subject = format!(
         "[placard] {host}: pull {}",
-        if outcome.failed() { "FAILED" } else { "works again" }
+        if outcome.failed() {
+            "FAILED"
+        } else {
+            "works again"
+        }
     );
     let body = format!(
         "{}\n\nRepository {} (branch {}), host {} of {}.\n",
@@ -349,7 +362,11 @@ mod tests {
         };
         assert!(invalid.failed());
         let text = invalid.summary();
-        assert!(text.contains("0123456789ab") && text.contains("not applied") && text.contains("inventory.yml:3:5"));
+        assert!(
+            text.contains("0123456789ab")
+                && text.contains("not applied")
+                && text.contains("inventory.yml:3:5")
+        );
         assert!(!Outcome::NoNewCommit("a".into()).failed());
         assert!(Outcome::Unreachable("x".into())
             .summary()

@@ -103,4 +103,3 @@ pub fn smtp_sink(lifetime: Duration) -> (u16, mpsc::Receiver<Envelope>) {
     });
     (port, receiver)
 }
-
