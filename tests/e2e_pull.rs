@@ -60,8 +60,16 @@ struct Daemon(Child);
 
 impl Daemon {
     fn start(base: &Path, port: u16) -> Daemon {
-        let child = Command::new("git")
-            .arg("daemon")
+        // git-daemon itself, not `git daemon`, which runs it as a child that killing
+        // `git` would leave serving.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .arg("--export-all")
             .arg(format!("--base-path={}", base.display()))
             .arg("--listen=127.0.0.1")
@@ -286,7 +294,7 @@ fn pull_mode(name: &str, suite: &str) {
     );
 
     // (6) An unreachable repository leaves the host as it is, and is mailed once.
-    daemon.take();
+    drop(daemon.take());
     assert!(!pull(&bed));
     assert!(journal(&bed).contains("cannot be fetched"));
     assert_eq!(note(&bed), "three");
