@@ -7,11 +7,14 @@
 //! whose inventory is broken (exit 3), keeping its last good state, with a mail saying
 //! why (through the monitor's mail path: plain SMTP to a sink here); a run with no new
 //! commit changes nothing and makes no commit in /etc; a push holding the run lock makes
-//! the pull wait for the next period; an unreachable repository leaves the host as it is
-//! and is mailed once.
+//! the pull wait for the next period; over ssh:// it fetches with the deploy key it
+//! generated, from a throwaway sshd here; an unreachable repository leaves the host as
+//! it is and is mailed once.
 
 #[path = "common/smtp_sink.rs"]
 mod smtp_sink;
+#[path = "common/sshd.rs"]
+mod sshd;
 #[path = "common/testbed.rs"]
 mod testbed;
 
@@ -293,11 +296,56 @@ fn pull_mode(name: &str, suite: &str) {
         "the first success after a failure is mailed"
     );
 
-    // (6) An unreachable repository leaves the host as it is, and is mailed once.
+    // (6) Over ssh://, with the deploy key the host generated (which `placard dns`
+    // prints) and the server's pinned host key: a throwaway sshd here serves the
+    // repository (git-upload-pack only).
+    let deploy = bed
+        .read("/var/lib/placard/pull/deploy-key.pub")
+        .expect("the host generated its deploy key");
+    let dns = bed.placard(&["dns", &host]);
+    assert!(
+        testbed::stdout(&dns).contains(deploy.trim()),
+        "placard dns prints the deploy key"
+    );
+    let authorized = site.dir.path().join("deploy-key");
+    std::fs::write(authorized.with_extension("pub"), &deploy).expect("the deploy key");
+    let server = sshd::Sshd::start_with(
+        &[&authorized],
+        &format!("ForceCommand git-upload-pack {}", site.repo().display()),
+    );
+    let over_ssh = |text: &str| {
+        format!(
+            "{}      pull_repository_host_key: \"{}\"\n      note_text: {text}\n",
+            base_vars.replace(
+                &format!("git://127.0.0.1:{daemon_port}/site"),
+                &format!("ssh://root@127.0.0.1:{}/site", server.port)
+            ),
+            server.known_hosts_line().trim()
+        )
+    };
+    site.commit(&host, &over_ssh("four"), true);
+    assert!(
+        pull(&bed),
+        "the switch to ssh:// applies:\n{}",
+        journal(&bed)
+    );
+    assert_eq!(note(&bed), "four");
     drop(daemon.take());
+    site.commit(&host, &over_ssh("five"), true);
+    assert!(
+        pull(&bed),
+        "fetched over SSH:\n{}\n{}",
+        journal(&bed),
+        server.log()
+    );
+    assert_eq!(note(&bed), "five");
+    assert!(mails(&envelopes, Duration::from_secs(2)).is_empty());
+
+    // (7) An unreachable repository leaves the host as it is, and is mailed once.
+    drop(server);
     assert!(!pull(&bed));
     assert!(journal(&bed).contains("cannot be fetched"));
-    assert_eq!(note(&bed), "three");
+    assert_eq!(note(&bed), "five");
     assert_eq!(mails(&envelopes, Duration::from_secs(5)).len(), 1);
     assert!(!pull(&bed));
     assert!(

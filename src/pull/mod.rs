@@ -3,8 +3,9 @@
 //!
 //! One run ([`run`], `placard pull` on the host, started by the pull role's timer):
 //! 1. fetch the branch into /var/lib/placard/pull/site (git, read-only: `git://`,
-//!    `https://`, or `ssh://` with a key the admin gave the host); a repository that
-//!    cannot be reached leaves the host as it is, and says so;
+//!    `https://`, or `ssh://` with the deploy key the pull role generated on the host
+//!    and the server's pinned host key); a repository that cannot be reached leaves
+//!    the host as it is, and says so;
 //! 2. a commit already seen ends the run: nothing is applied, /etc gets no commit;
 //! 3. the commit must carry an SSH signature by a key of the allowed signers file
 //!    (`git verify-commit`), unless unsigned commits are explicitly allowed;
@@ -33,6 +34,9 @@ use crate::system::command::{self, Program};
 
 pub const CONFIG_PATH: &str = "/etc/placard/pull.json";
 pub const LOCK_FILE: &str = "/run/placard-pull.lock";
+/// How git reaches an ssh:// repository (fixed words: nothing here comes from a user).
+const SSH_COMMAND: &str = "ssh -i /var/lib/placard/pull/deploy-key -o IdentitiesOnly=yes -o BatchMode=yes \
+     -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/placard/pull-known-hosts -o ConnectTimeout=30";
 const FETCH_DEADLINE: Duration = Duration::from_secs(300);
 const APPLY_DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -125,8 +129,10 @@ fn git(dir: &Path, args: &[&str]) -> Program {
     let dir = dir.to_string_lossy().into_owned();
     argv.push(&dir);
     argv.extend_from_slice(args);
-    // A repository owned by someone else (a checkout made by hand) is still read.
-    Program::new(&argv, FETCH_DEADLINE).env("GIT_TERMINAL_PROMPT", "0")
+    // Over ssh://: the host's own deploy key, the pinned host key, never a prompt.
+    Program::new(&argv, FETCH_DEADLINE)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSH_COMMAND", SSH_COMMAND)
 }
 
 /// Fetches the branch; the commit at its tip.
