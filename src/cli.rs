@@ -55,6 +55,12 @@ pub enum Command {
         #[arg(long, global = true)]
         site: Option<PathBuf>,
     },
+    /// Monitoring: each host's checks as its monitor role last found them; `run` is what
+    /// the role's timer runs on the host.
+    Monitor(crate::monitor::cli::MonitorArgs),
+    /// On a host in pull mode: fetch the site's repository and apply a new signed
+    /// commit with --local (what the pull role's timer runs).
+    Pull(crate::pull::cli::PullArgs),
     /// Local Debian hosts (systemd-nspawn) to try roles on.
     Sandbox {
         #[command(subcommand)]

@@ -52,6 +52,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
             &Site::new(&site.unwrap_or_else(|| PathBuf::from("."))),
         ),
         Command::Sandbox { command } => sandbox_command(command),
+        Command::Monitor(args) => crate::monitor::command::run(args),
+        Command::Pull(args) => crate::pull::main(args),
         Command::Agent => crate::agent::main().map(|()| Exit::Done),
     }
 }
@@ -243,7 +245,7 @@ fn host_exit(reports: &[HostReport]) -> Result<Exit> {
 
 /// Validate and plan (exit 3 on any problem, before any host is contacted), then run on
 /// the hosts and report.
-fn execute(
+pub(crate) fn execute(
     settings: &Settings,
     targets: &[String],
     job: Job,

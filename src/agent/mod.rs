@@ -230,6 +230,9 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
         Job::Dns => emit(Event::Output {
             data: dns_records(bundle)?,
         }),
+        Job::Monitor => emit(Event::Output {
+            data: crate::monitor::status(&paths.state)?,
+        }),
         Job::Apply { check, diff } => apply(bundle, paths, *check, *diff, emit, started)?,
     }
     Ok(())
@@ -415,6 +418,14 @@ fn apply(
                     "created a git repository in {} to record every change",
                     paths.etc.display()
                 ),
+            );
+        }
+        // The monitor's timer runs this binary; kept at a path of its own, since the
+        // bootstrap removes old versions.
+        if let Err(error) = crate::monitor::keep_agent(&paths.state) {
+            notice(
+                emit,
+                format!("the monitor cannot keep this agent for its timer: {error:#}"),
             );
         }
         declared = etc_git::Declared::load(&paths.state)?;
@@ -691,6 +702,10 @@ fn apply(
             });
         }
     }
+    if !check && !interrupted && failed == 0 {
+        let checks = monitored_checks(bundle, &renderer, &data, emit);
+        crate::monitor::store_checks(&paths.state, &checks)?;
+    }
     if interrupted {
         emit(Event::Error {
             message: "the controller's connection went away: the run stopped after its current step; notified handlers run at the next apply".to_string(),
@@ -698,6 +713,34 @@ fn apply(
     }
     emit(done(ok, changed, failed, started));
     Ok(())
+}
+
+/// The roles' checks, rendered, for the monitor's timer (what `placard verify` would
+/// run now); a check that cannot be rendered is left out, with a notice.
+fn monitored_checks(
+    bundle: &Bundle,
+    renderer: &Renderer,
+    data: &serde_json::Value,
+    emit: &mut dyn FnMut(Event),
+) -> Vec<crate::monitor::StoredCheck> {
+    let mut checks = Vec::new();
+    for role in &bundle.roles {
+        for check in &role.checks {
+            match check.render(|text| renderer.render_string(text, data)) {
+                Ok(check) => checks.push(crate::monitor::StoredCheck {
+                    role: role.name.clone(),
+                    check,
+                }),
+                Err(message) => emit(Event::Notice {
+                    message: format!(
+                        "check `{}` of role {} cannot be rendered, so the monitor leaves it out: {message}",
+                        check.name, role.name
+                    ),
+                }),
+            }
+        }
+    }
+    checks
 }
 
 fn private_file_notice(file: &str) -> String {

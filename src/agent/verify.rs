@@ -14,10 +14,18 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one check: whether it passed, and what was seen.
 pub fn run(check: &CheckSpec) -> (bool, String) {
+    run_within(check, deadline::QUERY)
+}
+
+/// [`run`] under `limit`: a command still running then is stopped (its process group
+/// killed) and the check fails with "timed out" (the monitor's deadline per check).
+pub fn run_within(check: &CheckSpec, limit: Duration) -> (bool, String) {
     if let Some(unit) = &check.service {
-        let output =
-            command::Program::new(&["systemctl", "is-active", "--", unit], deadline::QUERY)
-                .output();
+        let output = command::Program::new(
+            &["systemctl", "is-active", "--", unit],
+            limit.min(deadline::QUERY),
+        )
+        .output();
         let state = output
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|e| e.to_string());
@@ -43,7 +51,7 @@ pub fn run(check: &CheckSpec) -> (bool, String) {
     }
     if let Some(argv) = &check.command {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        return match command::Program::new(&argv, deadline::QUERY).output() {
+        return match command::Program::new(&argv, limit).output() {
             Ok(output) => {
                 let text = String::from_utf8_lossy(if output.stdout.is_empty() {
                     &output.stderr
@@ -67,6 +75,13 @@ pub fn run(check: &CheckSpec) -> (bool, String) {
                     },
                 )
             }
+            Err(command::CommandError::TimedOut { .. }) => (
+                false,
+                format!(
+                    "timed out: still running after {} s, stopped",
+                    limit.as_secs()
+                ),
+            ),
             Err(error) => (false, error.to_string()),
         };
     }

@@ -73,6 +73,8 @@ pub enum Job {
     EtcUpgrade { release: String },
     /// Take the admin's resolutions of upgrade conflicts into /etc.
     EtcResolve,
+    /// Report what the monitor last found ([`crate::monitor::status`]).
+    Monitor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -248,6 +248,8 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
                 Err(error) => writeln!(out, "; a record placard cannot read: {error}"),
             };
         }
+    } else if let Some(monitor) = data.get("monitor") {
+        crate::monitor::command::print_status(out, monitor);
     } else if let Some(drift) = data.get("drift") {
         print_drift(out, drift);
     } else if let Some(capture) = data.get("capture") {

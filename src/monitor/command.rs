@@ -1,0 +1,160 @@
+//! `placard monitor status` (on the controller: each host's last states, read by its
+//! agent) and `placard monitor run` (on the host, from the timer: output goes to the
+//! journal).
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use super::cli::{MonitorArgs, MonitorCommand};
+use super::mail::utc_time;
+use crate::commands::Exit;
+use crate::plan::Job;
+use crate::report::HostReport;
+
+pub fn run(args: MonitorArgs) -> Result<Exit> {
+    match args.command {
+        MonitorCommand::Status { common, targets } => {
+            let settings = crate::settings::Settings::resolve(&common)?;
+            let reports = crate::commands::execute(&settings, &targets, Job::Monitor, 16, true)?;
+            Ok(if reports.iter().any(HostReport::failed) {
+                Exit::Failed
+            } else {
+                Exit::Done
+            })
+        }
+        MonitorCommand::Run { config, state } => {
+            let paths = super::Paths { config, state };
+            let _lock = crate::agent::lock::Lock::acquire(
+                std::path::Path::new(super::LOCK_FILE),
+                "placard monitor run",
+            )?;
+            // An apply restarts services on purpose: checks taken meanwhile would mail
+            // about a restart. The next period checks instead.
+            if apply_under_way(std::path::Path::new(crate::agent::lock::LOCK_FILE)) {
+                println!("skipped: a placard run holds this host's lock; the next period checks");
+                return Ok(Exit::Done);
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let report = super::run(&paths, now, &super::mail::send)?;
+            println!(
+                "{} checks, {} failing{}{}",
+                report.checked,
+                report.failing.len(),
+                if report.failing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", report.failing.join("; "))
+                },
+                if report.mailed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; mailed about {}", report.mailed.join("; "))
+                }
+            );
+            Ok(Exit::Done)
+        }
+    }
+}
+
+/// Whether someone holds the flock on `lock`, read from /proc/locks without taking it:
+/// even a moment's hold by the monitor would make an admin's apply fail.
+fn apply_under_way(lock: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(metadata) = std::fs::metadata(lock) else {
+        return false;
+    };
+    let device =
+        nix::sys::stat::major(metadata.dev()) << 32 | nix::sys::stat::minor(metadata.dev());
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    held(&locks, device, metadata.ino())
+}
+
+/// Whether /proc/locks (`1: FLOCK  ADVISORY  WRITE 123 00:1a:4567 0 EOF`: major and
+/// minor in hexadecimal, then the inode) lists a flock on this file; `device` is
+/// major << 32 | minor.
+fn held(locks: &str, device: u64, inode: u64) -> bool {
+    let wanted = format!("{:02x}:{:02x}:{inode}", device >> 32, device & 0xffff_ffff);
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str())
+    })
+}
+
+/// The human form of a host's monitor state (the agent's `monitor` output).
+pub fn print_status(out: &mut dyn Write, data: &serde_json::Value) {
+    let timer = data["timer"].as_str().unwrap_or("unknown");
+    let last_run = data["last_run"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  timer placard-monitor.timer is {timer}; last run {}",
+        if last_run == 0 {
+            "never".to_string()
+        } else {
+            utc_time(last_run)
+        }
+    );
+    if let Some(error) = data["mail_error"].as_str() {
+        let _ = writeln!(out, "  the last mail could not be sent: {error}");
+    }
+    let checks = data["checks"].as_array().cloned().unwrap_or_default();
+    if checks.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no checks recorded yet{}",
+            if data["stored_checks"].is_null() {
+                " (no apply has stored this host's checks: apply its roles)"
+            } else {
+                ""
+            }
+        );
+    }
+    for check in checks {
+        let ok = check["ok"].as_bool().unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "  {:<7} {}: {} (since {}){}",
+            if ok { "ok" } else { "FAILING" },
+            check["role"].as_str().unwrap_or_default(),
+            check["name"].as_str().unwrap_or_default(),
+            utc_time(check["since"].as_u64().unwrap_or(0)),
+            if ok {
+                String::new()
+            } else {
+                format!(
+                    "\n          {}",
+                    check["detail"].as_str().unwrap_or_default()
+                )
+            }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flock_is_found_by_inode_in_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 99 00:1a:4567 0 EOF\n2: FLOCK  ADVISORY  WRITE 123 00:19:890 0 EOF\n";
+        assert!(held(locks, 0x19, 890));
+        assert!(!held(locks, 0x1a, 890), "the same inode on another device");
+        assert!(!held(locks, 0x1a, 4567), "a POSIX lock is someone else's");
+        assert!(!held(locks, 0x19, 89));
+    }
+
+    #[test]
+    fn a_lock_held_here_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("placard.lock");
+        std::fs::write(&path, "").unwrap();
+        assert!(!apply_under_way(&path));
+        let lock = crate::agent::lock::Lock::acquire(&path, "test").unwrap();
+        assert!(apply_under_way(&path));
+        drop(lock);
+        assert!(!apply_under_way(&path));
+    }
+}
