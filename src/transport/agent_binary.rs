@@ -18,7 +18,7 @@
 //! checks on the host are [`super::remote`]'s.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -99,6 +99,14 @@ impl AgentBinary {
 /// The agent for this run, found once per process (hosts share it).
 pub fn agent_binary() -> Result<&'static AgentBinary, AgentBinaryError> {
     static BINARY: OnceLock<AgentBinary> = OnceLock::new();
+    // Hosts start at once (--jobs): one of them reads and hashes the agent, the others
+    // wait for it, instead of each hashing the same 10 MB (measured with
+    // scripts/bench-fanout).
+    static FINDING: Mutex<()> = Mutex::new(());
+    if let Some(binary) = BINARY.get() {
+        return Ok(binary);
+    }
+    let _finding = FINDING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(binary) = BINARY.get() {
         return Ok(binary);
     }

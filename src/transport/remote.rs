@@ -42,14 +42,16 @@ fi
 const BOOTSTRAP: &str = r#"# placard agent bootstrap (agent of @SIZE@ bytes)
 set -eu
 umask 077
-arch=$(uname -m)
-if [ "$arch" != "x86_64" ]; then
-  echo "UNSUPPORTED this host is $arch (uname -m); the placard agent is built for x86_64 only"; exit 0
-fi
-@LIBC_CHECK@dir=/var/lib/placard/bin
+dir=/var/lib/placard/bin
 bin="$dir/placard-@HASH@"
 if [ ! -x "$bin" ]; then
-  echo NEED
+  # The host is checked before an upload only: an agent already here passed the checks,
+  # and a run then starts no program before the agent (scripts/bench-fanout).
+  arch=$(uname -m)
+  if [ "$arch" != "x86_64" ]; then
+    echo "UNSUPPORTED this host is $arch (uname -m); the placard agent is built for x86_64 only"; exit 0
+  fi
+@LIBC_CHECK@  echo NEED
   mkdir -p "$dir"
   chmod 0700 /var/lib/placard "$dir"
   part="$bin.part.$$"
@@ -121,6 +123,21 @@ async fn within<T>(
     }
 }
 
+/// Milliseconds since the host's run started, at the end of each stage.
+#[derive(Default)]
+struct Stages {
+    /// TCP connection, SSH handshake and authentication (through a jump host too).
+    connect_ms: u64,
+    /// The bootstrap answered READY (the exec, the check, an upload when needed).
+    agent_start_ms: u64,
+    /// The agent's own run, as it reports it (not since the start).
+    agent_run_ms: u64,
+}
+
+fn since(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
 pub async fn run(
     target: &SshTarget,
     options: &SshOptions,
@@ -128,7 +145,11 @@ pub async fn run(
     events: UnboundedSender<Event>,
 ) -> Result<()> {
     let limit = options.host_timeout;
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
+    // Where a host's time goes (PLACARD_LOG=placard=debug): scripts/bench-fanout reads
+    // these to split a no-op run into its stages.
+    let mut stages = Stages::default();
     let binary = agent_binary()?;
     // SshError's messages already include their causes; flatten them so that the report,
     // which prints the whole chain, does not say the cause twice.
@@ -138,6 +159,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("{e}"))
     })
     .await?;
+    stages.connect_ms = since(started);
     let user_is_root = connection.target().user == "root";
     let process = within(deadline, limit, "starting the agent", async {
         connection
@@ -212,6 +234,7 @@ pub async fn run(
                 ),
             }
         } else if answer == "READY" {
+            stages.agent_start_ms = since(started);
             break;
         } else if let Some(reason) = answer.strip_prefix("CORRUPT ") {
             bail!("uploading the agent failed: {reason}");
@@ -243,6 +266,9 @@ pub async fn run(
             }
             match serde_json::from_str::<Event>(line.trim()) {
                 Ok(event) => {
+                    if let Event::Done { elapsed_ms, .. } = &event {
+                        stages.agent_run_ms = *elapsed_ms;
+                    }
                     finished |= matches!(
                         event,
                         Event::Done { .. } | Event::Error { .. } | Event::Output { .. }
@@ -261,6 +287,14 @@ pub async fn run(
         Ok(exit.wait().await?)
     })
     .await?;
+    tracing::debug!(
+        host = %target.name,
+        connect_ms = stages.connect_ms,
+        agent_start_ms = stages.agent_start_ms,
+        agent_run_ms = stages.agent_run_ms,
+        total_ms = since(started),
+        "host timing"
+    );
     if !finished {
         bail!(
             "the agent stopped without finishing ({status}): {}",
@@ -345,7 +379,7 @@ mod tests {
         let first_line = |is_static: bool| {
             // Stop the script before it writes anything: only the checks run.
             let script = bootstrap_command(&"ab".repeat(32), 10, is_static, true)
-                .replace("dir=/var/lib/placard/bin", "echo CHECKED; exit 0");
+                .replace("  echo NEED\n", "  echo CHECKED; exit 0\n");
             let output = std::process::Command::new("sh")
                 .args(["-c", &script])
                 .env("PATH", &path)

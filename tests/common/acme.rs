@@ -26,7 +26,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -133,6 +133,10 @@ pub struct Pebble {
     pub dns_port: u16,
     /// challtestsrv's DNS port, where BIND forwards the names outside its zone.
     challtestsrv_port: u16,
+    /// The network namespace pebble, BIND and challtestsrv run in (None: this
+    /// machine's), and the address there of pebble's ACME API.
+    namespace: Option<PathBuf>,
+    pub address: String,
     named: Mutex<Option<Killed>>,
     _processes: Vec<Killed>,
 }
@@ -145,6 +149,19 @@ impl Pebble {
     /// pebble whose DNS answers `address` for every name: HTTP-01 challenges are
     /// validated at `address`:`http_port`.
     pub fn start_for(http_port: u16, address: &str) -> Pebble {
+        Pebble::start_in(None, "127.0.0.1", http_port, address)
+    }
+
+    /// pebble, BIND and challtestsrv in the network namespace `namespace` (a path such
+    /// as /run/netns/NAME; see tests/common/network.rs), the ACME API on `listen` there
+    /// (an address hosts on that network reach), HTTP-01 validated at
+    /// `resolve_to`:`http_port` (every name resolves to `resolve_to`).
+    pub fn start_in(
+        namespace: Option<&Path>,
+        listen: &str,
+        http_port: u16,
+        address: &str,
+    ) -> Pebble {
         let dir = tempfile::tempdir().expect("a folder for pebble");
         let path = |name: &str| dir.path().join(name).display().to_string();
         // The CA of pebble's own HTTPS (the ACME API): Debian's package ships no test
@@ -185,7 +202,7 @@ impl Pebble {
         }
         std::fs::write(
             dir.path().join("san.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            format!("subjectAltName=IP:127.0.0.1,IP:{listen},DNS:localhost\n"),
         )
         .expect("write the extension");
         let output = run(
@@ -222,8 +239,8 @@ impl Pebble {
         let dns_management_port = free_port();
         let tls_port = free_port();
         let config = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{directory_port}"),
-            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "listenAddress": format!("{listen}:{directory_port}"),
+            "managementListenAddress": format!("{listen}:{management_port}"),
             "certificate": path("cert.pem"),
             "privateKey": path("key.pem"),
             "httpPort": http_port,
@@ -234,7 +251,7 @@ impl Pebble {
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).expect("config");
 
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("a log file");
-        let dns = Command::new("pebble-challtestsrv")
+        let dns = in_namespace(namespace, "pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{challtestsrv_port}")])
             .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
@@ -244,7 +261,7 @@ impl Pebble {
             .spawn()
             .expect("start pebble-challtestsrv (apt-get install pebble)");
         let dns = Killed(dns);
-        let pebble = Command::new("pebble")
+        let pebble = in_namespace(namespace, "pebble")
             .args(["-config", &path("pebble.json")])
             .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
@@ -260,6 +277,8 @@ impl Pebble {
             dns_management_port,
             dns_port,
             challtestsrv_port,
+            namespace: namespace.map(Path::to_path_buf),
+            address: listen.to_string(),
             named: Mutex::new(None),
             _processes: vec![Killed(pebble), dns],
             dir,
@@ -321,7 +340,7 @@ impl Pebble {
         );
         let config_file = dir.join("named.conf");
         std::fs::write(&config_file, config).expect("write named.conf");
-        let child = Command::new("named")
+        let child = in_namespace(self.namespace.as_deref(), "named")
             .args(["-g", "-4", "-c"])
             .arg(&config_file)
             .stdout(Stdio::null())
@@ -332,7 +351,7 @@ impl Pebble {
         let port = self.dns_port.to_string();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let answer = run(
+            let answer = self.run(
                 10,
                 &[
                     "dig",
@@ -358,6 +377,26 @@ impl Pebble {
         }
     }
 
+    /// [`run`] in pebble's network namespace.
+    fn run(&self, seconds: u32, argv: &[&str]) -> Output {
+        match &self.namespace {
+            None => run(seconds, argv),
+            Some(path) => {
+                let net = format!("--net={}", path.display());
+                let all: Vec<&str> = ["nsenter", net.as_str()]
+                    .into_iter()
+                    .chain(argv.iter().copied())
+                    .collect();
+                run(seconds, &all)
+            }
+        }
+    }
+
+    /// The ACME directory URL, as certbot on a host asks it.
+    pub fn directory_url(&self) -> String {
+        format!("https://{}:{}/dir", self.address, self.directory_port)
+    }
+
     /// Restarts BIND taking updates signed with the TSIG key `name` whose base64
     /// secret is `secret` (the one the certs role generated on the host).
     pub fn trust_key(&self, name: &str, secret: &str) {
@@ -379,9 +418,9 @@ impl Pebble {
     }
 
     pub fn root(&self) -> Option<String> {
-        let url = format!("https://127.0.0.1:{}/roots/0", self.management_port);
+        let url = format!("https://{}:{}/roots/0", self.address, self.management_port);
         let minica = self.minica().display().to_string();
-        let output = run(
+        let output = self.run(
             10,
             &["curl", "--silent", "--fail", "--cacert", &minica, &url],
         );
@@ -404,8 +443,22 @@ impl Pebble {
     pub fn servfail(&self, host: &str) {
         let url = format!("http://127.0.0.1:{}/set-servfail", self.dns_management_port);
         let body = serde_json::json!({ "host": host }).to_string();
-        let output = run(10, &["curl", "--silent", "--fail", "--data", &body, &url]);
+        let output = self.run(10, &["curl", "--silent", "--fail", "--data", &body, &url]);
         assert!(output.status.success(), "set-servfail: {}", text(&output));
+    }
+}
+
+/// `PROGRAM`, or `nsenter --net=NAMESPACE PROGRAM` in a network namespace.
+fn in_namespace(namespace: Option<&Path>, program: &str) -> Command {
+    match namespace {
+        None => Command::new(program),
+        Some(path) => {
+            let mut command = Command::new("nsenter");
+            command
+                .arg(format!("--net={}", path.display()))
+                .arg(program);
+            command
+        }
     }
 }
 
