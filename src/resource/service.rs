@@ -320,7 +320,6 @@ fn has_new_child(before: &[u32], now: &[u32]) -> bool {
     now.iter().any(|pid| !before.contains(pid))
 }
 
-
 /// What `systemctl is-enabled` and `is-active` would answer for a unit.
 #[derive(Debug, PartialEq)]
 struct UnitState {
