@@ -238,6 +238,31 @@ impl Role {
                     ));
                 }
             }
+            if let Some(covered) = &variable.covers {
+                if !self.file.variables.contains_key(covered) {
+                    problems.push(Diagnostic::at(
+                        source,
+                        &format!("variables.{name}.covers"),
+                        format!("`{covered}` is not a variable of this role: `covers` names the variable holding the domain the lineage must cover"),
+                    ));
+                }
+            }
+            let roles_needed = variable
+                .needs_role
+                .iter()
+                .map(|role| (format!("variables.{name}.needs_role"), role))
+                .chain(variable.items.iter().filter_map(|(field_name, field)| {
+                    let role = field.needs_role.as_ref()?;
+                    Some((
+                        format!("variables.{name}.items.{field_name}.needs_role"),
+                        role,
+                    ))
+                }));
+            for (at, role) in roles_needed {
+                if let Err(message) = check_role_name(role) {
+                    problems.push(Diagnostic::at(source, &at, message));
+                }
+            }
             for (field_name, field) in &variable.items {
                 let unknown = field
                     .excludes
