@@ -254,7 +254,12 @@ fn pull_mode(name: &str, suite: &str) {
     assert!(!pull(&bed), "an unsigned commit fails the pull");
     assert_eq!(note(&bed), "one", "the host keeps its last good state");
     let refused = mails(&envelopes, Duration::from_secs(5));
-    assert_eq!(refused.len(), 1, "one mail");
+    assert_eq!(
+        refused.len(),
+        1,
+        "one mail; the pull's journal:\n{}",
+        journal(&bed)
+    );
     assert!(
         refused[0].data.contains("pull FAILED") && refused[0].data.contains("not signed"),
         "the mail says why"
@@ -265,7 +270,12 @@ fn pull_mode(name: &str, suite: &str) {
     assert!(!pull(&bed));
     assert_eq!(note(&bed), "one", "the host keeps its last good state");
     let invalid = mails(&envelopes, Duration::from_secs(5));
-    assert_eq!(invalid.len(), 1);
+    assert_eq!(
+        invalid.len(),
+        1,
+        "one mail; the pull's journal:\n{}",
+        journal(&bed)
+    );
     assert!(
         invalid[0].data.contains("not a valid site (exit 3)")
             && invalid[0].data.contains("inventory/hosts.yml:")
