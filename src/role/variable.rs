@@ -137,10 +137,7 @@ fn check_items(fields: &BTreeMap<String, ItemField>, value: &Value) -> Result<()
     };
     let mut seen: BTreeMap<(&str, String), usize> = BTreeMap::new();
     for (index, item) in items.iter().enumerate() {
-        let label = match item.get("name").and_then(Value::as_str) {
-            Some(name) => format!("item {} (`{name}`)", index + 1),
-            None => format!("item {}", index + 1),
-        };
+        let label = item_label(index, item);
         let Some(item) = item.as_object() else {
             return Err(format!("{label} is not a mapping of fields"));
         };
@@ -252,10 +249,7 @@ pub fn check_needs(
         return Ok(());
     };
     for (index, item) in items.iter().enumerate() {
-        let label = match item.get("name").and_then(Value::as_str) {
-            Some(name) => format!("item {} (`{name}`)", index + 1),
-            None => format!("item {}", index + 1),
-        };
+        let label = item_label(index, item);
         for (name, field) in fields {
             let Some(field_value) = item.get(name) else {
                 continue;
@@ -429,6 +423,16 @@ pub enum VariableType {
     /// The name of one of the certs role's certificates (a `name` in
     /// [`LINEAGES`]), or empty for none; [`check_needs`] checks that it is one.
     Lineage,
+    /// One line of text: no line break or other control character (a name that goes
+    /// into a mail header, a value pasted into a configuration line).
+    Line,
+    /// An IPv4 or IPv6 address, or empty for none.
+    IpAddress,
+    /// A path inside a checkout: relative, without `..`, so it cannot leave it.
+    RelativePath,
+    /// A git repository URL: git://, http://, https:// or ssh://, without a password or
+    /// token in it (the URL is written to /etc, in its git history, and in mails).
+    Repository,
 }
 
 /// The certs role's variable listing its certificates, which `lineage` values name.
@@ -466,6 +470,13 @@ impl VariableType {
             VariableType::Lineage => {
                 "the name of a certificate of `certs_certificates`, or empty for none"
             }
+            VariableType::Line => "one line of text (no line break or control character)",
+            VariableType::IpAddress => "an IPv4 or IPv6 address, or empty for none",
+            VariableType::RelativePath => "a relative path without `..` (inventory/hosts.yml)",
+            VariableType::Repository => {
+                "a git repository URL (git://, https:// or ssh://) without a password or token: \
+                 the URL is written to /etc and its git history; give ssh:// a deploy key instead"
+            }
         }
     }
 
@@ -501,6 +512,12 @@ impl VariableType {
             VariableType::Lineage => value
                 .as_str()
                 .is_some_and(|s| s.is_empty() || is_dns_name(s)),
+            VariableType::Line => value.as_str().is_some_and(is_one_line),
+            VariableType::IpAddress => value
+                .as_str()
+                .is_some_and(|s| s.is_empty() || s.parse::<std::net::IpAddr>().is_ok()),
+            VariableType::RelativePath => value.as_str().is_some_and(is_relative_path),
+            VariableType::Repository => value.as_str().is_some_and(is_repository),
         };
         if !fits && self == VariableType::Domain {
             if let Some(name) = value.as_str().filter(|s| s.starts_with("*.")) {
@@ -526,8 +543,21 @@ impl VariableType {
     }
 }
 
+/// "item 2 (`alice`)": an item of a list, by its position and its name when it has one
+/// (escaped like [`show`] when it holds control characters).
+fn item_label(index: usize, item: &Value) -> String {
+    match item.get("name").and_then(Value::as_str) {
+        Some(name) if name.contains(char::is_control) => format!("item {} ({name:?})", index + 1),
+        Some(name) => format!("item {} (`{name}`)", index + 1),
+        None => format!("item {}", index + 1),
+    }
+}
+
+/// A value as a message quotes it; control characters escaped (`\r\n`), so that a
+/// value cannot break the message's lines or drive the terminal.
 fn show(value: &Value) -> String {
     match value {
+        Value::String(s) if s.contains(char::is_control) => format!("{s:?}"),
         Value::String(s) => format!("\"{s}\""),
         other => other.to_string(),
     }
@@ -579,6 +609,49 @@ fn is_url(url: &str) -> bool {
             .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
     host_ok && port_ok && !url.contains(char::is_whitespace)
+}
+
+fn is_one_line(text: &str) -> bool {
+    !text.contains(char::is_control)
+}
+
+fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && is_one_line(path)
+        && !path.starts_with('/')
+        && path.split('/').all(|part| part != "..")
+}
+
+/// git://HOST/…, http(s)://HOST/… without user information, ssh://[USER@]HOST/… without
+/// a password: a token in a URL would be written to /etc, its git history and mails.
+fn is_repository(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, authority),
+    };
+    let user_ok = match scheme {
+        "git" | "http" | "https" => user.is_none(),
+        "ssh" => user.is_none_or(|user| !user.is_empty() && !user.contains(':')),
+        _ => false,
+    };
+    let host = host.rsplit_once(':').map_or(host, |(host, port)| {
+        if port.parse::<u16>().is_ok() {
+            host
+        } else {
+            authority
+        }
+    });
+    let host_ok = is_dns_name(host)
+        || host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    user_ok && host_ok && rest.len() > authority.len() + 1 && is_one_line(url) && !url.contains(' ')
 }
 
 /// 1.163.0, 2.0rc1: numeric parts separated by dots (two at least), then an optional
@@ -936,6 +1009,50 @@ mod tests {
         assert_eq!(pick_lineage(&certificate, &values).as_deref(), Some("wild"));
         values.insert("hostname".into(), json!("mx.other.example"));
         assert_eq!(pick_lineage(&certificate, &values), None);
+    }
+
+    #[test]
+    fn repositories_carry_no_credentials() {
+        for good in [
+            "git://127.0.0.1:9418/site",
+            "https://git.club.example/club/site.git",
+            "ssh://git@git.club.example/club/site.git",
+            "ssh://git.club.example:2222/site",
+        ] {
+            assert!(
+                VariableType::Repository.check(&json!(good), false).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "https://alice:token@git.club.example/site.git",
+            "https://token@git.club.example/site.git",
+            "ssh://git:secret@git.club.example/site",
+            "git.club.example:site.git",
+            "file:///srv/site",
+            "https://git.club.example",
+            "https://git.club.example/site\nX-Header: y",
+        ] {
+            assert!(
+                VariableType::Repository.check(&json!(bad), false).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_paths_stay_inside_and_lines_stay_one() {
+        assert!(is_relative_path("inventory/hosts.yml"));
+        assert!(!is_relative_path("/etc/placard/hosts.yml"));
+        assert!(!is_relative_path("inventory/../../etc/x.yml"));
+        assert!(!is_relative_path(""));
+        assert!(is_one_line("the backup is less than a day old"));
+        assert!(!is_one_line("down\r\nBcc: someone@else.example"));
+        assert!(VariableType::IpAddress.check(&json!(""), false).is_ok());
+        assert!(VariableType::IpAddress.check(&json!("::1"), false).is_ok());
+        assert!(VariableType::IpAddress
+            .check(&json!("ns.club.example"), false)
+            .is_err());
     }
 
     #[test]
