@@ -5,7 +5,7 @@
 //! tasks (a second run would restart again) and allowed in handlers, which run only
 //! when something they watch changed.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
@@ -343,44 +343,69 @@ fn unit_state(unit: &str) -> Result<UnitState> {
         deadline::QUERY,
     )
     .output()?;
-    Ok(parse_show(&String::from_utf8_lossy(&output.stdout)))
+    // `systemctl show` answers 0 for a unit it does not know: anything else is systemd
+    // itself not answering, which must not read as "not installed, stopped".
+    if !output.status.success() {
+        anyhow::bail!(
+            "systemctl show {unit} failed ({}): {}",
+            output.status,
+            output.last_lines(4).trim()
+        );
+    }
+    let mut state = parse_show(&String::from_utf8_lossy(&output.stdout))
+        .with_context(|| format!("systemctl show {unit} did not say what the unit is"))?;
+    if state.enablement == "generated" {
+        // A unit generated from an init script: `is-enabled` asks systemd-sysv-install
+        // whether the script is enabled, which the unit file state does not say.
+        let output =
+            command::Program::new(&["systemctl", "is-enabled", "--", unit], deadline::QUERY)
+                .output()?;
+        let word = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !word.is_empty() {
+            state.enablement = word;
+        }
+    }
+    Ok(state)
 }
 
 /// The `KEY=value` lines of `systemctl show`, as is-enabled's and is-active's words. A
 /// unit without a unit file state (a transient or runtime-generated one) cannot be
-/// enabled or disabled: `static`, which leaves it as it is.
-fn parse_show(text: &str) -> UnitState {
+/// enabled or disabled: `static`, which leaves it as it is. No `LoadState` at all is an
+/// answer that says nothing: an error, never "not found".
+fn parse_show(text: &str) -> Result<UnitState> {
     let value = |key: &str| {
         text.lines()
             .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+            .map(|value| value.trim().to_string())
     };
-    let (load, file_state, active) = (
-        value("LoadState"),
-        value("UnitFileState"),
-        value("ActiveState"),
-    );
+    let Some(load) = value("LoadState").filter(|load| !load.is_empty()) else {
+        anyhow::bail!("no LoadState in its answer: {:?}", text.trim());
+    };
+    let file_state = value("UnitFileState").unwrap_or_default();
+    let active = value("ActiveState").unwrap_or_default();
     let enablement = match (load.as_str(), file_state.as_str()) {
-        ("" | "not-found", "") => "not-found".to_string(),
+        ("not-found", "") => "not-found".to_string(),
         ("masked", "") => "masked".to_string(),
         (_, "") => "static".to_string(),
         (_, state) => state.to_string(),
     };
-    UnitState {
+    Ok(UnitState {
         enablement,
         active: if active.is_empty() {
             "inactive".to_string()
         } else {
             active
         },
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_show_ok(text: &str) -> UnitState {
+        parse_show(text).expect("a full answer")
+    }
 
     fn state(enablement: &str, active: &str) -> UnitState {
         UnitState {
@@ -396,26 +421,27 @@ mod tests {
         // not-found), a masked one, a static one, and a scope (is-enabled: not-found,
         // but loaded and running: left alone as static).
         assert_eq!(
-            parse_show("LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n"),
+            parse_show_ok("LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n"),
             state("enabled", "active")
         );
         assert_eq!(
-            parse_show("LoadState=not-found\nActiveState=inactive\nUnitFileState=\n"),
+            parse_show_ok("LoadState=not-found\nActiveState=inactive\nUnitFileState=\n"),
             state("not-found", "inactive")
         );
         assert_eq!(
-            parse_show("LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n"),
+            parse_show_ok("LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n"),
             state("masked", "inactive")
         );
         assert_eq!(
-            parse_show("LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n"),
+            parse_show_ok("LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n"),
             state("static", "inactive")
         );
         assert_eq!(
-            parse_show("LoadState=loaded\nActiveState=active\nUnitFileState=\n"),
+            parse_show_ok("LoadState=loaded\nActiveState=active\nUnitFileState=\n"),
             state("static", "active")
         );
-        assert_eq!(parse_show(""), state("not-found", "inactive"));
+        assert!(parse_show("").is_err(), "an empty answer is an error");
+        assert!(parse_show("ActiveState=inactive\n").is_err());
     }
 
     #[test]
