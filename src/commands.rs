@@ -86,9 +86,15 @@ fn etc(command: cli::EtcCommand) -> Result<Exit> {
 
 /// `placard capture HOST -o DIR`: the agent gathers, the controller writes the draft.
 fn capture(args: &CaptureArgs) -> Result<Exit> {
-    // Checked before the host is contacted, and again before anything is written.
-    crate::distro::draft::check_empty(&args.output)?;
     let settings = Settings::resolve(&args.host.common)?;
+    // Checked before the host is contacted (bad input, exit 3), and again before
+    // anything is written.
+    if let Err(error) = crate::distro::draft::check_empty(&args.output) {
+        return Err(settings.invalid(
+            format!("{error:#}"),
+            "give -o a new or empty folder; a draft is never written over another",
+        ));
+    }
     let job = Job::Capture {
         release: args.release.clone(),
         reference: args.reference,
@@ -152,7 +158,15 @@ fn capture(args: &CaptureArgs) -> Result<Exit> {
 /// `placard etc migrate --from DIR HOST`.
 fn migrate(host: &HostArgs, from: &Path) -> Result<Exit> {
     let settings = Settings::resolve(&host.common)?;
-    let (source, files, others) = crate::distro::migrate::load(from)?;
+    let (source, files, others) = match crate::distro::migrate::load(from) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            return Err(settings.invalid(
+                format!("{error:#}"),
+                "give --from the folder `placard capture` wrote for the old host",
+            ))
+        }
+    };
     let reports = execute(
         &settings,
         std::slice::from_ref(&host.host),

@@ -13,6 +13,9 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Case {
     name: String,
+    /// The command refusing the input: `plan` unless given (`[capture]`, `[etc, migrate]`).
+    #[serde(default)]
+    command: Vec<String>,
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
@@ -106,10 +109,16 @@ fn shipped_role(role: &str) -> BTreeMap<String, String> {
     files
 }
 
-fn plan(dir: &Path, args: &[String]) -> std::process::Output {
+fn plan(dir: &Path, command: &[String], args: &[String]) -> std::process::Output {
+    let command: Vec<&str> = if command.is_empty() {
+        vec!["plan"]
+    } else {
+        command.iter().map(String::as_str).collect()
+    };
     Command::new(env!("CARGO_BIN_EXE_placard"))
         .current_dir(dir)
-        .args(["plan", "-i", "inventory.yml", "--known-hosts", "/dev/null"])
+        .args(command)
+        .args(["-i", "inventory.yml", "--known-hosts", "/dev/null"])
         .args(args)
         .env("NO_COLOR", "1")
         .output()
@@ -123,7 +132,7 @@ fn the_valid_site_reaches_the_host() {
     let host = Host::new();
     let dir = tempfile::tempdir().expect("a temporary folder");
     write_site(dir.path(), host.port(), &BTreeMap::new());
-    let output = plan(dir.path(), &[]);
+    let output = plan(dir.path(), &[], &[]);
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -150,7 +159,7 @@ fn global_and_group_vars_may_serve_the_roles_of_hosts_not_selected() {
             .to_string(),
     );
     write_site(dir.path(), host.port(), &files);
-    let output = plan(dir.path(), &["web".to_string()]);
+    let output = plan(dir.path(), &[], &["web".to_string()]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(host.was_contacted());
 }
@@ -175,7 +184,7 @@ fn malformed_input_exits_3_with_a_position_and_contacts_no_host() {
         }
         write_site(dir.path(), host.port(), &files);
         let started = std::time::Instant::now();
-        let output = plan(dir.path(), &case.args);
+        let output = plan(dir.path(), &case.command, &case.args);
         let elapsed = started.elapsed();
         let stderr = String::from_utf8_lossy(&output.stderr);
         let mut problems = Vec::new();
