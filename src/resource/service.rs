@@ -227,8 +227,10 @@ impl ServiceSpec {
             // Started or restarted: systemd waited for it to be up.
             return Ok(());
         }
+        // The task's `timeout:` bounds the wait too.
+        let wait = context.deadline(RELOAD_WAIT);
         let waited = std::time::Instant::now();
-        while waited.elapsed() < RELOAD_WAIT {
+        while waited.elapsed() < wait {
             if has_new_child(&before, &children_of(master)) {
                 return Ok(());
             }
@@ -238,7 +240,7 @@ impl ServiceSpec {
             "{unit} was told to reload but started no new worker within {seconds} s, so it \
              may still serve its old configuration; see `journalctl -u {unit}`",
             unit = self.name,
-            seconds = RELOAD_WAIT.as_secs()
+            seconds = wait.as_secs()
         )
     }
 
