@@ -80,7 +80,9 @@ impl Resource for ServiceSpec {
 pub struct Current {
     /// `systemctl is-enabled`'s word: enabled, disabled, static, masked, not-found …
     pub enablement: String,
-    /// `systemctl is-active`'s word, asked only when the spec has a `state`.
+    /// `systemctl is-active`'s word (active, inactive, failed, activating …); observe
+    /// always reads it, in the same `systemctl show`; the plan looks at it only for
+    /// `state: started|stopped`.
     pub active: Option<String>,
 }
 
