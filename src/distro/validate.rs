@@ -145,10 +145,13 @@ impl Validator {
             // runs the master itself, where Debian 12's started postfix@-.service, so a
             // reload of the old master leaves the new unit stopped. It is started again.
             Ok(output) if output.status.success() && !active(unit) => {
-                // The old instance (postfix@-) may still be stopping: systemd then refuses
-                // the restart ("Transaction contains conflicting jobs 'restart' and
-                // 'stop'") until that stop is done. A few tries, a second apart.
-                let mut restarted = systemctl(&["restart", unit]);
+                // Started, not restarted: a restart is passed on to the units that are
+                // PartOf it, and Debian 12's postfix@- is, while it is being stopped;
+                // systemd then refuses the transaction ("conflicting jobs 'restart' and
+                // 'stop' for postfix@-.service"), seen in e2e_etc_upgrade. A start job
+                // carries no restart. Should the old instance still be stopping, a few
+                // tries, a second apart.
+                let mut restarted = systemctl(&["start", unit]);
                 for _ in 0..10 {
                     let conflicting = restarted.as_ref().is_ok_and(|o| {
                         !o.status.success()
@@ -158,14 +161,14 @@ impl Validator {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_secs(1));
-                    restarted = systemctl(&["restart", unit]);
+                    restarted = systemctl(&["start", unit]);
                 }
                 match restarted {
                     Ok(output) if output.status.success() => {
-                        format!("restarted {unit} (it was stopped after its reload)")
+                        format!("started {unit} again (it was stopped after its reload)")
                     }
                     Ok(output) => format!(
-                        "`systemctl restart {unit}` failed: {}",
+                        "`systemctl start {unit}` failed: {}",
                         String::from_utf8_lossy(&output.stderr).trim()
                     ),
                     Err(error) => format!("cannot run systemctl: {error}"),
