@@ -589,6 +589,16 @@ pub fn is_plain_name(name: &str) -> bool {
 
 /// An http or https URL naming a host (a DNS name, an IPv4 address or [IPv6]), an
 /// optional port, and an optional path.
+/// A URL's host: a DNS name, an IPv4 address or a bracketed IPv6 one.
+fn is_url_host(host: &str) -> bool {
+    is_dns_name(host)
+        || host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
 fn is_url(url: &str) -> bool {
     let Some(rest) = url
         .strip_prefix("http://")
@@ -601,12 +611,7 @@ fn is_url(url: &str) -> bool {
         Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
         _ => (authority, None),
     };
-    let host_ok = is_dns_name(host)
-        || host.parse::<std::net::Ipv4Addr>().is_ok()
-        || host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    let host_ok = is_url_host(host);
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
     host_ok && port_ok && !url.contains(char::is_whitespace)
 }
@@ -645,12 +650,7 @@ fn is_repository(url: &str) -> bool {
             authority
         }
     });
-    let host_ok = is_dns_name(host)
-        || host.parse::<std::net::Ipv4Addr>().is_ok()
-        || host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    let host_ok = is_url_host(host);
     user_ok && host_ok && rest.len() > authority.len() + 1 && is_one_line(url) && !url.contains(' ')
 }
 
