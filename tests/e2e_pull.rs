@@ -21,7 +21,7 @@ mod testbed;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smtp_sink::{smtp_sink, Envelope};
 use testbed::Testbed;
@@ -177,8 +177,27 @@ fn pull(bed: &Testbed) -> bool {
         .success()
 }
 
+/// How long a mail the test expects may take to reach the sink after the pull ended
+/// (the pull sends it before it ends; this is slack for a loaded machine).
+const MAIL_WAIT: Duration = Duration::from_secs(15);
+
 fn journal(bed: &Testbed) -> String {
     bed.ssh("journalctl -u placard-pull --no-pager -n 30")
+}
+
+/// Whether the pull's journal shows `text` within 10 s: journald takes the service's
+/// output asynchronously, so its last line may come after `systemctl start` returned.
+fn journal_shows(bed: &Testbed, text: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if journal(bed).contains(text) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn note(bed: &Testbed) -> String {
@@ -233,12 +252,20 @@ fn pull_mode(name: &str, suite: &str) {
     site.commit(&host, &with_note("one"), true);
     assert!(pull(&bed), "the signed commit applies:\n{}", journal(&bed));
     assert_eq!(note(&bed), "one");
-    assert!(journal(&bed).contains("applied commit"));
+    assert!(
+        journal_shows(&bed, "applied commit"),
+        "the journal says applied commit:\n{}",
+        journal(&bed)
+    );
 
     // (2) No new commit: nothing applied, no commit in /etc.
     let commits = etc_commits(&bed);
     assert!(pull(&bed));
-    assert!(journal(&bed).contains("no new commit"));
+    assert!(
+        journal_shows(&bed, "no new commit"),
+        "the journal says no new commit:\n{}",
+        journal(&bed)
+    );
     assert_eq!(
         etc_commits(&bed),
         commits,
@@ -253,7 +280,7 @@ fn pull_mode(name: &str, suite: &str) {
     site.commit(&host, &with_note("two"), false);
     assert!(!pull(&bed), "an unsigned commit fails the pull");
     assert_eq!(note(&bed), "one", "the host keeps its last good state");
-    let refused = mails(&envelopes, Duration::from_secs(5));
+    let refused = mails(&envelopes, MAIL_WAIT);
     assert_eq!(
         refused.len(),
         1,
@@ -269,7 +296,7 @@ fn pull_mode(name: &str, suite: &str) {
     site.commit(&host, &format!("{base_vars}      note_txt: three\n"), true);
     assert!(!pull(&bed));
     assert_eq!(note(&bed), "one", "the host keeps its last good state");
-    let invalid = mails(&envelopes, Duration::from_secs(5));
+    let invalid = mails(&envelopes, MAIL_WAIT);
     assert_eq!(
         invalid.len(),
         1,
@@ -291,7 +318,7 @@ fn pull_mode(name: &str, suite: &str) {
     std::thread::sleep(Duration::from_secs(1));
     assert!(!pull(&bed), "a pull waits for a push holding the lock");
     assert!(
-        journal(&bed).contains("another placard run holds the lock"),
+        journal_shows(&bed, "another placard run holds the lock"),
         "{}",
         journal(&bed)
     );
@@ -300,7 +327,7 @@ fn pull_mode(name: &str, suite: &str) {
     let _ = mails(&envelopes, Duration::from_secs(3));
     assert!(pull(&bed), "the commit applies once the lock is free");
     assert_eq!(note(&bed), "three");
-    let again = mails(&envelopes, Duration::from_secs(5));
+    let again = mails(&envelopes, MAIL_WAIT);
     assert!(
         again.len() == 1 && again[0].data.contains("pull works again"),
         "the first success after a failure is mailed"
@@ -354,9 +381,13 @@ fn pull_mode(name: &str, suite: &str) {
     // (7) An unreachable repository leaves the host as it is, and is mailed once.
     drop(server);
     assert!(!pull(&bed));
-    assert!(journal(&bed).contains("cannot be fetched"));
+    assert!(
+        journal_shows(&bed, "cannot be fetched"),
+        "the journal says cannot be fetched:\n{}",
+        journal(&bed)
+    );
     assert_eq!(note(&bed), "five");
-    assert_eq!(mails(&envelopes, Duration::from_secs(5)).len(), 1);
+    assert_eq!(mails(&envelopes, MAIL_WAIT).len(), 1);
     assert!(!pull(&bed));
     assert!(
         mails(&envelopes, Duration::from_secs(3)).is_empty(),
