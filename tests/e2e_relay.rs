@@ -129,6 +129,49 @@ const SITE: &str = "www.club.example";
 
 /// GET https://SITE/PATH at the relay's public port 443, from the public side, trusting
 /// only pebble's root: (whether curl succeeded, status line and body).
+/// A club's tunnel key, at the relay's `destination`: the other club's port is
+/// refused ("remote port forwarding failed"), and so is a shell.
+fn refused_other_port_and_shell(net: &ClubNetwork, key: &str, port: &str, destination: &str) {
+    let foreign = ssh_from(
+        &net.controller,
+        &[
+            "-i",
+            key,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-p",
+            port,
+            "-N",
+            "-R",
+            &format!("127.0.0.1:{OTHER_CLUB_PORT}:localhost:22"),
+            destination,
+        ],
+    );
+    assert_eq!(foreign.status.code(), Some(255), "{}", stderr(&foreign));
+    assert!(
+        stderr(&foreign).contains("remote port forwarding failed"),
+        "{}",
+        stderr(&foreign)
+    );
+    let shell = ssh_from(
+        &net.controller,
+        &[
+            "-i",
+            key,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-p",
+            port,
+            destination,
+            "id",
+        ],
+    );
+    assert!(!shell.status.success());
+    assert!(!stdout(&shell).contains("uid="), "{}", stdout(&shell));
+}
+
 fn https_through_relay(net: &ClubNetwork, pebble: &acme::Pebble, path: &str) -> (bool, String) {
     let root = pebble.root_path().display().to_string();
     let resolve = format!("{SITE}:443:{}", net.relay.address);
@@ -394,28 +437,7 @@ fn a_club_host_behind_the_nat_is_applied_through_the_relay_and_its_key_opens_onl
     };
     let own = forward(SPARE_PORT);
     assert_eq!(own.status.code(), Some(124), "{}", stderr(&own));
-    let foreign = forward(OTHER_CLUB_PORT);
-    assert_eq!(foreign.status.code(), Some(255), "{}", stderr(&foreign));
-    assert!(
-        stderr(&foreign).contains("remote port forwarding failed"),
-        "{}",
-        stderr(&foreign)
-    );
-    let shell = ssh_from(
-        &net.controller,
-        &[
-            "-i",
-            &key,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-p",
-            &port,
-            &destination,
-            "id",
-        ],
-    );
-    assert!(!shell.status.success());
-    assert!(!stdout(&shell).contains("uid="), "{}", stdout(&shell));
+    refused_other_port_and_shell(&net, &key, &port, &destination);
 
     // 6. The relay host restarts (a clean halt and a boot): the tunnel comes back by
     // itself and the next apply goes through.
@@ -572,42 +594,5 @@ fn the_relay_side_works_on_debian_13() {
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(tunnel);
-    let foreign = ssh_from(
-        &net.controller,
-        &[
-            "-i",
-            &key,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-p",
-            &port,
-            "-N",
-            "-R",
-            &format!("127.0.0.1:{OTHER_CLUB_PORT}:localhost:22"),
-            &destination,
-        ],
-    );
-    assert_eq!(foreign.status.code(), Some(255), "{}", stderr(&foreign));
-    assert!(
-        stderr(&foreign).contains("remote port forwarding failed"),
-        "{}",
-        stderr(&foreign)
-    );
-    let shell = ssh_from(
-        &net.controller,
-        &[
-            "-i",
-            &key,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-p",
-            &port,
-            &destination,
-            "id",
-        ],
-    );
-    assert!(!shell.status.success());
-    assert!(!stdout(&shell).contains("uid="), "{}", stdout(&shell));
+    refused_other_port_and_shell(&net, &key, &port, &destination);
 }

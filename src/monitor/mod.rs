@@ -329,12 +329,7 @@ pub fn run(
     send: &dyn Fn(&Config, &[Alert]) -> Result<()>,
 ) -> Result<RunReport> {
     let config: Config =
-        atomic::read_json(&paths.config, "the monitor's settings")?.with_context(|| {
-            format!(
-                "{} is missing: apply the monitor role to this host",
-                paths.config.display()
-            )
-        })?;
+        atomic::read_role_settings(&paths.config, "the monitor's settings", "monitor")?;
     let limit = parse_duration(&config.check_timeout).with_context(|| {
         format!(
             "{}: check_timeout `{}` is not a duration such as 30s",

@@ -160,13 +160,7 @@ fn fetch(config: &Config, site: &Path) -> Result<String> {
 /// Runs one pull; the outcome is also written to the state, and mailed when it says
 /// something new.
 pub fn run(paths: &Paths) -> Result<Outcome> {
-    let config: Config =
-        atomic::read_json(&paths.config, "pull mode's settings")?.with_context(|| {
-            format!(
-                "{} is missing: apply the pull role to this host",
-                paths.config.display()
-            )
-        })?;
+    let config: Config = atomic::read_role_settings(&paths.config, "pull mode's settings", "pull")?;
     let folder = paths.state.join("pull");
     let state_path = folder.join("state.json");
     let previous: PullState = atomic::read_json(

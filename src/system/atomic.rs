@@ -209,6 +209,21 @@ pub fn replace_unsynced(path: &Path, content: &[u8], attributes: Attributes) -> 
 /// Reads a JSON file placard wrote: `None` when there is none. A file that cannot be
 /// read or parsed is an error naming it, what it holds (`holds`, e.g. "the upgrade's
 /// merge base") and what to do: state is never guessed.
+/// A role's settings file on the host, which must be there: missing, the message says
+/// to apply `role`.
+pub fn read_role_settings<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    holds: &str,
+    role: &str,
+) -> Result<T> {
+    read_json(path, holds)?.with_context(|| {
+        format!(
+            "{} is missing: apply the {role} role to this host",
+            path.display()
+        )
+    })
+}
+
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, holds: &str) -> Result<Option<T>> {
     let text = match fs::read(path) {
         Ok(text) => text,

@@ -35,50 +35,30 @@ pub fn upgrade(log: &Path) -> Result<Result<String>> {
     // Debian's release notes: a minimal upgrade first, then the full one, so that
     // essential libraries (the 64-bit time_t transition) are not pulled out from under
     // programs maintainer scripts run.
-    apt_get(
-        &[
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "-o",
-            "Dpkg::Use-Pty=0",
-            "upgrade",
-            "--without-new-pkgs",
-        ],
-        log,
-    )?;
-    Ok(apt_get(
-        &[
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "-o",
-            "Dpkg::Use-Pty=0",
-            "dist-upgrade",
-        ],
-        log,
-    ))
+    apt_get_keeping_conffiles(&["upgrade", "--without-new-pkgs"], log)?;
+    Ok(apt_get_keeping_conffiles(&["dist-upgrade"], log))
 }
 
 /// Finishes configuring packages dpkg left unconfigured; apt's message when it fails.
 pub fn configure_pending(log: &Path) -> Option<String> {
-    apt_get(
-        &[
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "-o",
-            "Dpkg::Use-Pty=0",
-            "-f",
-            "install",
-        ],
-        log,
-    )
-    .err()
-    .map(|e| format!("{e:#}"))
+    apt_get_keeping_conffiles(&["-f", "install"], log)
+        .err()
+        .map(|e| format!("{e:#}"))
+}
+
+/// `apt-get` without questions, keeping the conffiles the site changed (the merge
+/// brings Debian's changes in afterwards).
+fn apt_get_keeping_conffiles(args: &[&str], log: &Path) -> Result<String> {
+    let mut argv = vec![
+        "-y",
+        "-q",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        "-o",
+        "Dpkg::Use-Pty=0",
+    ];
+    argv.extend(args);
+    apt_get(&argv, log)
 }
 
 pub fn apt_get(args: &[&str], log: &Path) -> Result<String> {
