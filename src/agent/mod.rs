@@ -35,6 +35,7 @@ use serde_json::json;
 
 use crate::facts::Facts;
 use crate::plan::{bundle, loop_items, template_data, Bundle, EtcCommand, Event, Job, TaskStatus};
+use crate::resource::service::UnitStates;
 use crate::resource::Context;
 use crate::system::{etc_git, journal::Journal, leftovers};
 use crate::template::{Renderer, SecretSource};
@@ -475,6 +476,7 @@ fn apply(
             ),
         }
     }
+    context.unit_states = UnitStates::ask(&service_units(bundle, &data, &renderer));
     let mut tasks = TaskRun {
         renderer: &renderer,
         state: &state,
@@ -559,6 +561,9 @@ fn apply(
                 }
                 tasks.context.timeout = task.timeout.map(|t| t.duration());
                 let result = tasks.run(&task.spec, &item_data);
+                if !matches!(result, Ok(ref outcome) if !outcome.changed) {
+                    tasks.context.unit_states.forget();
+                }
                 let (status, reason, diff) = match result {
                     Ok(outcome) if outcome.changed => {
                         changed += 1;
@@ -590,6 +595,8 @@ fn apply(
         }
     }
 
+    // Handlers act on what the tasks left: they ask systemd afresh.
+    tasks.context.unit_states.forget();
     if !interrupted {
         // Two roles may declare the same handler (web and certs both reload nginx): one
         // with the same name and action as a handler that already ran runs only once.
@@ -819,6 +826,24 @@ fn run_task(
         }
     }
     rendered.run(context)
+}
+
+/// The units of the bundle's service tasks, as rendered for this host, to ask systemd
+/// about together before the tasks run (see [`UnitStates`]). A name that does not
+/// render is left out: its task asks on its own, and fails there if it must.
+fn service_units(bundle: &Bundle, data: &serde_json::Value, renderer: &Renderer) -> Vec<String> {
+    let mut units = Vec::new();
+    for task in bundle.roles.iter().flat_map(|role| &role.tasks) {
+        let crate::resource::Spec::Service(service) = &task.spec else {
+            continue;
+        };
+        for item_data in loop_items(task, data).unwrap_or_default() {
+            if let Ok(unit) = renderer.render_string(&service.name, &item_data) {
+                units.push(unit);
+            }
+        }
+    }
+    units
 }
 
 fn count_files(count: usize) -> String {

@@ -300,6 +300,9 @@ pub struct Context {
     /// Where file writes record what they are about to leave on disk; None in unit
     /// tests that need no recovery.
     pub journal: Option<crate::system::journal::Journal>,
+    /// The states of service units asked for before the tasks ran (one program for
+    /// all), until the host changes.
+    pub unit_states: service::UnitStates,
 }
 
 impl Context {

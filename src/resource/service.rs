@@ -5,6 +5,8 @@
 //! tasks (a second run would restart again) and allowed in handlers, which run only
 //! when something they watch changed.
 
+use std::collections::HashMap;
+
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +132,11 @@ impl Planned for ServiceSpec {
             context.daemon_reload_needed = false;
         }
         let unit = self.name.as_str();
-        let UnitState { enablement, active } = unit_state(unit)?;
+        let state = match context.unit_states.take(unit) {
+            Some(state) => state,
+            None => unit_state(unit)?,
+        };
+        let UnitState { enablement, active } = refine_generated(unit, state)?;
         Ok(Current {
             enablement,
             active: Some(active),
@@ -325,25 +331,87 @@ fn has_new_child(before: &[u32], now: &[u32]) -> bool {
 }
 
 /// What `systemctl is-enabled` and `is-active` would answer for a unit.
-#[derive(Debug, PartialEq)]
-struct UnitState {
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitState {
     /// enabled, disabled, static, masked…; `not-found` for a unit systemd does not know.
     enablement: String,
     /// active, inactive, failed, activating…
     active: String,
 }
 
+/// The properties one `systemctl show` is asked for.
+const SHOW_PROPERTIES: &str = "--property=LoadState,UnitFileState,ActiveState";
+
+/// The states of the units of a run's service tasks, asked for together before the
+/// tasks run: one `systemctl show` for all of them instead of one per task (on a no-op
+/// run, the service queries were the agent's largest cost on the host:
+/// docs/benchmarks.md, fan-out). What it holds is only true until the host changes,
+/// so the agent forgets it after any task that changed something (or failed), and a
+/// task takes its unit's answer once.
+#[derive(Debug, Default)]
+pub struct UnitStates(HashMap<String, UnitState>);
+
+impl UnitStates {
+    /// Asks systemd about `units` in one program. Anything short of a full answer (the
+    /// program failed, or the answers do not match the units one for one) leaves it
+    /// empty: each task then asks on its own, and says what went wrong.
+    pub fn ask(units: &[String]) -> UnitStates {
+        let mut unique: Vec<&str> = Vec::new();
+        for unit in units {
+            if !unique.contains(&unit.as_str()) {
+                unique.push(unit);
+            }
+        }
+        if unique.is_empty() {
+            return UnitStates::default();
+        }
+        let mut argv = vec!["systemctl", "show", SHOW_PROPERTIES, "--"];
+        argv.extend(&unique);
+        let answer = command::Program::new(&argv, deadline::QUERY).output();
+        match answer {
+            Ok(output) if output.status.success() => {
+                UnitStates::from_show(&unique, &String::from_utf8_lossy(&output.stdout))
+            }
+            _ => UnitStates::default(),
+        }
+    }
+
+    /// `systemctl show` of several units answers one block each, in the order asked,
+    /// separated by blank lines.
+    fn from_show(units: &[&str], text: &str) -> UnitStates {
+        let blocks: Vec<&str> = text
+            .split("\n\n")
+            .filter(|block| !block.trim().is_empty())
+            .collect();
+        if blocks.len() != units.len() {
+            return UnitStates::default();
+        }
+        let mut states = HashMap::new();
+        for (unit, block) in units.iter().zip(blocks) {
+            match parse_show(block) {
+                Ok(state) => states.insert(unit.to_string(), state),
+                Err(_) => return UnitStates::default(),
+            };
+        }
+        UnitStates(states)
+    }
+
+    /// The answer for `unit`, once.
+    pub fn take(&mut self, unit: &str) -> Option<UnitState> {
+        self.0.remove(unit)
+    }
+
+    /// Forgets every answer: the host changed since they were given.
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Both answers in one `systemctl show` (one program instead of two per service task:
 /// they are most of a no-op service task's time).
 fn unit_state(unit: &str) -> Result<UnitState> {
     let output = command::Program::new(
-        &[
-            "systemctl",
-            "show",
-            "--property=LoadState,UnitFileState,ActiveState",
-            "--",
-            unit,
-        ],
+        &["systemctl", "show", SHOW_PROPERTIES, "--", unit],
         deadline::QUERY,
     )
     .output()?;
@@ -356,11 +424,14 @@ fn unit_state(unit: &str) -> Result<UnitState> {
             output.last_lines(4).trim()
         );
     }
-    let mut state = parse_show(&String::from_utf8_lossy(&output.stdout))
-        .with_context(|| format!("systemctl show {unit} did not say what the unit is"))?;
+    parse_show(&String::from_utf8_lossy(&output.stdout))
+        .with_context(|| format!("systemctl show {unit} did not say what the unit is"))
+}
+
+/// A unit generated from an init script: `is-enabled` asks systemd-sysv-install whether
+/// the script is enabled, which the unit file state does not say.
+fn refine_generated(unit: &str, mut state: UnitState) -> Result<UnitState> {
     if state.enablement == "generated" {
-        // A unit generated from an init script: `is-enabled` asks systemd-sysv-install
-        // whether the script is enabled, which the unit file state does not say.
         let output =
             command::Program::new(&["systemctl", "is-enabled", "--", unit], deadline::QUERY)
                 .output()?;
@@ -406,6 +477,46 @@ fn parse_show(text: &str) -> Result<UnitState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer of Debian 12's systemctl 252 to `systemctl show
+    /// --property=LoadState,UnitFileState,ActiveState -- ssh nope.service sshd`.
+    const THREE_UNITS: &str = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n\n\
+        LoadState=not-found\nActiveState=inactive\nUnitFileState=\n\n\
+        LoadState=loaded\nActiveState=failed\nUnitFileState=enabled\n";
+
+    #[test]
+    fn units_asked_together_are_answered_in_order() {
+        let mut states = UnitStates::from_show(&["ssh", "nope.service", "sshd"], THREE_UNITS);
+        assert_eq!(states.take("ssh"), Some(state("enabled", "active")));
+        assert_eq!(
+            states.take("nope.service"),
+            Some(state("not-found", "inactive"))
+        );
+        assert_eq!(states.take("sshd"), Some(state("enabled", "failed")));
+        // Each answer is taken once: a second task on the unit asks again.
+        assert_eq!(states.take("ssh"), None);
+    }
+
+    #[test]
+    fn a_partial_answer_for_units_asked_together_is_no_answer() {
+        // One block short, one too many, or a block without LoadState: every task asks
+        // on its own rather than trusting an answer matched to the wrong unit.
+        for units in [&["ssh", "nope.service"][..], &["a", "b", "c", "d"]] {
+            let mut states = UnitStates::from_show(units, THREE_UNITS);
+            assert_eq!(states.take(units[0]), None, "{units:?}");
+        }
+        let mut states =
+            UnitStates::from_show(&["a", "b"], "LoadState=loaded\n\nActiveState=active\n");
+        assert_eq!(states.take("a"), None);
+        assert_eq!(UnitStates::from_show(&["a"], "").take("a"), None);
+    }
+
+    #[test]
+    fn forgotten_answers_are_asked_again() {
+        let mut states = UnitStates::from_show(&["ssh", "nope.service", "sshd"], THREE_UNITS);
+        states.forget();
+        assert_eq!(states.take("ssh"), None);
+    }
 
     fn parse_show_ok(text: &str) -> UnitState {
         parse_show(text).expect("a full answer")

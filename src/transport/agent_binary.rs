@@ -49,30 +49,190 @@ pub enum AgentBinaryError {
 /// The executable uploaded to hosts.
 #[derive(Debug)]
 pub struct AgentBinary {
-    pub bytes: Vec<u8>,
     pub sha256: String,
+    /// Its size in bytes.
+    pub size: usize,
     /// Where it was read from.
     pub path: PathBuf,
     /// True for a static executable, which needs nothing from the host's C library.
     pub is_static: bool,
+    /// Its bytes, read when a host needs an upload (or when they were read to hash it).
+    bytes: OnceLock<Vec<u8>>,
 }
 
 impl AgentBinary {
-    fn read(path: &Path, is_static: bool) -> Result<AgentBinary, AgentBinaryError> {
-        let bytes = std::fs::read(path).map_err(|source| AgentBinaryError::Read {
+    /// The agent at `path`, judged by `judge` when it is not this executable. Its hash
+    /// and kind come from [`Sums`] when the file is the one they were made from, so
+    /// that a run whose hosts all have the agent never reads it (reading and hashing
+    /// 12 MB was half of the controller's time in a no-op run of one host).
+    fn read(path: &Path, judged: Judged) -> Result<AgentBinary, AgentBinaryError> {
+        let error = |source| AgentBinaryError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Ok(AgentBinary::new(bytes, path, is_static))
+        };
+        let metadata = std::fs::metadata(path).map_err(error)?;
+        let sums = Sums::open();
+        if let Some((sha256, is_static)) = sums.as_ref().and_then(|s| s.find(path, &metadata)) {
+            return Ok(AgentBinary {
+                sha256,
+                size: metadata.len() as usize,
+                path: path.to_path_buf(),
+                is_static,
+                bytes: OnceLock::new(),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(error)?;
+        let is_static = match judged {
+            Judged::Static => true,
+            Judged::Dynamic => false,
+            Judged::ByItsBytes => match judge(&bytes) {
+                Ok(kind) => kind == ElfKind::Static,
+                Err(why) => {
+                    return Err(AgentBinaryError::Unusable {
+                        path: path.to_path_buf(),
+                        why,
+                    })
+                }
+            },
+        };
+        let agent = AgentBinary::new(bytes, path, is_static);
+        if let Some(sums) = sums {
+            sums.remember(path, &metadata, &agent.sha256, is_static);
+        }
+        Ok(agent)
     }
 
     fn new(bytes: Vec<u8>, path: &Path, is_static: bool) -> AgentBinary {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         AgentBinary {
-            bytes,
             sha256,
+            size: bytes.len(),
             path: path.to_path_buf(),
             is_static,
+            bytes: OnceLock::from(bytes),
+        }
+    }
+
+    /// Its bytes, read now if they were not: the file must still be the one hashed.
+    pub fn bytes(&self) -> Result<&[u8], AgentBinaryError> {
+        if let Some(bytes) = self.bytes.get() {
+            return Ok(bytes);
+        }
+        let bytes = std::fs::read(&self.path).map_err(|source| AgentBinaryError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        if hex::encode(Sha256::digest(&bytes)) != self.sha256 {
+            return Err(AgentBinaryError::Unusable {
+                path: self.path.clone(),
+                why: "it changed while placard ran (rebuilt?); run placard again".to_string(),
+            });
+        }
+        Ok(self.bytes.get_or_init(|| bytes))
+    }
+}
+
+/// How an agent candidate is known to be usable.
+#[derive(Debug, Clone, Copy)]
+enum Judged {
+    /// This executable, the musl build.
+    Static,
+    /// This executable, linked with glibc.
+    Dynamic,
+    /// Another file: its ELF header and the source identity it carries decide.
+    ByItsBytes,
+}
+
+/// The hashes of agents already read, in the operator's cache folder
+/// (`~/.cache/placard/agent-sums`): one line per file, with the device, inode, size,
+/// modification and change times it had when it was hashed. A file that was rebuilt,
+/// replaced or touched differs in one of them and is read again. The file only saves
+/// time: when it cannot be read or written, the agent is hashed as before. A wrong sum
+/// could not reach a host either: the bootstrap checks an uploaded agent against it.
+struct Sums {
+    path: PathBuf,
+    lines: Vec<String>,
+}
+
+/// How many agents the sums remember (a controller and its tests use two or three).
+const SUMS_KEPT: usize = 8;
+
+impl Sums {
+    fn open() -> Option<Sums> {
+        let path = dirs::cache_dir()?.join("placard").join("agent-sums");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => {
+                tracing::debug!("not using {}: {error}", path.display());
+                return None;
+            }
+        };
+        let lines = text.lines().map(str::to_string).collect();
+        Some(Sums { path, lines })
+    }
+
+    /// The key of a file as it is now: everything but its path changes when it does.
+    fn key(path: &Path, metadata: &std::fs::Metadata) -> String {
+        use std::os::unix::fs::MetadataExt as _;
+        format!(
+            "{} {} {} {}.{} {}.{}",
+            metadata.dev(),
+            metadata.ino(),
+            metadata.size(),
+            metadata.mtime(),
+            metadata.mtime_nsec(),
+            metadata.ctime(),
+            metadata.ctime_nsec(),
+        ) + &format!(" {}", path.display())
+    }
+
+    fn find(&self, path: &Path, metadata: &std::fs::Metadata) -> Option<(String, bool)> {
+        let key = Sums::key(path, metadata);
+        self.lines.iter().find_map(|line| {
+            let (sum, rest) = line.split_once(' ')?;
+            let (kind, rest) = rest.split_once(' ')?;
+            let is_static = match kind {
+                "static" => true,
+                "dynamic" => false,
+                _ => return None,
+            };
+            let valid = sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit());
+            (valid && rest == key).then(|| (sum.to_string(), is_static))
+        })
+    }
+
+    fn remember(
+        mut self,
+        path: &Path,
+        metadata: &std::fs::Metadata,
+        sha256: &str,
+        is_static: bool,
+    ) {
+        let key = Sums::key(path, metadata);
+        let suffix = format!(" {}", path.display());
+        self.lines.retain(|line| !line.ends_with(&suffix));
+        let kind = if is_static { "static" } else { "dynamic" };
+        self.lines.insert(0, format!("{sha256} {kind} {key}"));
+        self.lines.truncate(SUMS_KEPT);
+        let text = self.lines.join("\n") + "\n";
+        let written = self
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                crate::system::atomic::replace_unsynced(
+                    &self.path,
+                    text.as_bytes(),
+                    crate::system::atomic::Attributes::mode(0o644),
+                )
+            });
+        if let Err(error) = written {
+            tracing::debug!(
+                "cannot remember the agent's sum in {}: {error:#}",
+                self.path.display()
+            );
         }
     }
 }
@@ -81,18 +241,22 @@ impl AgentBinary {
     /// The agent gzip-compressed, as it crosses the network (about a third of its
     /// size: a club's ADSL uplink carries 1 Mbit/s). Made the first time a host needs
     /// the upload, once per process; a run where every host has the agent pays nothing.
-    pub fn compressed(&self) -> &[u8] {
+    pub fn compressed(&self) -> Result<&[u8], AgentBinaryError> {
         static COMPRESSED: OnceLock<Vec<u8>> = OnceLock::new();
-        COMPRESSED.get_or_init(|| {
+        if let Some(compressed) = COMPRESSED.get() {
+            return Ok(compressed);
+        }
+        let bytes = self.bytes()?;
+        Ok(COMPRESSED.get_or_init(|| {
             use std::io::Write as _;
             let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity(self.bytes.len() / 2),
+                Vec::with_capacity(bytes.len() / 2),
                 flate2::Compression::new(6),
             );
             // Writing into a Vec cannot fail.
-            let _ = encoder.write_all(&self.bytes);
+            let _ = encoder.write_all(bytes);
             encoder.finish().unwrap_or_default()
-        })
+        }))
     }
 }
 
@@ -111,51 +275,40 @@ pub fn agent_binary() -> Result<&'static AgentBinary, AgentBinaryError> {
         return Ok(binary);
     }
     let found = find()?;
-    tracing::debug!(path = %found.path.display(), is_static = found.is_static, size = found.bytes.len(), "the agent for this run");
+    tracing::debug!(path = %found.path.display(), is_static = found.is_static, size = found.size, "the agent for this run");
     Ok(BINARY.get_or_init(|| found))
 }
 
 fn find() -> Result<AgentBinary, AgentBinaryError> {
     let this = PathBuf::from("/proc/self/exe");
     if let Some(path) = std::env::var_os(AGENT_VARIABLE).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        let mut agent = AgentBinary::read(&path, false)?;
-        return match judge(&agent.bytes) {
-            Ok(kind) => {
-                agent.is_static = kind == ElfKind::Static;
-                Ok(agent)
-            }
-            Err(why) => Err(AgentBinaryError::Unusable { path, why }),
-        };
-    }
-    if cfg!(all(target_env = "musl", target_arch = "x86_64")) {
-        return AgentBinary::read(&this, true);
+        return AgentBinary::read(Path::new(&path), Judged::ByItsBytes);
     }
     let executable = std::fs::read_link(&this).unwrap_or_else(|_| this.clone());
+    if cfg!(all(target_env = "musl", target_arch = "x86_64")) {
+        return AgentBinary::read(&executable, Judged::Static);
+    }
     for candidate in candidates(&executable) {
-        let agent = match AgentBinary::read(&candidate, true) {
-            Ok(agent) => agent,
+        let why = match AgentBinary::read(&candidate, Judged::ByItsBytes) {
+            Ok(agent) if agent.is_static => return Ok(agent),
+            Ok(_) => "it is linked dynamically (it has an ELF interpreter), so it needs the host's C library".to_string(),
             Err(AgentBinaryError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 continue
             }
+            Err(AgentBinaryError::Unusable { why, .. }) => why,
             Err(error) => {
                 tracing::warn!("{error}; uploading this placard instead");
                 continue;
             }
-        };
-        let why = match judge(&agent.bytes) {
-            Ok(ElfKind::Static) => return Ok(agent),
-            Ok(ElfKind::Dynamic) => "it is linked dynamically (it has an ELF interpreter), so it needs the host's C library".to_string(),
-            Err(why) => why,
         };
         tracing::warn!(
             "not uploading the static agent {}: {why}; uploading this placard instead, which needs glibc on the host",
             candidate.display()
         );
     }
-    AgentBinary::read(&this, false)
+    AgentBinary::read(&executable, Judged::Dynamic)
 }
 
 /// Where a static agent may be, for a controller at `executable`.
@@ -289,6 +442,91 @@ mod tests {
         assert!(elf_kind(b"\x7fELF\x02\x01").is_err(), "truncated");
         assert!(judge(b"\x7fELF").is_err());
         assert_eq!(judge(&this), Ok(expected), "built from these sources");
+    }
+
+    fn sums_in(dir: &Path) -> Sums {
+        Sums {
+            path: dir.join("agent-sums"),
+            lines: Vec::new(),
+        }
+    }
+
+    fn reopen(dir: &Path) -> Sums {
+        let text = std::fs::read_to_string(dir.join("agent-sums")).expect("the sums file");
+        Sums {
+            path: dir.join("agent-sums"),
+            lines: text.lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_remembered_sum_holds_until_the_file_changes() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let agent = dir.path().join("placard");
+        std::fs::write(&agent, b"first build").expect("write");
+        let metadata = std::fs::metadata(&agent).expect("stat");
+        assert_eq!(sums_in(dir.path()).find(&agent, &metadata), None);
+        sums_in(dir.path()).remember(&agent, &metadata, &"a".repeat(64), true);
+        assert_eq!(
+            reopen(dir.path()).find(&agent, &metadata),
+            Some(("a".repeat(64), true))
+        );
+        // Another file at another path is not this one.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"first build").expect("write");
+        let other_metadata = std::fs::metadata(&other).expect("stat");
+        assert_eq!(reopen(dir.path()).find(&other, &other_metadata), None);
+        // Rebuilt in place: its size, times or inode differ.
+        std::fs::write(&agent, b"second build, longer").expect("write");
+        let rebuilt = std::fs::metadata(&agent).expect("stat");
+        assert_eq!(reopen(dir.path()).find(&agent, &rebuilt), None);
+        // Remembering it again replaces the line of that path.
+        reopen(dir.path()).remember(&agent, &rebuilt, &"b".repeat(64), false);
+        let sums = reopen(dir.path());
+        assert_eq!(sums.lines.len(), 1);
+        assert_eq!(sums.find(&agent, &rebuilt), Some(("b".repeat(64), false)));
+    }
+
+    #[test]
+    fn a_damaged_sums_line_is_no_sum() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let agent = dir.path().join("placard");
+        std::fs::write(&agent, b"build").expect("write");
+        let metadata = std::fs::metadata(&agent).expect("stat");
+        let key = Sums::key(&agent, &metadata);
+        for line in [
+            format!("{} static {key}", "a".repeat(63)),
+            format!("{} static {key}", "z".repeat(64)),
+            format!("{} musl {key}", "a".repeat(64)),
+            format!("{} static {}", "a".repeat(64), &key[..key.len() - 1]),
+        ] {
+            let sums = Sums {
+                path: dir.path().join("agent-sums"),
+                lines: vec![line.clone()],
+            };
+            assert_eq!(sums.find(&agent, &metadata), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn bytes_read_later_must_still_be_the_hashed_file() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("placard");
+        std::fs::write(&path, b"the agent").expect("write");
+        let hashed = AgentBinary::new(b"the agent".to_vec(), &path, true);
+        let later = |sha256: &str| AgentBinary {
+            sha256: sha256.to_string(),
+            size: 9,
+            path: path.clone(),
+            is_static: true,
+            bytes: OnceLock::new(),
+        };
+        assert_eq!(later(&hashed.sha256).bytes().ok(), Some(&b"the agent"[..]));
+        std::fs::write(&path, b"rebuilt!!").expect("write");
+        assert!(matches!(
+            later(&hashed.sha256).bytes(),
+            Err(AgentBinaryError::Unusable { .. })
+        ));
     }
 
     #[test]

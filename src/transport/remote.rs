@@ -165,7 +165,7 @@ pub async fn run(
         connection
             .exec(&bootstrap_command(
                 &binary.sha256,
-                binary.bytes.len(),
+                binary.size,
                 binary.is_static,
                 user_is_root,
             ))
@@ -210,11 +210,11 @@ pub async fn run(
             let compressed: &'static [u8] =
                 tokio::task::spawn_blocking(move || binary.compressed())
                     .await
-                    .context("compressing the agent")?;
+                    .context("compressing the agent")??;
             let bytes = compressed.len();
             let upload_limit = upload_limit(bytes);
             tracing::debug!(
-                agent = binary.bytes.len(),
+                agent = binary.size,
                 compressed = bytes,
                 "uploading the agent"
             );
