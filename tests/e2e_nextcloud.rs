@@ -185,6 +185,15 @@ fn live(host: &WebHost) -> String {
         .unwrap_or_default()
 }
 
+/// The secret `name`, generated on the host.
+fn secret(host: &WebHost, name: &str) -> String {
+    host.bed
+        .read(&format!("/var/lib/placard/secrets/{name}"))
+        .unwrap_or_else(|| panic!("the secret {name} was generated on the host"))
+        .trim()
+        .to_string()
+}
+
 fn psql(host: &WebHost, sql: &str) -> String {
     host.bed.ssh(&format!(
         "runuser -u postgres -- psql --no-psqlrc --tuples-only --no-align --dbname=nextcloud --command=\"{sql}\""
@@ -212,12 +221,7 @@ fn nextcloud(host: &WebHost) {
     );
     eprintln!("no-op apply: {:?}", started.elapsed());
 
-    let password = host
-        .bed
-        .read("/var/lib/placard/secrets/nextcloud-db")
-        .expect("the database password was generated on the host")
-        .trim()
-        .to_string();
+    let password = secret(host, "nextcloud-db");
     assert!(password.len() >= 32, "a long password");
     let mode = host
         .bed
@@ -482,16 +486,7 @@ fn refused_configurations(host: &WebHost) {
             "argument must be between 0 and 65535",
         ],
     );
-    assert_eq!(
-        host.bed.read("/etc/redis/redis.conf"),
-        redis_conf,
-        "the working redis.conf stays"
-    );
-    let leftovers = host.bed.ssh("ls -A /etc/redis");
-    assert!(
-        !leftovers.contains(".placard-"),
-        "no staged file left: {leftovers}"
-    );
+    assert_kept(host, "/etc/redis/redis.conf", &redis_conf);
 
     let drop_in = host
         .bed
@@ -510,16 +505,7 @@ fn refused_configurations(host: &WebHost) {
         host,
         &[&format!("{drop_in} failed validation"), "contains errors"],
     );
-    assert_eq!(
-        host.bed.read(&drop_in),
-        postgresql_conf,
-        "the working drop-in stays"
-    );
-    let leftovers = host.bed.ssh("ls -A /etc/postgresql/*/main/conf.d");
-    assert!(
-        !leftovers.contains(".placard-"),
-        "no kept or staged file left: {leftovers}"
-    );
+    assert_kept(host, &drop_in, &postgresql_conf);
 
     // Both still run, as configured before.
     host.inventory_with(&["nextcloud"], SITES, CERTIFICATES, &good);
@@ -538,17 +524,28 @@ fn refused_configurations(host: &WebHost) {
     assert_eq!(host.apply_ok("no-op apply"), 0);
 }
 
+/// The file at `path` is still `before`, and no staged or kept copy of placard's is
+/// left beside it.
+fn assert_kept(host: &WebHost, path: &str, before: &Option<String>) {
+    assert_eq!(&host.bed.read(path), before, "the working {path} stays");
+    let folder = std::path::Path::new(path)
+        .parent()
+        .expect("a file in a folder")
+        .display()
+        .to_string();
+    let leftovers = host.bed.ssh(&format!("ls -A {folder}"));
+    assert!(
+        !leftovers.contains(".placard-"),
+        "no staged or kept file left in {folder}: {leftovers}"
+    );
+}
+
 /// The stand-in's maintenance:install got both passwords — it logged in to PostgreSQL
 /// with the database one, and kept the admin one's hash — while the command line of
 /// every occ run, as other users see it (/proc/PID/cmdline, logged by the stand-in),
 /// holds neither.
 fn installed_without_passwords_on_command_lines(host: &WebHost, database_password: &str) {
-    let admin_password = host
-        .bed
-        .read("/var/lib/placard/secrets/nextcloud-admin")
-        .expect("the admin password was generated on the host")
-        .trim()
-        .to_string();
+    let admin_password = secret(host, "nextcloud-admin");
     assert!(admin_password.len() >= 24, "a long admin password");
     let log = host
         .bed
