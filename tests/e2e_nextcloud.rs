@@ -11,7 +11,12 @@
 //!    socket) and PostgreSQL (the generated password, which is required); Nextcloud's
 //!    nginx rules (.well-known redirects, denied paths); `placard verify`; 0 changes
 //!    on the second apply;
-//! 2. a release archive whose checksum is not the pinned one, or whose signature is
+//!    a redis.conf Redis refuses, or a PostgreSQL drop-in PostgreSQL refuses, fails the
+//!    run and the working file stays, with the service running;
+//! 2. the first install of the stand-in, through the role's helpers: its occ gets the
+//!    database password (it logs in to PostgreSQL with it) and the admin password, and
+//!    neither is on its command line (the stand-in logs /proc/self/cmdline);
+//!    a release archive whose checksum is not the pinned one, or whose signature is
 //!    not by the key given, is refused before it is unpacked, leaving nothing behind
 //!    and the live release as it was (signing keys are made here with gpg);
 //! 3. the upgrade's rollback: a failing `occ upgrade` puts the link back, restores the
@@ -180,6 +185,15 @@ fn live(host: &WebHost) -> String {
         .unwrap_or_default()
 }
 
+/// The secret `name`, generated on the host.
+fn secret(host: &WebHost, name: &str) -> String {
+    host.bed
+        .read(&format!("/var/lib/placard/secrets/{name}"))
+        .unwrap_or_else(|| panic!("the secret {name} was generated on the host"))
+        .trim()
+        .to_string()
+}
+
 fn psql(host: &WebHost, sql: &str) -> String {
     host.bed.ssh(&format!(
         "runuser -u postgres -- psql --no-psqlrc --tuples-only --no-align --dbname=nextcloud --command=\"{sql}\""
@@ -207,12 +221,7 @@ fn nextcloud(host: &WebHost) {
     );
     eprintln!("no-op apply: {:?}", started.elapsed());
 
-    let password = host
-        .bed
-        .read("/var/lib/placard/secrets/nextcloud-db")
-        .expect("the database password was generated on the host")
-        .trim()
-        .to_string();
+    let password = secret(host, "nextcloud-db");
     assert!(password.len() >= 32, "a long password");
     let mode = host
         .bed
@@ -222,6 +231,9 @@ fn nextcloud(host: &WebHost) {
         !first_report.contains(&password),
         "the password is never printed"
     );
+    // A configuration Redis or PostgreSQL refuses fails the run; the working one stays.
+    refused_configurations(host);
+
     let data = host.bed.ssh("stat -c '%a %U %G' /var/lib/nextcloud/data");
     assert_eq!(data.trim(), "750 nextcloud nextcloud", "the data folder");
     // Redis answers on its socket only; PostgreSQL listens on no TCP address.
@@ -322,40 +334,26 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
         stdout(&verify)
     );
 
-    // (2) A stand-in release 1.0.0 is live (placed by the test, as an install would
-    // leave it), with a configuration naming the database.
+    // (2) The first install: the stand-in release 1.0.0, downloaded, checked and
+    // installed by the role (occ maintenance:install).
     let signer = tempfile::tempdir().expect("a folder for gpg");
     let other = tempfile::tempdir().expect("a folder for gpg");
     let key = signing_key(signer.path());
     let other_key = signing_key(other.path());
     let (archive, sha256, signature) = standin_archive(signer.path());
     let server = serve_files(vec![
+        ("/nextcloud-1.0.0.tar.bz2".to_string(), archive.clone()),
         ("/nextcloud-2.0.0.tar.bz2".to_string(), archive),
         ("/nextcloud-2.0.0.tar.bz2.asc".to_string(), signature),
     ]);
     let url = format!("http://127.0.0.1:{server}");
-    host.bed.ssh("install -d /var/www/nextcloud-releases/1.0.0");
-    let standin = host.bed.root_path("/var/www/nextcloud-releases/1.0.0");
-    let copy = run(30, &["cp", "-rT", FIXTURE, &standin.display().to_string()]);
-    assert!(copy.status.success(), "{}", text(&copy));
-    std::fs::write(
-        standin.join("config/config.php"),
-        format!(
-            "<?php\n$CONFIG = ['installed' => true, 'maintenance' => false, 'dbtype' => 'pgsql', \
-             'dbhost' => '/var/run/postgresql', 'dbname' => 'nextcloud', 'dbuser' => 'nextcloud', \
-             'dbpassword' => '{password}'];\n"
-        ),
-    )
-    .expect("write the stand-in's config.php");
-    host.bed.ssh(
-        "chown -R nextcloud:nextcloud /var/www/nextcloud-releases/1.0.0 && chmod 0750 /var/www/nextcloud-releases/1.0.0/config \
-         && ln -s /var/www/nextcloud-releases/1.0.0 /var/www/nextcloud",
-    );
-    release(host, "1.0.0", WRONG_SHA256, &url, "");
+    release(host, "1.0.0", &sha256, &url, "");
     assert!(
-        host.apply_ok("apply on the live stand-in") > 0,
-        "settings were set"
+        host.apply_ok("install of the stand-in") > 0,
+        "the release was installed and the settings were set"
     );
+    assert_eq!(live(host), "/var/www/nextcloud-releases/1.0.0");
+    installed_without_passwords_on_command_lines(host, &password);
     let config = host
         .bed
         .read("/var/www/nextcloud-releases/1.0.0/config/config.php")
@@ -466,6 +464,128 @@ echo 'memory_limit: ', ini_get('memory_limit'), "\n";
     // Back to the live version: nothing to change.
     release(host, "1.0.0", &sha256, &url, "");
     assert_eq!(host.apply_ok("apply after the rollback"), 0);
+}
+
+/// A redis.conf that Redis refuses (port 70000) and a PostgreSQL drop-in that
+/// PostgreSQL refuses (an unterminated quote) each fail the run before they replace the
+/// working file; the services keep running with it.
+fn refused_configurations(host: &WebHost) {
+    let good = vars(host, None);
+    let redis_conf = host.bed.read("/etc/redis/redis.conf");
+    assert!(redis_conf.is_some(), "redis.conf");
+    host.inventory_with(
+        &["nextcloud"],
+        SITES,
+        CERTIFICATES,
+        &format!("{good}nextcloud_redis_port: 70000\n"),
+    );
+    apply_fails(
+        host,
+        &[
+            "/etc/redis/redis.conf failed validation",
+            "argument must be between 0 and 65535",
+        ],
+    );
+    assert_kept(host, "/etc/redis/redis.conf", &redis_conf);
+
+    let drop_in = host
+        .bed
+        .ssh("ls /etc/postgresql/*/main/conf.d/placard-nextcloud.conf")
+        .trim()
+        .to_string();
+    let postgresql_conf = host.bed.read(&drop_in);
+    assert!(postgresql_conf.is_some(), "{drop_in}");
+    let broken = good.replace(
+        "nextcloud_postgresql_listen: \"\"",
+        "nextcloud_postgresql_listen: \"localhost'\"",
+    );
+    assert_ne!(broken, good, "the listen address is in the variables");
+    host.inventory_with(&["nextcloud"], SITES, CERTIFICATES, &broken);
+    apply_fails(
+        host,
+        &[&format!("{drop_in} failed validation"), "contains errors"],
+    );
+    assert_kept(host, &drop_in, &postgresql_conf);
+
+    // Both still run, as configured before.
+    host.inventory_with(&["nextcloud"], SITES, CERTIFICATES, &good);
+    host.apply_ok("apply after the refused configurations");
+    let running = host.bed.ssh(
+        "systemctl is-active redis-server postgresql; redis-cli -s /run/redis/redis-server.sock ping; \
+         runuser -u postgres -- psql --no-psqlrc --tuples-only --no-align --command='SHOW listen_addresses'",
+    );
+    assert_eq!(
+        running.trim_end(),
+        "active\nactive\nPONG",
+        "the services run as before"
+    );
+    assert_eq!(host.bed.read(&drop_in), postgresql_conf);
+    assert_eq!(host.bed.read("/etc/redis/redis.conf"), redis_conf);
+    assert_eq!(host.apply_ok("no-op apply"), 0);
+}
+
+/// The file at `path` is still `before`, and no staged or kept copy of placard's is
+/// left beside it.
+fn assert_kept(host: &WebHost, path: &str, before: &Option<String>) {
+    assert_eq!(&host.bed.read(path), before, "the working {path} stays");
+    let folder = std::path::Path::new(path)
+        .parent()
+        .expect("a file in a folder")
+        .display()
+        .to_string();
+    let leftovers = host.bed.ssh(&format!("ls -A {folder}"));
+    assert!(
+        !leftovers.contains(".placard-"),
+        "no staged or kept file left in {folder}: {leftovers}"
+    );
+}
+
+/// The stand-in's maintenance:install got both passwords — it logged in to PostgreSQL
+/// with the database one, and kept the admin one's hash — while the command line of
+/// every occ run, as other users see it (/proc/PID/cmdline, logged by the stand-in),
+/// holds neither.
+fn installed_without_passwords_on_command_lines(host: &WebHost, database_password: &str) {
+    let admin_password = secret(host, "nextcloud-admin");
+    assert!(admin_password.len() >= 24, "a long admin password");
+    let log = host
+        .bed
+        .read("/var/www/nextcloud-releases/1.0.0/config/occ.log")
+        .unwrap_or_default();
+    assert!(
+        log.lines().any(|line| line.contains("maintenance:install")
+            && line.contains("--database-user=nextcloud")),
+        "occ maintenance:install ran:\n{log}"
+    );
+    for secret in [database_password, admin_password.as_str()] {
+        assert!(
+            !log.contains(secret),
+            "a password on occ's command line:\n{log}"
+        );
+    }
+    let config = host
+        .bed
+        .read("/var/www/nextcloud-releases/1.0.0/config/config.php")
+        .unwrap_or_default();
+    assert!(
+        config.contains(&format!("'dbpassword' => '{database_password}'")),
+        "occ got the database password (and logged in with it)"
+    );
+    let check = host.bed.root_path("/root/check-admin-password.php");
+    std::fs::write(
+        &check,
+        "<?php\ninclude '/var/www/nextcloud-releases/1.0.0/config/config.php';\n\
+         $password = trim(file_get_contents('/var/lib/placard/secrets/nextcloud-admin'));\n\
+         echo password_verify($password, $CONFIG['standin_admin'][1]) ? 'admin password: ok' : 'admin password: wrong', \"\\n\";\n",
+    )
+    .expect("write the check");
+    let checked = host
+        .bed
+        .ssh("php /root/check-admin-password.php; rm /root/check-admin-password.php");
+    assert_eq!(
+        checked.trim(),
+        "admin password: ok",
+        "occ got the admin password"
+    );
 }
 
 #[test]
