@@ -62,7 +62,7 @@ fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
     ));
     let port = free_loopback_port();
     bed.write_inventory(&format!(
-        "roles: [ups]\n    vars:\n      ups_driver: dummy-ups\n      ups_port: {STATUS_FILE}\n      upsd_port: {port}\n      ups_shutdown_command: /usr/local/sbin/record-shutdown\n"
+        "roles: [ups]\n    vars:\n      ups_driver: dummy-ups\n      ups_port: {STATUS_FILE}\n      ups_upsd_port: {port}\n      ups_shutdown_command: /usr/local/sbin/record-shutdown\n"
     ));
 
     let first = bed.placard(&["apply"]);

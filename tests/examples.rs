@@ -19,7 +19,7 @@ fn every_example_inventory_plans_without_errors() {
         let hosts = inventory
             .select(&[])
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let bundles = plan::prepare(
+        let prepared = plan::prepare(
             &inventory,
             &site,
             &hosts,
@@ -30,7 +30,15 @@ fn every_example_inventory_plans_without_errors() {
             "test@example",
         )
         .unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
-        assert_eq!(bundles.len(), hosts.len());
+        assert_eq!(prepared.bundles.len(), hosts.len());
+        // The examples are what new admins copy: no old variable names in them.
+        let warnings: Vec<String> = prepared.warnings.iter().map(|w| w.to_string()).collect();
+        assert!(
+            warnings.is_empty(),
+            "{}:\n{}",
+            path.display(),
+            warnings.concat()
+        );
         checked += 1;
     }
     assert!(
