@@ -56,6 +56,14 @@ pub fn old_name_warnings(inventory: &Inventory, uses: &[OldNameUse]) -> Vec<Diag
             None => merged.push(found.clone()),
         }
     }
+    // In the file's order: serde's maps keep their keys sorted.
+    let position = |found: &OldNameUse| {
+        inventory
+            .source
+            .key_position(&found.at)
+            .map(|p| (p.line, p.column))
+    };
+    merged.sort_by_key(position);
     merged
         .iter()
         .map(|found| {
@@ -449,4 +457,107 @@ fn similar_names(a: &str, b: &str) -> bool {
         previous = current;
     }
     previous[b.len()] <= 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::role::RoleFile;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn role(name: &str, text: &str) -> Role {
+        Role {
+            name: name.to_string(),
+            file: serde_yaml::from_str::<RoleFile>(text).expect("a role"),
+            source: SourceFile::new(Path::new(&format!("roles/{name}.yml")), text.to_string()),
+            templates: Default::default(),
+        }
+    }
+
+    fn inventory(text: &str) -> Inventory {
+        Inventory {
+            file: serde_yaml::from_str(text).expect("an inventory"),
+            source: SourceFile::new(Path::new("inventory.yml"), text.to_string()),
+        }
+    }
+
+    fn roles() -> (Role, Role) {
+        (
+            role(
+                "base",
+                "description: d\nvariables:\n  base_hostname: {description: d, type: hostname, renamed_from: hostname}\n  base_admin_email: {description: d, default: root, renamed_from: admin_email}\n",
+            ),
+            role(
+                "ups",
+                "description: d\nvariables:\n  ups_admin_email: {description: d, default: root, renamed_from: admin_email}\n",
+            ),
+        )
+    }
+
+    #[test]
+    fn an_old_name_sets_every_variable_renamed_from_it_and_is_recorded() {
+        let (base, ups) = roles();
+        let inventory = inventory(
+            "vars: {admin_email: admins@club.example}\nhosts:\n  cupboard: {roles: [base, ups], vars: {hostname: cupboard}}\n",
+        );
+        let host = &inventory.select(&[]).expect("hosts")[0];
+        let resolved = resolve(&inventory, host, &[&base, &ups]).expect("resolves");
+        assert_eq!(resolved.values["base_hostname"], json!("cupboard"));
+        assert_eq!(
+            resolved.values["base_admin_email"],
+            json!("admins@club.example")
+        );
+        assert_eq!(
+            resolved.values["ups_admin_email"],
+            json!("admins@club.example")
+        );
+        // The old names themselves are no variables the templates see.
+        assert!(!resolved.values.contains_key("hostname"));
+        assert!(!resolved.values.contains_key("admin_email"));
+        let warnings = old_name_warnings(&inventory, &resolved.old_names);
+        let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].starts_with("warning: inventory.yml:1:8: variable `admin_email` is now called `base_admin_email` (role base) and `ups_admin_email` (role ups)"), "{}", text[0]);
+        assert!(text[1].starts_with("warning: inventory.yml:3:41: variable `hostname` is now called `base_hostname` (role base)"), "{}", text[1]);
+    }
+
+    #[test]
+    fn an_old_name_beside_its_new_one_is_refused_wherever_each_is_set() {
+        let (base, ups) = roles();
+        for text in [
+            "hosts:\n  cupboard: {roles: [base], vars: {hostname: a, base_hostname: b}}\n",
+            "vars: {hostname: a}\nhosts:\n  cupboard: {roles: [base], vars: {base_hostname: b}}\n",
+            "vars: {base_hostname: b}\nhosts:\n  cupboard: {roles: [base], vars: {hostname: a}}\n",
+        ] {
+            let inventory = inventory(text);
+            let host = &inventory.select(&[]).expect("hosts")[0];
+            let invalid = resolve(&inventory, host, &[&base, &ups]).expect_err(text);
+            assert!(
+                invalid
+                    .to_string()
+                    .contains("sets both `hostname` and `base_hostname`, its new name (role base)"),
+                "{invalid}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_that_a_role_still_has_is_that_variable() {
+        // A site's role `admin` may have `admin_email`: it is its variable, not base's
+        // old name, so it sets neither base's nor ups's.
+        let (base, ups) = roles();
+        let admin = role(
+            "admin",
+            "description: d\nvariables:\n  admin_email: {description: d, default: x}\n",
+        );
+        let inventory = inventory(
+            "hosts:\n  cupboard: {roles: [base, ups, admin], vars: {base_hostname: c, admin_email: me}}\n",
+        );
+        let host = &inventory.select(&[]).expect("hosts")[0];
+        let resolved = resolve(&inventory, host, &[&base, &ups, &admin]).expect("resolves");
+        assert_eq!(resolved.values["admin_email"], json!("me"));
+        assert_eq!(resolved.values["base_admin_email"], json!("root"));
+        assert!(resolved.old_names.is_empty());
+    }
 }
