@@ -202,7 +202,7 @@ fn sentence(name: &str) -> Result<(), &'static str> {
 }
 
 /// The prefix of a role's variables: `grub-pin` → `grub_pin_`.
-pub fn variable_prefix(role: &str) -> String {
+fn variable_prefix(role: &str) -> String {
     format!("{}_", role.replace('-', "_"))
 }
 
