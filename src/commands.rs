@@ -277,8 +277,11 @@ pub(crate) fn execute(
             "name the one host this machine is, e.g. `placard apply --local cupboard`",
         ));
     }
-    let bundles = plan::prepare(inventory, &settings.site, &hosts, &job, &settings.operator)?;
-    let routed = bundles.into_iter().map(|b| {
+    let prepared = plan::prepare(inventory, &settings.site, &hosts, &job, &settings.operator)?;
+    for warning in &prepared.warnings {
+        eprint!("{warning}");
+    }
+    let routed = prepared.bundles.into_iter().map(|b| {
         let route = controller::route(inventory, &b.host, settings.local);
         (b, route)
     });
@@ -345,6 +348,11 @@ fn roles(command: RolesCommand, site: &Site) -> Result<Exit> {
                     println!("  {name} ({default}{kind}{choices})");
                     for line in variable.description.trim().lines() {
                         println!("      {line}");
+                    }
+                    if let Some(old) = &variable.renamed_from {
+                        println!(
+                            "      Deprecated old name: `{old}` (still read, with a warning)."
+                        );
                     }
                 }
                 println!();

@@ -21,6 +21,8 @@ pub struct Diagnostic {
     pub message: String,
     /// What the admin can do about it.
     pub help: Option<String>,
+    /// A warning does not stop the run: input that still works but should change.
+    pub warning: bool,
 }
 
 impl Diagnostic {
@@ -31,7 +33,14 @@ impl Diagnostic {
             line_text: None,
             message: message.into(),
             help: None,
+            warning: false,
         }
+    }
+
+    /// The same, as a warning: printed, but the run goes on.
+    pub fn warning(mut self) -> Diagnostic {
+        self.warning = true;
+        self
     }
 
     /// A diagnostic at the value found at `path` in `source` (see [`SourceFile::position`]).
@@ -92,9 +101,10 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Messages quote the admin's values, which may be a megabyte long.
         let message = shorten(&self.message, MESSAGE_WIDTH);
+        let level = if self.warning { "warning" } else { "error" };
         match self.position {
-            Some(p) => writeln!(f, "error: {}:{}: {}", self.file.display(), p, message)?,
-            None => writeln!(f, "error: {}: {}", self.file.display(), message)?,
+            Some(p) => writeln!(f, "{level}: {}:{}: {}", self.file.display(), p, message)?,
+            None => writeln!(f, "{level}: {}: {}", self.file.display(), message)?,
         }
         if let (Some(p), Some(text)) = (self.position, &self.line_text) {
             let gutter = p.line.to_string().len();

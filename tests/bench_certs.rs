@@ -38,7 +38,7 @@ fn bench_noop_apply_base_web_certs() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(10);
     let host = WebHost::up("bench-certs", "bookworm");
-    host.inventory_with(&["base"], SITES, CERTIFICATES, "hostname: bench");
+    host.inventory_with(&["base"], SITES, CERTIFICATES, "base_hostname: bench");
     // base first: the inventory lists web, certs, then base; the order does not
     // matter to a no-op.
     let first = Instant::now();

@@ -29,7 +29,7 @@ fn base_changes_the_host_then_nothing_and_commits_etc_with_secrets_kept_out() {
     assert!(keygen.success());
     let public = fs::read_to_string(key.with_extension("pub")).expect("alice's public key");
     bed.write_inventory(&format!(
-        "roles: [base]\n    vars:\n      hostname: e2e-host\n      admin_users: [{{name: alice, keys: [\"{}\"]}}]\n",
+        "roles: [base]\n    vars:\n      base_hostname: e2e-host\n      base_admin_users: [{{name: alice, keys: [\"{}\"]}}]\n",
         public.trim()
     ));
 
@@ -188,7 +188,7 @@ fn a_config_failing_its_validator_leaves_the_old_file_and_the_service_untouched(
     let pid_before = bed.ssh("systemctl show -p MainPID --value ssh");
 
     bed.write_inventory(
-        "roles: [base]\n    vars:\n      hostname: e2e-host\n      permit_root_login: sometimes\n",
+        "roles: [base]\n    vars:\n      base_hostname: e2e-host\n      base_permit_root_login: sometimes\n",
     );
     let broken = bed.placard(&["apply"]);
     assert_eq!(broken.status.code(), Some(1), "a host failed");
@@ -289,7 +289,7 @@ fn a_failing_host_neither_stops_nor_hides_the_others() {
     // A second host that refuses connections: nothing listens on that port.
     let dead_port = placard::sandbox::free_port().expect("a free port");
     bed.write_inventory(&format!(
-        "roles: [base]\n    vars: {{hostname: e2e-host}}\n  unreachable:\n    address: 127.0.0.1\n    port: {dead_port}\n    roles: [base]\n    vars: {{hostname: nowhere}}\n"
+        "roles: [base]\n    vars: {{base_hostname: e2e-host}}\n  unreachable:\n    address: 127.0.0.1\n    port: {dead_port}\n    roles: [base]\n    vars: {{base_hostname: nowhere}}\n"
     ));
     let output = bed.placard(&["apply", "--jobs", "2"]);
     assert_eq!(output.status.code(), Some(1), "one host failed");
@@ -330,7 +330,7 @@ fn local_mode_applies_on_the_machine_itself() {
     }
     fs::write(
         site.join("inventory.yml"),
-        "hosts:\n  here: {roles: [base], vars: {hostname: local-host}}\n",
+        "hosts:\n  here: {roles: [base], vars: {base_hostname: local-host}}\n",
     )
     .expect("inventory");
     fs::copy(
@@ -460,7 +460,7 @@ fn a_host_behind_a_jump_host_is_reached_through_it() {
         .expect("record the alias");
 
     bed.write_inventory(&format!(
-        "roles: []\n  inner:\n    address: inner.behind-nat.test\n    port: {port}\n    via: {}\n    roles: [base]\n    vars: {{hostname: inner}}\n",
+        "roles: []\n  inner:\n    address: inner.behind-nat.test\n    port: {port}\n    via: {}\n    roles: [base]\n    vars: {{base_hostname: inner}}\n",
         bed.host.name
     ));
     let output = bed.placard(&["apply", "inner"]);

@@ -358,7 +358,7 @@ test \"$(stat -c %a /etc/postsrsd.secret)\" = 600",
     assert!(stdout(&plan).contains("Put the site's /etc/club/backup.conf in place"));
 
     // Back to the repository's own roles: migrate needs no role of the draft.
-    new.write_inventory("roles: [base]\n    vars:\n      hostname: e2e-host\n");
+    new.write_inventory("roles: [base]\n    vars:\n      base_hostname: e2e-host\n");
     let migrated = new.etc_migrate(&draft);
     let report = output_event(&stdout(&migrated), "migrate");
     let pending = ["conflicts", "by_hand"]

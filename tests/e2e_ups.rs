@@ -62,7 +62,7 @@ fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
     ));
     let port = free_loopback_port();
     bed.write_inventory(&format!(
-        "roles: [ups]\n    vars:\n      ups_driver: dummy-ups\n      ups_port: {STATUS_FILE}\n      upsd_port: {port}\n      ups_shutdown_command: /usr/local/sbin/record-shutdown\n"
+        "roles: [ups]\n    vars:\n      ups_driver: dummy-ups\n      ups_port: {STATUS_FILE}\n      ups_upsd_port: {port}\n      ups_shutdown_command: /usr/local/sbin/record-shutdown\n"
     ));
 
     let first = bed.placard(&["apply"]);
@@ -168,6 +168,31 @@ fn upsmon_mails_power_events_and_shuts_down_on_low_battery() {
         (Some(0), Some(false)),
         "{totals}"
     );
+
+    // Issue 16: an inventory written before the variables carried the role's prefix
+    // still works. The old names set the same values (nothing changes on the host), and
+    // the run says which line to rename.
+    bed.write_inventory(&format!(
+        "roles: [ups]\n    vars:\n      ups_driver: dummy-ups\n      ups_port: {STATUS_FILE}\n      upsd_port: {port}\n      admin_email: root\n      ups_shutdown_command: /usr/local/sbin/record-shutdown\n"
+    ));
+    let old_names = bed.placard(&["apply", "--format", "json"]);
+    assert_eq!(old_names.status.code(), Some(0), "{}", stderr(&old_names));
+    assert_eq!(json_summary(&old_names)["changed"].as_u64(), Some(0));
+    let inventory = bed.inventory();
+    for (at, old, new) in [
+        ("13:7", "upsd_port", "ups_upsd_port"),
+        ("14:7", "admin_email", "ups_admin_email"),
+    ] {
+        let warning = format!(
+            "warning: {}:{at}: variable `{old}` is now called `{new}` (role ups)",
+            inventory.display()
+        );
+        assert!(
+            stderr(&old_names).contains(&warning),
+            "no `{warning}` in:\n{}",
+            stderr(&old_names)
+        );
+    }
 
     // On battery: the admin gets a mail through the notify script; no shutdown yet.
     set_status(&bed, "OB", 80);

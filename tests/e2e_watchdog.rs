@@ -24,7 +24,7 @@ fn changed(output: &std::process::Output) -> u64 {
 
 /// Applies `mode` twice: the first run succeeds, the second changes nothing.
 fn apply_mode(bed: &Testbed, mode: &str) {
-    bed.write_inventory(&format!("roles: [watchdog]\n    vars:\n      watchdog_mode: {mode}\n      systemd_watchdog_module: softdog\n"));
+    bed.write_inventory(&format!("roles: [watchdog]\n    vars:\n      watchdog_mode: {mode}\n      watchdog_systemd_module: softdog\n"));
     let first = bed.placard(&["apply", "--format", "json"]);
     assert_eq!(
         first.status.code(),

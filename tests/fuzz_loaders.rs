@@ -44,18 +44,18 @@ const CASE_TIME_LIMIT: Duration = Duration::from_secs(5);
 const ROLE: &str = "\
 description: A test site's web page.
 variables:
-  greeting: {description: What the page says., type: string}
-  listen_port: {description: The port it listens on., default: 80, type: port}
-  site_domain: {description: The site's domain., default: club.example, type: domain}
-  members: {description: Who may edit it., default: [ann, bob], type: list, unique: true}
+  web_greeting: {description: What the page says., type: string}
+  web_listen_port: {description: The port it listens on., default: 80, type: port}
+  web_site_domain: {description: The site's domain., default: club.example, type: domain}
+  web_members: {description: Who may edit it., default: [ann, bob], type: list, unique: true}
 tasks:
   - name: Write the page.
     file: {path: /etc/web-page, template: web/page.hbs, mode: \"0644\"}
     notify: reload web
   - name: Write {{item}}'s page.
-    loop: members
-    when: '{{#if greeting}}true{{else}}false{{/if}}'
-    file: {path: '/etc/web-{{item}}', content: '{{greeting}}, {{item}}'}
+    loop: web_members
+    when: '{{#if web_greeting}}true{{else}}false{{/if}}'
+    file: {path: '/etc/web-{{item}}', content: '{{web_greeting}}, {{item}}'}
 handlers:
   - name: reload web
     service: {name: nginx, state: reloaded}
@@ -64,18 +64,18 @@ checks:
     port: {port: 80, expect: HTTP}
 ";
 
-const TEMPLATE: &str = "<h1>{{greeting}}</h1>\n{{#each members}}\n  <p>{{this}} on {{../site_domain}}</p>\n{{/each}}\n{{#if (eq listen_port 80)}}plain{{else}}other{{/if}}\n";
+const TEMPLATE: &str = "<h1>{{web_greeting}}</h1>\n{{#each web_members}}\n  <p>{{this}} on {{../web_site_domain}}</p>\n{{/each}}\n{{#if (eq web_listen_port 80)}}plain{{else}}other{{/if}}\n";
 
 const INVENTORY: &str = "\
-vars: {site_domain: club.example}
+vars: {web_site_domain: club.example}
 groups:
-  www: {hosts: [web], vars: {listen_port: 8080}}
+  www: {hosts: [web], vars: {web_listen_port: 8080}}
 hosts:
   web:
     address: 127.0.0.1
     port: 22
     roles: [web]
-    vars: {greeting: hi, members: [ann, bob]}
+    vars: {web_greeting: hi, web_members: [ann, bob]}
 ";
 
 /// A site as files: path in the site → content.
@@ -159,11 +159,11 @@ const TOKENS: &[&str] = &[
     "%YAML 1.2\n",
     "{{",
     "}}",
-    "{{#if greeting}}",
+    "{{#if web_greeting}}",
     "{{/if}}",
     "{{else}}",
     "{{^}}",
-    "{{#each members}}",
+    "{{#each web_members}}",
     "{{/each}}",
     "{{> partial}}",
     "{{#> layout}}",
@@ -190,8 +190,8 @@ const NESTINGS: &[(&str, &str)] = &[
     ("[", "]"),
     ("{a: ", "}"),
     ("- ", ""),
-    ("{{#if greeting}}", "{{/if}}"),
-    ("{{#each members}}", "{{/each}}"),
+    ("{{#if web_greeting}}", "{{/if}}"),
+    ("{{#each web_members}}", "{{/each}}"),
     ("{{len (not ", ")}}"),
     ("{{#*inline \"p\"}}", "{{/inline}}"),
     ("{{eq [", "] 1}}"),
@@ -346,9 +346,9 @@ fn load_site(root: &Path) -> Result<usize, InvalidInput> {
         check: true,
         diff: true,
     };
-    let bundles = plan::prepare(&inventory, &site, &hosts, &job, "fuzz@example")?;
+    let prepared = plan::prepare(&inventory, &site, &hosts, &job, "fuzz@example")?;
     problems.into_result()?;
-    Ok(bundles.len())
+    Ok(prepared.bundles.len())
 }
 
 /// One case: the site with its mutations, loaded; a failure says why.

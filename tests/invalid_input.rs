@@ -34,10 +34,10 @@ struct Case {
 const ROLE: &str = "\
 description: A test site's web page.
 variables:
-  greeting: {description: What the page says., type: string}
-  listen_port: {description: The port it listens on., default: 80, type: port}
-  site_domain: {description: The site's domain., default: club.example, type: domain}
-  members: {description: Who may edit it., default: [], type: list, unique: true}
+  web_greeting: {description: What the page says., type: string}
+  web_listen_port: {description: The port it listens on., default: 80, type: port}
+  web_site_domain: {description: The site's domain., default: club.example, type: domain}
+  web_members: {description: Who may edit it., default: [], type: list, unique: true}
 tasks:
   - name: Write the page.
     file: {path: /etc/web-page, template: web/page.hbs, mode: \"0644\"}
@@ -47,9 +47,9 @@ handlers:
     service: {name: nginx, state: reloaded}
 ";
 
-// `greeting` is global, so that cases replacing the role do not also trip over it.
+// `web_greeting` is global, so that cases replacing the role do not also trip over it.
 const INVENTORY: &str =
-    "vars: {greeting: hi}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web]}\n";
+    "vars: {web_greeting: hi}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web]}\n";
 
 /// A listener standing in for the host: any connection attempt shows up in `accept`.
 struct Host {
@@ -77,7 +77,7 @@ fn write_site(dir: &Path, port: u16, overlay: &BTreeMap<String, String>) {
     files.insert("roles/web.yml".into(), ROLE.into());
     files.insert(
         "templates/web/page.hbs".into(),
-        "<h1>{{greeting}}</h1>\n".into(),
+        "<h1>{{web_greeting}}</h1>\n".into(),
     );
     files.insert("inventory.yml".into(), INVENTORY.into());
     files.extend(overlay.clone());
@@ -155,13 +155,45 @@ fn global_and_group_vars_may_serve_the_roles_of_hosts_not_selected() {
     );
     files.insert(
         "inventory.yml".to_string(),
-        "vars: {db_name: club}\ngroups:\n  data: {hosts: [db], vars: {db_name: members}}\n  empty: {vars: {anything: 1}}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web], vars: {greeting: hi}}\n  db: {address: 127.0.0.1, port: 1, roles: [db]}\n"
+        "vars: {db_name: club}\ngroups:\n  data: {hosts: [db], vars: {db_name: members}}\n  empty: {vars: {anything: 1}}\nhosts:\n  web: {address: 127.0.0.1, port: PORT, roles: [web], vars: {web_greeting: hi}}\n  db: {address: 127.0.0.1, port: 1, roles: [db]}\n"
             .to_string(),
     );
     write_site(dir.path(), host.port(), &files);
     let output = plan(dir.path(), &[], &["web".to_string()]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(host.was_contacted());
+}
+
+#[test]
+fn issue_16_an_old_variable_name_still_works_with_a_warning() {
+    // base and ups prefixed their variables; inventories written before still plan,
+    // and each old name is named with its line, once, however many hosts it reaches.
+    let host = Host::new();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let mut files = shipped_role("base");
+    files.extend(shipped_role("ups"));
+    files.insert(
+        "inventory.yml".to_string(),
+        "vars:\n  web_greeting: hi\n  admin_email: admins@club.example\nhosts:\n  web:\n    address: 127.0.0.1\n    port: PORT\n    roles: [web, base, ups]\n    vars: {hostname: cupboard, upsd_port: 3494}\n  other: {address: 127.0.0.1, port: PORT, roles: [base], vars: {base_hostname: other}}\n"
+            .to_string(),
+    );
+    write_site(dir.path(), host.port(), &files);
+    let output = plan(dir.path(), &[], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "planned, then the listener is no SSH server: {stderr}"
+    );
+    assert!(host.was_contacted(), "{stderr}");
+    for expected in [
+        "warning: inventory.yml:3:3: variable `admin_email` is now called `base_admin_email` (role base) and `ups_admin_email` (role ups)",
+        "warning: inventory.yml:9:12: variable `hostname` is now called `base_hostname` (role base)",
+        "warning: inventory.yml:9:32: variable `upsd_port` is now called `ups_upsd_port` (role ups)",
+    ] {
+        assert_eq!(stderr.matches(expected).count(), 1, "once `{expected}` in:\n{stderr}");
+    }
+    assert_eq!(stderr.matches("warning:").count(), 3, "{stderr}");
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! The inventory: hosts, groups and variables, as one YAML file.
 //!
 //! ```yaml
-//! vars: {admin_email: root@club.example}      # every host
+//! vars: {base_admin_email: root@club.example} # every host
 //! ssh: {known_hosts: ~/.ssh/known_hosts}       # optional
 //! groups:
 //!   mail: {hosts: [cupboard], roles: [mail], vars: {mail_domain: club.example}}
 //! hosts:
-//!   cupboard: {address: 192.0.2.10, roles: [base], vars: {hostname: cupboard}}
+//!   cupboard: {address: 192.0.2.10, roles: [base], vars: {base_hostname: cupboard}}
 //!   inside:   {via: cupboard, roles: [base]}   # reached through a jump host
 //! ```
 //! A host without `address` is reached by its name, which may be an `~/.ssh/config`

@@ -20,12 +20,107 @@ enum Origin<'a> {
     Inventory(String),
 }
 
+/// A host's variables, and where the inventory set them under an old name.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub values: Map<String, Value>,
+    /// Variables set under an old name (see [`old_names`]): they work, but should be
+    /// renamed before the old name goes. [`old_name_warnings`] says so.
+    pub old_names: Vec<OldNameUse>,
+}
+
+/// An inventory line that sets variables under their old name.
+#[derive(Debug, Clone)]
+pub struct OldNameUse {
+    /// Where, as a path in the inventory: `hosts.cupboard.vars.hostname`.
+    pub at: String,
+    pub old: String,
+    /// The variables it sets, each with its role.
+    pub new: Vec<(String, String)>,
+}
+
+/// One warning per inventory line setting an old name, naming every variable it sets
+/// for any of the hosts: a global `admin_email` sets base's for one host and base's
+/// and ups's for another.
+pub fn old_name_warnings(inventory: &Inventory, uses: &[OldNameUse]) -> Vec<Diagnostic> {
+    let mut merged: Vec<OldNameUse> = Vec::new();
+    for found in uses {
+        match merged.iter_mut().find(|m| m.at == found.at) {
+            Some(known) => {
+                for new in &found.new {
+                    if !known.new.contains(new) {
+                        known.new.push(new.clone());
+                    }
+                }
+            }
+            None => merged.push(found.clone()),
+        }
+    }
+    // In the file's order: serde's maps keep their keys sorted.
+    let position = |found: &OldNameUse| {
+        inventory
+            .source
+            .key_position(&found.at)
+            .map(|p| (p.line, p.column))
+    };
+    merged.sort_by_key(position);
+    merged
+        .iter()
+        .map(|found| {
+            let named = |with_role: bool| {
+                found
+                    .new
+                    .iter()
+                    .map(|(name, role)| match with_role {
+                        true => format!("`{name}` (role {role})"),
+                        false => format!("`{name}`"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            };
+            Diagnostic::at_key(
+                &inventory.source,
+                &found.at,
+                format!(
+                    "variable `{}` is now called {}; the old name still works, for now",
+                    found.old,
+                    named(true)
+                ),
+            )
+            .help(format!("rename `{}` to {}", found.old, named(false)))
+            .warning()
+        })
+        .collect()
+}
+
+/// The old names (`renamed_from:`) of the variables of `roles`, each with the new
+/// names it sets and their roles. One old name may set several variables: base and
+/// ups both read the shared `admin_email` before each had its own. A name that is
+/// still a variable of one of `roles` is that variable, not an old name.
+pub fn old_names<'a>(roles: &[&'a Role]) -> BTreeMap<&'a str, Vec<(&'a str, &'a str)>> {
+    let mut names: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for role in roles {
+        for (name, variable) in &role.file.variables {
+            if let Some(old) = &variable.renamed_from {
+                names
+                    .entry(old.as_str())
+                    .or_default()
+                    .push((name.as_str(), role.name.as_str()));
+            }
+        }
+    }
+    names.retain(|old, _| !roles.iter().any(|r| r.file.variables.contains_key(*old)));
+    names
+}
+
 /// The variables of `host` for `roles`, or every problem with them.
 pub fn resolve(
     inventory: &Inventory,
     host: &Host,
     roles: &[&Role],
-) -> Result<Map<String, Value>, InvalidInput> {
+) -> Result<Resolved, InvalidInput> {
+    let mut problems = InvalidInput::default();
+    let mut uses = Vec::new();
     let mut values: Map<String, Value> = Map::new();
     let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
     for role in roles {
@@ -48,10 +143,61 @@ pub fn resolve(
         format!("hosts.{}.vars", host.name),
         &inventory.entry(&host.name).vars,
     ));
-    for (path, layer) in layers {
-        for (name, value) in layer {
-            values.insert(name.clone(), value.clone());
-            origins.insert(name.clone(), Origin::Inventory(format!("{path}.{name}")));
+    let old = old_names(roles);
+    // Where each name is first set for this host, to tell an old name set beside its
+    // new one.
+    let mut set_at: BTreeMap<&str, String> = BTreeMap::new();
+    for (path, layer) in &layers {
+        for name in layer.keys() {
+            set_at
+                .entry(name.as_str())
+                .or_insert_with(|| format!("{path}.{name}"));
+        }
+    }
+    for (path, layer) in &layers {
+        for (name, value) in *layer {
+            let at = format!("{path}.{name}");
+            let Some(new_names) = old.get(name.as_str()) else {
+                values.insert(name.clone(), value.clone());
+                origins.insert(name.clone(), Origin::Inventory(at));
+                continue;
+            };
+            for (new_name, role) in new_names {
+                match set_at.get(new_name) {
+                    // Which of the two the admin means is anyone's guess.
+                    Some(new_at) => problems.push(
+                        Diagnostic::at_key(
+                            &inventory.source,
+                            &at,
+                            format!(
+                                "host `{}` sets both `{name}` and `{new_name}`, its new name (role {role}): which value is meant is not clear",
+                                host.name
+                            ),
+                        )
+                        .help(format!(
+                            "remove `{name}` and keep `{new_name}` (set at {}:{})",
+                            inventory.source.path.display(),
+                            inventory
+                                .source
+                                .key_position(new_at)
+                                .map(|p| p.to_string())
+                                .unwrap_or_else(|| new_at.clone())
+                        )),
+                    ),
+                    None => {
+                        values.insert(new_name.to_string(), value.clone());
+                        origins.insert(new_name.to_string(), Origin::Inventory(at.clone()));
+                    }
+                }
+            }
+            uses.push(OldNameUse {
+                at,
+                old: name.clone(),
+                new: new_names
+                    .iter()
+                    .map(|(new_name, role)| (new_name.to_string(), role.to_string()))
+                    .collect(),
+            });
         }
     }
 
@@ -73,7 +219,6 @@ pub fn resolve(
         }
     }
 
-    let mut problems = InvalidInput::default();
     // A variable the host must set and did not; `since` says why, when not always.
     let missing = |name: &str, role: &Role, description: &str, since: Option<String>| {
         Diagnostic::at_key(
@@ -119,6 +264,14 @@ pub fn resolve(
                             None => message,
                         });
                     if let Err(message) = checked {
+                        // Set under its old name: say so, since the line shows that one.
+                        let old_name = match &origins[name] {
+                            Origin::Inventory(path) if !path.ends_with(&format!(".{name}")) => path
+                                .rsplit('.')
+                                .next()
+                                .map(|old| format!(", set as `{old}`, its old name")),
+                            _ => None,
+                        };
                         let (source, path): (&SourceFile, String) = match &origins[name] {
                             _ if picked.contains_key(name.as_str()) => {
                                 (&inventory.source, format!("hosts.{}.roles", host.name))
@@ -130,7 +283,11 @@ pub fn resolve(
                             Diagnostic::at(
                                 source,
                                 &path,
-                                format!("variable `{name}` (role {}): {message}", role.name),
+                                format!(
+                                    "variable `{name}` (role {}{}): {message}",
+                                    role.name,
+                                    old_name.unwrap_or_default()
+                                ),
                             )
                             .help(format!("`{name}`: {}", variable.description.trim())),
                         );
@@ -141,7 +298,8 @@ pub fn resolve(
     }
     // A host variable no role declares is most likely a typo.
     for name in inventory.entry(&host.name).vars.keys() {
-        let declared = roles.iter().any(|r| r.file.variables.contains_key(name));
+        let declared = roles.iter().any(|r| r.file.variables.contains_key(name))
+            || old.contains_key(name.as_str());
         if !declared {
             let close: Vec<&str> = roles
                 .iter()
@@ -162,7 +320,10 @@ pub fn resolve(
         }
     }
     problems.into_result()?;
-    Ok(values)
+    Ok(Resolved {
+        values,
+        old_names: uses,
+    })
 }
 
 /// A role naming a certificate uses it from its first run: the certs role, which orders
@@ -238,11 +399,12 @@ pub fn check_declared(
         else {
             continue;
         };
+        let old = old_names(&scope_roles);
         for name in layer.keys() {
-            if scope_roles
+            let declared = scope_roles
                 .iter()
-                .any(|r| r.file.variables.contains_key(name))
-            {
+                .any(|r| r.file.variables.contains_key(name));
+            if declared || old.contains_key(name.as_str()) {
                 continue;
             }
             let close = scope_roles
@@ -295,4 +457,107 @@ fn similar_names(a: &str, b: &str) -> bool {
         previous = current;
     }
     previous[b.len()] <= 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::role::RoleFile;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn role(name: &str, text: &str) -> Role {
+        Role {
+            name: name.to_string(),
+            file: serde_yaml::from_str::<RoleFile>(text).expect("a role"),
+            source: SourceFile::new(Path::new(&format!("roles/{name}.yml")), text.to_string()),
+            templates: Default::default(),
+        }
+    }
+
+    fn inventory(text: &str) -> Inventory {
+        Inventory {
+            file: serde_yaml::from_str(text).expect("an inventory"),
+            source: SourceFile::new(Path::new("inventory.yml"), text.to_string()),
+        }
+    }
+
+    fn roles() -> (Role, Role) {
+        (
+            role(
+                "base",
+                "description: d\nvariables:\n  base_hostname: {description: d, type: hostname, renamed_from: hostname}\n  base_admin_email: {description: d, default: root, renamed_from: admin_email}\n",
+            ),
+            role(
+                "ups",
+                "description: d\nvariables:\n  ups_admin_email: {description: d, default: root, renamed_from: admin_email}\n",
+            ),
+        )
+    }
+
+    #[test]
+    fn an_old_name_sets_every_variable_renamed_from_it_and_is_recorded() {
+        let (base, ups) = roles();
+        let inventory = inventory(
+            "vars: {admin_email: admins@club.example}\nhosts:\n  cupboard: {roles: [base, ups], vars: {hostname: cupboard}}\n",
+        );
+        let host = &inventory.select(&[]).expect("hosts")[0];
+        let resolved = resolve(&inventory, host, &[&base, &ups]).expect("resolves");
+        assert_eq!(resolved.values["base_hostname"], json!("cupboard"));
+        assert_eq!(
+            resolved.values["base_admin_email"],
+            json!("admins@club.example")
+        );
+        assert_eq!(
+            resolved.values["ups_admin_email"],
+            json!("admins@club.example")
+        );
+        // The old names themselves are no variables the templates see.
+        assert!(!resolved.values.contains_key("hostname"));
+        assert!(!resolved.values.contains_key("admin_email"));
+        let warnings = old_name_warnings(&inventory, &resolved.old_names);
+        let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].starts_with("warning: inventory.yml:1:8: variable `admin_email` is now called `base_admin_email` (role base) and `ups_admin_email` (role ups)"), "{}", text[0]);
+        assert!(text[1].starts_with("warning: inventory.yml:3:41: variable `hostname` is now called `base_hostname` (role base)"), "{}", text[1]);
+    }
+
+    #[test]
+    fn an_old_name_beside_its_new_one_is_refused_wherever_each_is_set() {
+        let (base, ups) = roles();
+        for text in [
+            "hosts:\n  cupboard: {roles: [base], vars: {hostname: a, base_hostname: b}}\n",
+            "vars: {hostname: a}\nhosts:\n  cupboard: {roles: [base], vars: {base_hostname: b}}\n",
+            "vars: {base_hostname: b}\nhosts:\n  cupboard: {roles: [base], vars: {hostname: a}}\n",
+        ] {
+            let inventory = inventory(text);
+            let host = &inventory.select(&[]).expect("hosts")[0];
+            let invalid = resolve(&inventory, host, &[&base, &ups]).expect_err(text);
+            assert!(
+                invalid
+                    .to_string()
+                    .contains("sets both `hostname` and `base_hostname`, its new name (role base)"),
+                "{invalid}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_that_a_role_still_has_is_that_variable() {
+        // A site's role `admin` may have `admin_email`: it is its variable, not base's
+        // old name, so it sets neither base's nor ups's.
+        let (base, ups) = roles();
+        let admin = role(
+            "admin",
+            "description: d\nvariables:\n  admin_email: {description: d, default: x}\n",
+        );
+        let inventory = inventory(
+            "hosts:\n  cupboard: {roles: [base, ups, admin], vars: {base_hostname: c, admin_email: me}}\n",
+        );
+        let host = &inventory.select(&[]).expect("hosts")[0];
+        let resolved = resolve(&inventory, host, &[&base, &ups, &admin]).expect("resolves");
+        assert_eq!(resolved.values["admin_email"], json!("me"));
+        assert_eq!(resolved.values["base_admin_email"], json!("root"));
+        assert!(resolved.old_names.is_empty());
+    }
 }

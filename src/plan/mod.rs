@@ -34,6 +34,14 @@ pub fn template_data(vars: &Map<String, Value>, facts: &Facts, host: &str) -> Va
     Value::Object(data)
 }
 
+/// The bundles for the selected hosts, and the warnings about the input: what works
+/// but should change (a variable set under its old name), each once.
+#[derive(Debug)]
+pub struct Prepared {
+    pub bundles: Vec<Bundle>,
+    pub warnings: Vec<Diagnostic>,
+}
+
 /// Loads, checks and renders everything the selected hosts need.
 pub fn prepare(
     inventory: &Inventory,
@@ -41,7 +49,7 @@ pub fn prepare(
     hosts: &[Host],
     job: &Job,
     operator: &str,
-) -> Result<Vec<Bundle>, InvalidInput> {
+) -> Result<Prepared, InvalidInput> {
     let mut problems = InvalidInput::default();
     let mut roles: BTreeMap<String, Option<Role>> = BTreeMap::new();
     for host in hosts {
@@ -82,6 +90,7 @@ pub fn prepare(
 
     let placeholder = Facts::placeholder();
     let mut bundles = Vec::new();
+    let mut old_names = Vec::new();
     let mut problems = InvalidInput::default();
     if let Err(invalid) = check_inventory_variables(inventory, site, &roles) {
         problems.diagnostics.extend(invalid.diagnostics);
@@ -93,7 +102,10 @@ pub fn prepare(
             .filter_map(|name| roles.get(name)?.as_ref())
             .collect();
         let vars = match vars::resolve(inventory, host, &host_roles) {
-            Ok(vars) => vars,
+            Ok(resolved) => {
+                old_names.extend(resolved.old_names);
+                resolved.values
+            }
             Err(invalid) => {
                 problems.diagnostics.extend(invalid.diagnostics);
                 continue;
@@ -190,7 +202,11 @@ pub fn prepare(
         });
     }
     problems.into_result()?;
-    Ok(bundles)
+    Ok(Prepared {
+        bundles,
+        // A global or group variable warns once, not once per host.
+        warnings: vars::old_name_warnings(inventory, &old_names),
+    })
 }
 
 /// Global and group variables no role declares (see [`vars::check_declared`]). Those

@@ -137,12 +137,14 @@ impl Site {
 
 /// The conventions that make a role readable as documentation (roles/web.yml and
 /// roles/certs.yml are the models): every task's name is a sentence saying what it
-/// does, and every variable is documented. Checked at load, so that a
-/// role that breaks them is refused like any other malformed role.
+/// does, every variable is documented, and every variable carries the role's prefix.
+/// Checked at load, so that a role that breaks them is refused like any other
+/// malformed role.
 ///
-/// Not checked here: that variables carry the role's prefix (see
-/// [`variables_without_prefix`]); the shipped base, ups and watchdog roles still have
-/// unprefixed variables that inventories and tests name.
+/// The prefix keeps the one namespace of an inventory's variables readable: a host's
+/// roles share it, so `hostname` or `admin_email` would say neither which role reads
+/// it nor whether two roles read the same one. A variable renamed to gain its prefix
+/// keeps its old name in `renamed_from:`, which inventories may still use.
 fn lint_conventions(role: &Role, problems: &mut InvalidInput) {
     for (index, task) in role.file.tasks.iter().enumerate() {
         if let Err(message) = sentence(&task.name) {
@@ -155,6 +157,19 @@ fn lint_conventions(role: &Role, problems: &mut InvalidInput) {
                 .help("task names are the role's documentation: say what the task does, as in `Install nginx.`"),
             );
         }
+    }
+    let prefix = variable_prefix(&role.name);
+    for name in variables_without_prefix(role) {
+        problems.push(
+            Diagnostic::at_key(
+                &role.source,
+                &format!("variables.{name}"),
+                format!("variable `{name}` does not start with the role's prefix `{prefix}`"),
+            )
+            .help(format!(
+                "rename it `{prefix}{name}` (or another name starting with `{prefix}`) in the role, its templates and the inventories; add `renamed_from: {name}` to it so that inventories setting `{name}` keep working"
+            )),
+        );
     }
     for (name, variable) in &role.file.variables {
         // A variable without `default:` is required, which `placard roles show` says;
@@ -186,10 +201,14 @@ fn sentence(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The role's variables whose names do not start with the role's prefix (`grub-pin` →
-/// `grub_pin_`), for `placard roles` and the tests; not yet a load error.
-pub fn variables_without_prefix(role: &Role) -> Vec<&str> {
-    let prefix = format!("{}_", role.name.replace('-', "_"));
+/// The prefix of a role's variables: `grub-pin` → `grub_pin_`.
+fn variable_prefix(role: &str) -> String {
+    format!("{}_", role.replace('-', "_"))
+}
+
+/// The role's variables whose names do not start with the role's prefix.
+fn variables_without_prefix(role: &Role) -> Vec<&str> {
+    let prefix = variable_prefix(&role.name);
     role.file
         .variables
         .keys()
@@ -236,6 +255,24 @@ impl Role {
                         &format!("variables.{name}.required_when.{condition}"),
                         format!("`{condition}` is not a variable of this role"),
                     ));
+                }
+            }
+            if let Some(old) = &variable.renamed_from {
+                let at = format!("variables.{name}.renamed_from");
+                if let Err(message) = variable::check_name(old) {
+                    problems.push(Diagnostic::at(source, &at, message));
+                } else if self.file.variables.contains_key(old) {
+                    problems.push(
+                        Diagnostic::at(source, &at, format!("`{old}` is still a variable of this role, so it cannot be the old name of `{name}`"))
+                            .help("an old name is one the role no longer declares"),
+                    );
+                } else if let Some((other, _)) = self.file.variables.iter().find(|(other, v)| {
+                    *other != name && v.renamed_from.as_deref() == Some(old.as_str())
+                }) {
+                    problems.push(
+                        Diagnostic::at(source, &at, format!("`{old}` is already the old name of `{other}`: an inventory setting it would set both"))
+                            .help("give each variable its own old name, or none"),
+                    );
                 }
             }
             if let Some(covered) = &variable.covers {
@@ -383,41 +420,44 @@ mod tests {
         assert!(sentence("").is_err());
     }
 
-    /// Every shipped role loads, so it passes the lint; and no role gains a variable
-    /// without its prefix. The list below may only shrink: these names are in
-    /// inventories and tests, and renaming them is a change of the roles' interface.
+    /// Every shipped role loads, so it passes the lint, prefix included. The old names
+    /// below are the roles' interface before the prefix rule: inventories still set
+    /// them, so they stay until a release says they go.
     #[test]
     fn shipped_roles_keep_the_conventions() {
         let site = Site::new(Path::new(env!("CARGO_MANIFEST_DIR")));
-        let mut unprefixed = Vec::new();
+        let mut renamed = Vec::new();
         for name in site.role_names().expect("the roles folder") {
             let role = site
                 .load_role(&name)
                 .unwrap_or_else(|e| panic!("role {name}: {e:?}"));
-            for variable in variables_without_prefix(&role) {
-                unprefixed.push(format!("{name}.{variable}"));
+            assert!(variables_without_prefix(&role).is_empty(), "role {name}");
+            for (variable, declared) in &role.file.variables {
+                if let Some(old) = &declared.renamed_from {
+                    renamed.push(format!("{name}.{old} → {variable}"));
+                }
             }
         }
         assert_eq!(
-            unprefixed,
+            renamed,
             [
-                "base.hostname",
-                "base.admin_users",
-                "base.admin_email",
-                "base.permit_root_login",
-                "base.timezone",
-                "base.journal_max_use",
-                "base.automatic_reboot",
-                "ups.upsd_port",
-                "ups.admin_email",
-                "watchdog.bmc_watchdog_timeout",
-                "watchdog.bmc_watchdog_action",
-                "watchdog.bmc_watchdog_reset_interval",
-                "watchdog.bmc_watchdog_log",
-                "watchdog.bmc_watchdog_clear_flags",
-                "watchdog.systemd_watchdog_runtime",
-                "watchdog.systemd_watchdog_reboot",
-                "watchdog.systemd_watchdog_module",
+                "base.hostname → base_hostname",
+                "base.admin_users → base_admin_users",
+                "base.admin_email → base_admin_email",
+                "base.permit_root_login → base_permit_root_login",
+                "base.timezone → base_timezone",
+                "base.journal_max_use → base_journal_max_use",
+                "base.automatic_reboot → base_automatic_reboot",
+                "ups.upsd_port → ups_upsd_port",
+                "ups.admin_email → ups_admin_email",
+                "watchdog.bmc_watchdog_timeout → watchdog_bmc_timeout",
+                "watchdog.bmc_watchdog_action → watchdog_bmc_action",
+                "watchdog.bmc_watchdog_reset_interval → watchdog_bmc_reset_interval",
+                "watchdog.bmc_watchdog_log → watchdog_bmc_log",
+                "watchdog.bmc_watchdog_clear_flags → watchdog_bmc_clear_flags",
+                "watchdog.systemd_watchdog_runtime → watchdog_systemd_runtime",
+                "watchdog.systemd_watchdog_reboot → watchdog_systemd_reboot",
+                "watchdog.systemd_watchdog_module → watchdog_systemd_module",
             ]
         );
     }

@@ -45,6 +45,11 @@ pub struct Variable {
     /// lineage that covers it, when the host has one (see [`pick_lineage`]).
     #[serde(default)]
     pub covers: Option<String>,
+    /// The variable's old name, from before it carried the role's prefix (base's
+    /// `hostname`, now `base_hostname`): an inventory that still sets the old name keeps
+    /// working, with a warning naming both (see [`crate::inventory::vars::resolve`]).
+    #[serde(default)]
+    pub renamed_from: Option<String>,
 }
 
 impl Variable {

@@ -47,7 +47,7 @@ impl Testbed {
             dir,
             _port: reservation,
         };
-        bed.write_inventory("roles: [base]\n    vars:\n      hostname: e2e-host\n");
+        bed.write_inventory("roles: [base]\n    vars:\n      base_hostname: e2e-host\n");
         bed
     }
 
