@@ -175,6 +175,40 @@ pub fn run_planned<R: Planned>(resource: &R, context: &mut Context) -> anyhow::R
     }
 }
 
+/// For the tables of plan cases in the resources' tests.
+#[cfg(test)]
+pub mod testing {
+    use super::{Change, Context, Planned};
+
+    /// Asserts that `resource` plans `action` for `current` and says `says`, or, when
+    /// no action is expected, maybe fails with an error that contains `says`. Returns
+    /// the change, when there is one, for further checks.
+    pub fn expect_plan<R: Planned>(
+        resource: &R,
+        current: &R::Current,
+        context: &Context,
+        action: Option<R::Action>,
+        says: &str,
+    ) -> Option<Change<R::Action>>
+    where
+        R::Current: std::fmt::Debug,
+        R::Action: std::fmt::Debug + PartialEq,
+    {
+        match resource.plan(current, context) {
+            Ok(change) => {
+                assert_eq!(change.action, action, "{current:?}");
+                assert_eq!(change.reason, says, "{current:?}");
+                Some(change)
+            }
+            Err(error) => {
+                assert!(action.is_none(), "{current:?}: {error}");
+                assert!(error.to_string().contains(says), "{error}");
+                None
+            }
+        }
+    }
+}
+
 macro_rules! define_spec {
     ($($key:ident => $variant:ident($spec:ty)),* $(,)?) => {
         /// One resource as written in a task: exactly one of these keys appears in a task.

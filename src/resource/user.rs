@@ -273,6 +273,7 @@ fn supplementary_groups(name: &str) -> Result<BTreeSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::testing::expect_plan;
 
     fn spec() -> UserSpec {
         UserSpec {
@@ -386,16 +387,7 @@ mod tests {
             ),
         ];
         for (spec, found, action, says) in cases {
-            match spec.plan(&found, &context) {
-                Ok(change) => {
-                    assert_eq!(change.action, action, "{spec:?}");
-                    assert_eq!(change.reason, says);
-                }
-                Err(error) => {
-                    assert!(action.is_none());
-                    assert!(error.to_string().contains(says), "{error}");
-                }
-            }
+            expect_plan(&spec, &found, &context, action, says);
         }
     }
 
