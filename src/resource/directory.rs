@@ -144,6 +144,7 @@ impl Planned for DirectorySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::testing::expect_plan;
 
     #[test]
     fn plan_cases() {
@@ -190,16 +191,7 @@ mod tests {
                 found,
                 wanted: Ok(wanted),
             };
-            match spec.plan(&current, &context) {
-                Ok(change) => {
-                    assert_eq!(change.action, action, "{found:?}");
-                    assert_eq!(change.reason, says);
-                }
-                Err(error) => {
-                    assert!(action.is_none());
-                    assert!(error.to_string().contains(says), "{error}");
-                }
-            }
+            expect_plan(&spec, &current, &context, action, says);
         }
         let waiting = Current {
             found: Found::Nothing,

@@ -1,8 +1,12 @@
 //! `file`: a file's content, owner, group and mode.
 //!
 //! Content comes inline (`content:`), from a handlebars template (`template:`) or
-//! verbatim from the templates folder (`copy:`); by the time `run` sees the spec, the
+//! verbatim from the templates folder (`copy:`); by the time the task runs, the
 //! controller or agent has rendered it into `content` (see [`crate::template`]).
+//!
+//! A run looks at the file, its owner and mode, and looks up the owner asked for; the
+//! plan (pure) decides what changes, the diff and the new file's mode; only the apply
+//! writes, and a check run never reaches it.
 //!
 //! A changed file is written to a temporary file beside the target and renamed over
 //! it, so a reader never sees half a file. When the spec has `validate:`, the new content
@@ -13,12 +17,12 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome, Resource};
+use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{self, deadline};
 use crate::system::journal::{self, Step};
@@ -109,94 +113,163 @@ impl Resource for FileSpec {
     }
 
     fn run(&self, context: &mut Context) -> Result<Outcome> {
-        let path = PathBuf::from(&self.path);
-        let sensitive = self.secret || context.sensitive;
-        context.sensitive = sensitive;
+        run_planned(self, context)
+    }
+}
+
+/// What the host has at the file's path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Current {
+    /// For a file that should exist.
+    Present {
+        /// What reading the path gives (through a link); None when there is nothing.
+        content: Option<Vec<u8>>,
+        /// The uid, gid and permission bits of what is at the path (a link's own).
+        found: Option<(u32, u32, u32)>,
+        /// The owner and mode the spec asks for, looked up (or, in a check run, why they
+        /// cannot be yet: a task before would create the account).
+        wanted: Result<Wanted, String>,
+    },
+    /// For `state: absent`: what is at the path.
+    Absent(Found),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Found {
+    Nothing,
+    /// A directory, which a file task does not remove.
+    Directory,
+    /// A file or a link.
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    /// Write the spec's content with these attributes, through [`replace`]: validated
+    /// before it replaces the old file, when the spec has `validate:`.
+    Write(Attributes),
+    Remove,
+}
+
+impl Planned for FileSpec {
+    type Current = Current;
+    type Action = Action;
+
+    fn observe(&self, context: &mut Context) -> Result<Current> {
+        let path = Path::new(&self.path);
         if self.state == FileState::Absent {
-            return remove(&path, context);
+            return Ok(Current::Absent(match fs::symlink_metadata(path) {
+                Err(_) => Found::Nothing,
+                Ok(metadata) if metadata.is_dir() => Found::Directory,
+                Ok(_) => Found::File,
+            }));
         }
-        let desired = self.content.clone().unwrap_or_default();
-        let current = match fs::read(&path) {
+        let content = match fs::read(path) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path)),
         };
-        let (owner, mode) = match attributes(
+        let wanted = attributes(
             &self.path,
             self.owner.as_deref(),
             self.group.as_deref(),
             self.mode.as_deref(),
             context,
-        )? {
-            Ok(attributes) => attributes,
-            Err(outcome) => return Ok(outcome),
-        };
+        )?
+        .map_err(|outcome| outcome.reason);
+        let found = fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.uid(), m.gid(), m.mode() & 0o7777));
+        Ok(Current::Present {
+            content,
+            found,
+            wanted,
+        })
+    }
 
-        let content_changed = current.as_deref() != Some(desired.as_bytes());
-        let metadata = fs::symlink_metadata(&path).ok();
-        let attributes = attribute_changes(metadata.as_ref(), owner, mode);
-        if !content_changed && attributes.is_empty() {
-            return Ok(Outcome::unchanged(format!("{} is up to date", self.path)));
+    fn plan(&self, current: &Current, context: &Context) -> Result<Change<Action>> {
+        let (content, found, wanted) = match current {
+            Current::Absent(Found::Nothing) => {
+                return Ok(Change::none(format!("{} is absent", self.path)))
+            }
+            Current::Absent(Found::Directory) => bail!(
+                "{} is a directory; use a `directory` task to remove it",
+                self.path
+            ),
+            Current::Absent(Found::File) => {
+                return Ok(Change::to(Action::Remove, format!("remove {}", self.path)))
+            }
+            Current::Present {
+                content,
+                found,
+                wanted,
+            } => (content.as_deref(), *found, wanted),
+        };
+        let sensitive = self.secret || context.sensitive;
+        // A new file takes the mode asked for, or the old file's, or 0644 — 0600 when it
+        // holds a secret.
+        let fresh = if sensitive { 0o600 } else { 0o644 };
+        let (owner, mode) = match wanted {
+            Ok(wanted) => *wanted,
+            // Only in a check run, which never applies it.
+            Err(reason) => {
+                let write = Action::Write(Attributes::mode(fresh));
+                return Ok(Change::to(write, reason.clone()));
+            }
+        };
+        let desired = self.content.as_deref().unwrap_or_default().as_bytes();
+        let content_changed = content != Some(desired);
+        let attribute_changes = found
+            .map(|found| differences(found, owner, mode))
+            .unwrap_or_default();
+        if !content_changed && attribute_changes.is_empty() {
+            return Ok(Change::none(format!("{} is up to date", self.path)));
         }
         let diff = if !content_changed {
             None
         } else if sensitive {
             Some(crate::diff::hidden(&self.path))
         } else {
-            Some(crate::diff::unified(
-                &self.path,
-                current.as_deref(),
-                Some(desired.as_bytes()),
-            ))
+            Some(crate::diff::unified(&self.path, content, Some(desired)))
         };
         let mut what = Vec::new();
-        if current.is_none() {
+        if content.is_none() {
             what.push("create".to_string());
         } else if content_changed {
             what.push("update content".to_string());
         }
-        what.extend(attributes);
-        context.record_change(&path);
-        if !context.check {
-            // A new file takes the mode asked for, or the old file's, or 0644 — 0600
-            // when it holds a secret.
-            let mode = mode
-                .or(metadata.as_ref().map(|m| m.mode() & 0o7777))
-                .unwrap_or(if sensitive { 0o600 } else { 0o644 });
-            let uid_gid = owner
-                .or(metadata.as_ref().map(|m| (Some(m.uid()), Some(m.gid()))))
-                .unwrap_or((None, None));
-            let attributes = Attributes {
-                mode,
-                uid: uid_gid.0,
-                gid: uid_gid.1,
-            };
-            replace(
-                &path,
-                desired.as_bytes(),
-                attributes,
-                self.validate.as_deref(),
-                context,
-            )?;
-        }
-        Ok(Outcome::changed(format!("{}: {}", self.path, what.join(", "))).with_diff(diff))
+        what.extend(attribute_changes);
+        let (uid, gid) = owner
+            .or(found.map(|(uid, gid, _)| (Some(uid), Some(gid))))
+            .unwrap_or((None, None));
+        let attributes = Attributes {
+            mode: mode.or(found.map(|(_, _, mode)| mode)).unwrap_or(fresh),
+            uid,
+            gid,
+        };
+        let reason = format!("{}: {}", self.path, what.join(", "));
+        Ok(Change::to(Action::Write(attributes), reason).with_diff(diff))
     }
-}
 
-fn remove(path: &Path, context: &mut Context) -> Result<Outcome> {
-    match fs::symlink_metadata(path) {
-        Err(_) => Ok(Outcome::unchanged(format!("{} is absent", path.display()))),
-        Ok(metadata) if metadata.is_dir() => bail!(
-            "{} is a directory; use a `directory` task to remove it",
-            path.display()
-        ),
-        Ok(_) => {
-            context.record_change(path);
-            if !context.check {
-                fs::remove_file(path)
-                    .with_context(|| format!("cannot remove {}", path.display()))?;
+    fn apply(&self, action: &Action, context: &mut Context) -> Result<()> {
+        let path = Path::new(&self.path);
+        // Before the change is recorded, so that a secret file is kept out of git.
+        context.sensitive |= self.secret;
+        context.record_change(path);
+        match action {
+            Action::Write(attributes) => {
+                let content = self.content.as_deref().unwrap_or_default();
+                replace(
+                    path,
+                    content.as_bytes(),
+                    *attributes,
+                    self.validate.as_deref(),
+                    context,
+                )
             }
-            Ok(Outcome::changed(format!("remove {}", path.display())))
+            Action::Remove => {
+                fs::remove_file(path).with_context(|| format!("cannot remove {}", self.path))
+            }
         }
     }
 }
@@ -253,22 +326,6 @@ pub fn resolve_owner(owner: Option<&str>, group: Option<&str>) -> Result<Option<
         })
         .transpose()?;
     Ok(Some((uid, gid)))
-}
-
-/// What differs in owner, group and mode, in words.
-pub fn attribute_changes(
-    metadata: Option<&fs::Metadata>,
-    owner: Option<Owner>,
-    mode: Option<u32>,
-) -> Vec<String> {
-    match metadata {
-        Some(metadata) => differences(
-            (metadata.uid(), metadata.gid(), metadata.mode() & 0o7777),
-            owner,
-            mode,
-        ),
-        None => Vec::new(),
-    }
 }
 
 /// What differs between what is there (uid, gid, permission bits) and what is
@@ -395,6 +452,7 @@ fn run_validator(argv: &[String], path: &Path, context: &Context) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::testing::expect_plan;
     use crate::system::journal::Journal;
 
     fn spec(path: &Path, content: &str) -> FileSpec {
@@ -410,6 +468,128 @@ mod tests {
             secret: false,
             state: FileState::Present,
         }
+    }
+
+    #[test]
+    fn plan_cases() {
+        let spec = spec(Path::new("/etc/motd"), "hello\n");
+        let present = |content: Option<&str>, found: Option<(u32, u32, u32)>| Current::Present {
+            content: content.map(|c| c.as_bytes().to_vec()),
+            found,
+            wanted: Ok((Some((Some(0), Some(4))), Some(0o640))),
+        };
+        let write = |mode, uid, gid| {
+            Some(Action::Write(Attributes {
+                mode,
+                uid: Some(uid),
+                gid: Some(gid),
+            }))
+        };
+        let context = Context::new(false);
+        // (what is there, the action, the reason or error, whether there is a diff)
+        let cases = [
+            (
+                present(None, None),
+                write(0o640, 0, 4),
+                "/etc/motd: create",
+                true,
+            ),
+            (
+                present(Some("hello\n"), Some((0, 4, 0o640))),
+                None,
+                "/etc/motd is up to date",
+                false,
+            ),
+            (
+                present(Some("hi\n"), Some((0, 4, 0o640))),
+                write(0o640, 0, 4),
+                "/etc/motd: update content",
+                true,
+            ),
+            (
+                present(Some("hello\n"), Some((0, 4, 0o644))),
+                write(0o640, 0, 4),
+                "/etc/motd: mode 0644 → 0640",
+                false,
+            ),
+            (
+                present(Some("hi\n"), Some((1000, 1000, 0o600))),
+                write(0o640, 0, 4),
+                "/etc/motd: update content, owner, group, mode 0600 → 0640",
+                true,
+            ),
+            (
+                Current::Absent(Found::Nothing),
+                None,
+                "/etc/motd is absent",
+                false,
+            ),
+            (
+                Current::Absent(Found::File),
+                Some(Action::Remove),
+                "remove /etc/motd",
+                false,
+            ),
+            (
+                Current::Absent(Found::Directory),
+                None,
+                "is a directory; use a `directory` task",
+                false,
+            ),
+        ];
+        for (current, action, says, diffed) in cases {
+            if let Some(change) = expect_plan(&spec, &current, &context, action, says) {
+                assert_eq!(change.diff.is_some(), diffed, "{says}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_file_takes_the_mode_asked_for_or_the_old_files_or_a_default() {
+        let bare = FileSpec {
+            mode: None,
+            ..spec(Path::new("/etc/app.conf"), "new\n")
+        };
+        let current = |content: Option<&str>, found| Current::Present {
+            content: content.map(|c| c.as_bytes().to_vec()),
+            found,
+            wanted: Ok((None, None)),
+        };
+        let mut secret_context = Context::new(false);
+        secret_context.sensitive = true;
+        let public = Context::new(false);
+        // (what is there, whether it holds a secret, the attributes written)
+        let cases = [
+            (current(None, None), &public, Attributes::mode(0o644)),
+            (
+                current(None, None),
+                &secret_context,
+                Attributes::mode(0o600),
+            ),
+            (
+                current(Some("old\n"), Some((0, 110, 0o640))),
+                &secret_context,
+                Attributes {
+                    mode: 0o640,
+                    uid: Some(0),
+                    gid: Some(110),
+                },
+            ),
+        ];
+        for (current, context, attributes) in cases {
+            let change = bare.plan(&current, context).expect("a plan");
+            assert_eq!(change.action, Some(Action::Write(attributes)));
+            let diff = change.diff.expect("a diff");
+            assert_eq!(diff.contains("+new"), !context.sensitive, "{diff}");
+        }
+        let waiting = Current::Present {
+            content: None,
+            found: None,
+            wanted: Err("/etc/app.conf: would be written once the account exists".into()),
+        };
+        let change = bare.plan(&waiting, &public).expect("a plan");
+        assert!(change.reason.ends_with("once the account exists"));
+        assert!(change.action.is_some() && change.diff.is_none());
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl Planned for GroupSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::testing::expect_plan;
 
     #[test]
     fn plan_cases() {
@@ -89,16 +90,7 @@ mod tests {
             (Some(900), Some(120), None, "exists with gid 120, not 900"),
         ];
         for (wanted, found, action, says) in cases {
-            match spec(wanted).plan(&found, &context) {
-                Ok(change) => {
-                    assert_eq!(change.action, action, "{wanted:?} {found:?}");
-                    assert_eq!(change.reason, says);
-                }
-                Err(error) => {
-                    assert!(action.is_none());
-                    assert!(error.to_string().contains(says), "{error}");
-                }
-            }
+            expect_plan(&spec(wanted), &found, &context, action, says);
         }
     }
 }

@@ -16,7 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::file::replace;
-use super::{check, Context, FieldError, Outcome, Resource};
+use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::atomic::Attributes;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,21 +91,26 @@ impl Resource for LineSpec {
     }
 
     fn run(&self, context: &mut Context) -> Result<Outcome> {
+        run_planned(self, context)
+    }
+}
+
+impl Planned for LineSpec {
+    type Current = Found;
+    type Action = Write;
+
+    fn observe(&self, _context: &mut Context) -> Result<Found> {
+        Found::read(&self.path, self.create)
+    }
+
+    fn plan(&self, found: &Found, context: &Context) -> Result<Change<Write>> {
         let pattern = self.pattern.as_deref().map(Regex::new).transpose()?;
-        let current = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create => String::new(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path)),
-        };
-        let edited = edit_line(&current, &self.line, pattern.as_ref(), self.state);
-        write_edit(
-            &self.path,
-            &current,
-            edited,
-            self.validate.as_deref(),
-            context,
-            "line",
-        )
+        let edited = edit_line(&found.text, &self.line, pattern.as_ref(), self.state);
+        Ok(plan_edit(&self.path, found, edited, "line", context))
+    }
+
+    fn apply(&self, write: &Write, context: &mut Context) -> Result<()> {
+        write.apply(&self.path, self.validate.as_deref(), context)
     }
 }
 
@@ -138,63 +143,111 @@ impl Resource for SettingSpec {
     }
 
     fn run(&self, context: &mut Context) -> Result<Outcome> {
-        let current = match fs::read_to_string(&self.path) {
+        run_planned(self, context)
+    }
+}
+
+impl Planned for SettingSpec {
+    type Current = Found;
+    type Action = Write;
+
+    fn observe(&self, _context: &mut Context) -> Result<Found> {
+        Found::read(&self.path, self.create)
+    }
+
+    fn plan(&self, found: &Found, context: &Context) -> Result<Change<Write>> {
+        let edited = edit_setting(&found.text, &self.key, &self.value, &self.separator);
+        let what = format!("{} {}", self.key, self.value);
+        Ok(plan_edit(&self.path, found, edited, &what, context))
+    }
+
+    fn apply(&self, write: &Write, context: &mut Context) -> Result<()> {
+        write.apply(&self.path, self.validate.as_deref(), context)
+    }
+}
+
+/// The file a line or setting task edits, as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// Empty when the file is missing and the task may create it.
+    pub text: String,
+    /// The file's uid, gid and permission bits; None when there is no file yet.
+    pub attributes: Option<(u32, u32, u32)>,
+}
+
+impl Found {
+    fn read(path: &str, create: bool) -> Result<Found> {
+        let text = match fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create => String::new(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
         };
-        let edited = edit_setting(&current, &self.key, &self.value, &self.separator);
-        write_edit(
-            &self.path,
-            &current,
-            edited,
-            self.validate.as_deref(),
+        let attributes = fs::metadata(path)
+            .ok()
+            .map(|m| (m.uid(), m.gid(), m.mode() & 0o7777));
+        Ok(Found { text, attributes })
+    }
+}
+
+/// The one thing a line or setting task does: write the edited text, keeping the
+/// file's owner and mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub text: String,
+    pub attributes: Attributes,
+}
+
+impl Write {
+    fn apply(&self, path: &str, validate: Option<&[String]>, context: &mut Context) -> Result<()> {
+        let path = Path::new(path);
+        context.record_change(path);
+        replace(
+            path,
+            self.text.as_bytes(),
+            self.attributes,
+            validate,
             context,
-            &format!("{} {}", self.key, self.value),
         )
     }
 }
 
-fn write_edit(
+/// What writing `edited` (None: the file already reads as wanted) over the file means:
+/// the reason names `what` was set, unless it holds a secret.
+fn plan_edit(
     path: &str,
-    current: &str,
+    found: &Found,
     edited: Option<String>,
-    validate: Option<&[String]>,
-    context: &mut Context,
     what: &str,
-) -> Result<Outcome> {
+    context: &Context,
+) -> Change<Write> {
     let what = if context.sensitive {
         "a setting that holds a secret"
     } else {
         what
     };
     let Some(edited) = edited else {
-        return Ok(Outcome::unchanged(format!("{path} already has {what}")));
+        return Change::none(format!("{path} already has {what}"));
     };
     let diff = if context.sensitive {
         crate::diff::hidden(path)
     } else {
-        crate::diff::unified(path, Some(current.as_bytes()), Some(edited.as_bytes()))
+        crate::diff::unified(path, Some(found.text.as_bytes()), Some(edited.as_bytes()))
     };
-    context.record_change(Path::new(path));
-    if !context.check {
-        let metadata = fs::metadata(path).ok();
-        // A new file holding a secret is root's alone.
-        let fresh = if context.sensitive { 0o600 } else { 0o644 };
-        let attributes = Attributes {
-            mode: metadata.as_ref().map_or(fresh, |m| m.mode() & 0o7777),
-            uid: metadata.as_ref().map(|m| m.uid()),
-            gid: metadata.as_ref().map(|m| m.gid()),
-        };
-        replace(
-            Path::new(path),
-            edited.as_bytes(),
-            attributes,
-            validate,
-            context,
-        )?;
-    }
-    Ok(Outcome::changed(format!("{path}: set {what}")).with_diff(Some(diff)))
+    // A new file holding a secret is root's alone.
+    let fresh = if context.sensitive { 0o600 } else { 0o644 };
+    let attributes = match found.attributes {
+        Some((uid, gid, mode)) => Attributes {
+            mode,
+            uid: Some(uid),
+            gid: Some(gid),
+        },
+        None => Attributes::mode(fresh),
+    };
+    let write = Write {
+        text: edited,
+        attributes,
+    };
+    Change::to(write, format!("{path}: set {what}")).with_diff(Some(diff))
 }
 
 /// The text with `line` present (or absent), or None when it already is.
@@ -369,5 +422,163 @@ mod tests {
             edit_line(text, "GRUB_TIMEOUT=5", None, LineState::Absent).as_deref(),
             Some("GRUB_DEFAULT=0\n")
         );
+    }
+
+    fn line(line: &str, pattern: Option<&str>, state: LineState) -> LineSpec {
+        LineSpec {
+            path: "/etc/default/grub".into(),
+            line: line.into(),
+            pattern: pattern.map(String::from),
+            state,
+            create: false,
+            validate: None,
+        }
+    }
+
+    fn found(text: &str) -> Found {
+        Found {
+            text: text.into(),
+            attributes: Some((0, 4, 0o640)),
+        }
+    }
+
+    #[test]
+    fn line_plan_cases() {
+        let text = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n";
+        let context = Context::new(false);
+        // (the spec, what the plan writes (None: nothing), the reason)
+        let cases = [
+            (
+                line("GRUB_TIMEOUT=5", None, LineState::Present),
+                None,
+                "/etc/default/grub already has line",
+            ),
+            (
+                line("GRUB_X=1", None, LineState::Present),
+                Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_X=1\n"),
+                "/etc/default/grub: set line",
+            ),
+            (
+                line("GRUB_TIMEOUT=2", Some("^GRUB_TIMEOUT="), LineState::Present),
+                Some("GRUB_DEFAULT=0\nGRUB_TIMEOUT=2\n"),
+                "/etc/default/grub: set line",
+            ),
+            (
+                line("GRUB_TIMEOUT=5", None, LineState::Absent),
+                Some("GRUB_DEFAULT=0\n"),
+                "/etc/default/grub: set line",
+            ),
+            (
+                line("", Some("^GRUB_X="), LineState::Absent),
+                None,
+                "/etc/default/grub already has line",
+            ),
+        ];
+        for (spec, writes, says) in cases {
+            let change = spec.plan(&found(text), &context).expect("a plan");
+            let written = change.action.as_ref().map(|w| w.text.as_str());
+            assert_eq!(written, writes, "{spec:?}");
+            assert_eq!(change.reason, says);
+            assert_eq!(change.diff.is_some(), writes.is_some());
+            if let Some(write) = change.action {
+                assert_eq!(
+                    write.attributes,
+                    Attributes {
+                        mode: 0o640,
+                        uid: Some(0),
+                        gid: Some(4)
+                    },
+                    "the file keeps its owner and mode"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn setting_plan_cases() {
+        let spec = |key: &str, value: &str| SettingSpec {
+            path: "/etc/ssh/sshd_config".into(),
+            key: key.into(),
+            value: value.into(),
+            separator: " ".into(),
+            create: true,
+            validate: None,
+        };
+        let mut secret = Context::new(false);
+        secret.sensitive = true;
+        let missing = Found {
+            text: String::new(),
+            attributes: None,
+        };
+        // (the spec, the file, whether the task holds a secret, the text written, the
+        // mode of a new file, the reason)
+        let cases = [
+            (
+                spec("X11Forwarding", "yes"),
+                found(SSHD),
+                false,
+                None,
+                None,
+                "/etc/ssh/sshd_config already has X11Forwarding yes",
+            ),
+            (
+                spec("X11Forwarding", "no"),
+                found(SSHD),
+                false,
+                Some(SSHD.replace("X11Forwarding yes", "X11Forwarding no")),
+                Some(0o640),
+                "/etc/ssh/sshd_config: set X11Forwarding no",
+            ),
+            (
+                spec("PasswordAuthentication", "no"),
+                found(SSHD),
+                false,
+                Some(SSHD.replace(
+                    "#PasswordAuthentication yes\n",
+                    "#PasswordAuthentication yes\nPasswordAuthentication no\n",
+                )),
+                Some(0o640),
+                "/etc/ssh/sshd_config: set PasswordAuthentication no",
+            ),
+            (
+                spec("Port", "2222"),
+                missing.clone(),
+                false,
+                Some("Port 2222\n".to_string()),
+                Some(0o644),
+                "/etc/ssh/sshd_config: set Port 2222",
+            ),
+            (
+                spec("Password", "hunter2"),
+                missing,
+                true,
+                Some("Password hunter2\n".to_string()),
+                Some(0o600),
+                "/etc/ssh/sshd_config: set a setting that holds a secret",
+            ),
+            (
+                spec("X11Forwarding", "yes"),
+                found(SSHD),
+                true,
+                None,
+                None,
+                "/etc/ssh/sshd_config already has a setting that holds a secret",
+            ),
+        ];
+        for (spec, found, sensitive, writes, mode, says) in cases {
+            let context = if sensitive {
+                &secret
+            } else {
+                &Context::new(false)
+            };
+            let change = spec.plan(&found, context).expect("a plan");
+            assert_eq!(change.action.as_ref().map(|w| &w.text), writes.as_ref());
+            assert_eq!(change.action.as_ref().map(|w| w.attributes.mode), mode);
+            assert_eq!(change.reason, says);
+            if let Some(diff) = change.diff {
+                assert!(!diff.contains("hunter2"), "{diff}");
+                assert_eq!(diff.contains("diff hidden"), sensitive, "{diff}");
+            }
+        }
     }
 }

@@ -12,10 +12,9 @@
 //! the host; the controller only validates them.
 //!
 //! Every resource implements [`Resource`] and is named once, in [`resources!`]: a new
-//! resource is its file, `pub mod` and one line of that list. Most split their run with
-//! [`Planned`] into observe, a pure plan that tables of cases test without a host, and
-//! apply. Not yet split: file, line/setting, package, user (grub_pin has its own pure
-//! `plan_pin`).
+//! resource is its file, `pub mod` and one line of that list. All but grub_pin (which
+//! has its own pure `plan_pin`) split their run with [`Planned`] into observe, a pure
+//! plan that tables of cases test without a host, and apply.
 
 pub mod command;
 pub mod directory;
@@ -124,6 +123,9 @@ pub struct Change<A> {
     /// What the report says once the action was done, when it differs from `reason`
     /// ("run x" in a check run, "ran x" after).
     pub done: Option<String>,
+    /// A unified diff of the change, for resources that write a file (see
+    /// [`Outcome::diff`]).
+    pub diff: Option<String>,
 }
 
 impl<A> Change<A> {
@@ -132,6 +134,7 @@ impl<A> Change<A> {
             reason: reason.into(),
             action: None,
             done: None,
+            diff: None,
         }
     }
 
@@ -140,12 +143,19 @@ impl<A> Change<A> {
             reason: reason.into(),
             action: Some(action),
             done: None,
+            diff: None,
         }
     }
 
     /// See [`Change::done`].
     pub fn once_done(mut self, done: impl Into<String>) -> Change<A> {
         self.done = Some(done.into());
+        self
+    }
+
+    /// See [`Change::diff`].
+    pub fn with_diff(mut self, diff: Option<String>) -> Change<A> {
+        self.diff = diff;
         self
     }
 }
@@ -156,10 +166,45 @@ pub fn run_planned<R: Planned>(resource: &R, context: &mut Context) -> anyhow::R
     let change = resource.plan(&current, context)?;
     match change.action {
         None => Ok(Outcome::unchanged(change.reason)),
-        Some(_) if context.check => Ok(Outcome::changed(change.reason)),
+        Some(_) if context.check => Ok(Outcome::changed(change.reason).with_diff(change.diff)),
         Some(action) => {
             resource.apply(&action, context)?;
-            Ok(Outcome::changed(change.done.unwrap_or(change.reason)))
+            let reason = change.done.unwrap_or(change.reason);
+            Ok(Outcome::changed(reason).with_diff(change.diff))
+        }
+    }
+}
+
+/// For the tables of plan cases in the resources' tests.
+#[cfg(test)]
+pub mod testing {
+    use super::{Change, Context, Planned};
+
+    /// Asserts that `resource` plans `action` for `current` and says `says`, or, when
+    /// no action is expected, maybe fails with an error that contains `says`. Returns
+    /// the change, when there is one, for further checks.
+    pub fn expect_plan<R: Planned>(
+        resource: &R,
+        current: &R::Current,
+        context: &Context,
+        action: Option<R::Action>,
+        says: &str,
+    ) -> Option<Change<R::Action>>
+    where
+        R::Current: std::fmt::Debug,
+        R::Action: std::fmt::Debug + PartialEq,
+    {
+        match resource.plan(current, context) {
+            Ok(change) => {
+                assert_eq!(change.action, action, "{current:?}");
+                assert_eq!(change.reason, says, "{current:?}");
+                Some(change)
+            }
+            Err(error) => {
+                assert!(action.is_none(), "{current:?}: {error}");
+                assert!(error.to_string().contains(says), "{error}");
+                None
+            }
         }
     }
 }

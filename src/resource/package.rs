@@ -5,13 +5,16 @@
 //! `apt-get update` runs at most once per run, and only when the package lists are
 //! older than a day or a package is missing from them.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{check, one_or_many, Context, FieldError, Outcome, Resource};
-use crate::facts::dpkg;
+use super::{
+    check, one_or_many, run_planned, Change, Context, FieldError, Outcome, Planned, Resource,
+};
+use crate::facts::dpkg::{self, DpkgStatus};
 use crate::system::command::{self, deadline};
 
 /// apt waits this long for dpkg's lock instead of failing at once: on a host with
@@ -94,71 +97,109 @@ impl Resource for PackageSpec {
     }
 
     fn run(&self, context: &mut Context) -> Result<Outcome> {
-        let status = dpkg::read_status()?;
+        run_planned(self, context)
+    }
+}
+
+/// What apt must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Install the missing packages (after giving debconf its answers), then hold or
+    /// unhold, as the spec's `hold` says, those whose hold differs.
+    Install {
+        missing: Vec<String>,
+        mark: Vec<String>,
+    },
+    /// `apt-get remove` (or `purge`, as the spec's state says) these packages.
+    Remove(Vec<String>),
+}
+
+impl Planned for PackageSpec {
+    type Current = Arc<DpkgStatus>;
+    type Action = Action;
+
+    fn observe(&self, _context: &mut Context) -> Result<Arc<DpkgStatus>> {
+        dpkg::read_status()
+    }
+
+    fn plan(&self, status: &Arc<DpkgStatus>, _context: &Context) -> Result<Change<Action>> {
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        match self.state {
+        Ok(match self.state {
             PackageState::Present => {
-                let missing: Vec<&str> = names
-                    .iter()
-                    .copied()
-                    .filter(|n| !status.is_installed(n))
-                    .collect();
+                let missing = those(&names, |name| !status.is_installed(name));
+                let mark = match self.hold {
+                    Some(hold) => those(&names, |name| status.is_held(name) != hold),
+                    None => Vec::new(),
+                };
                 let mut done = Vec::new();
                 if !missing.is_empty() {
-                    if !context.check {
-                        self.preseed(context)?;
-                        install(&missing, self.recommends, context)?;
-                    }
                     done.push(format!("install {}", missing.join(", ")));
                 }
-                if let Some(hold) = self.hold {
-                    let to_change: Vec<&str> = names
-                        .iter()
-                        .copied()
-                        .filter(|n| status.is_held(n) != hold)
-                        .collect();
-                    if !to_change.is_empty() {
-                        if !context.check {
-                            let mut argv = vec!["apt-mark", if hold { "hold" } else { "unhold" }];
-                            argv.extend(&to_change);
-                            command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
-                        }
-                        done.push(format!(
-                            "{} {}",
-                            if hold { "hold" } else { "unhold" },
-                            to_change.join(", ")
-                        ));
-                    }
+                if !mark.is_empty() {
+                    done.push(format!("{} {}", self.mark_verb(), mark.join(", ")));
                 }
                 if done.is_empty() {
-                    Ok(Outcome::unchanged(format!(
-                        "{} installed",
-                        describe(&names)
-                    )))
+                    Change::none(format!("{} installed", describe(&names)))
                 } else {
-                    Ok(Outcome::changed(done.join("; ")))
+                    Change::to(Action::Install { missing, mark }, done.join("; "))
                 }
             }
-            PackageState::Absent => remove(
+            PackageState::Absent => removal(
                 &names,
-                |n| status.is_installed(n),
+                those(&names, |name| status.is_installed(name)),
                 "remove",
                 "not installed",
-                context,
             ),
             // dpkg keeps a removed package's conffiles until it is purged.
-            PackageState::Purged => remove(
+            PackageState::Purged => removal(
                 &names,
-                |n| status.get(n).is_some_and(|p| p.state != "not-installed"),
+                those(&names, |name| {
+                    status.get(name).is_some_and(|p| p.state != "not-installed")
+                }),
                 "purge",
                 "not installed, nor its configuration",
-                context,
             ),
+        })
+    }
+
+    fn apply(&self, action: &Action, context: &mut Context) -> Result<()> {
+        match action {
+            Action::Install { missing, mark } => {
+                if !missing.is_empty() {
+                    self.preseed(context)?;
+                    install(missing, self.recommends, context)?;
+                }
+                if !mark.is_empty() {
+                    let mut argv = vec!["apt-mark", self.mark_verb()];
+                    argv.extend(mark.iter().map(String::as_str));
+                    command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
+                }
+            }
+            Action::Remove(present) => {
+                let verb = if self.state == PackageState::Purged {
+                    "purge"
+                } else {
+                    "remove"
+                };
+                let mut argv = vec!["apt-get", verb, "-y", "-q", "-o", APT_LOCK_WAIT, "--"];
+                argv.extend(present.iter().map(String::as_str));
+                command::run_ok(&argv, context.deadline(deadline::APT))?;
+            }
         }
+        Ok(())
     }
 }
 
 impl PackageSpec {
+    /// What `apt-mark` is asked to do (only called when the spec has `hold:`).
+    fn mark_verb(&self) -> &'static str {
+        if self.hold == Some(true) {
+            "hold"
+        } else {
+            "unhold"
+        }
+    }
+
     fn preseed(&self, context: &Context) -> Result<()> {
         if self.debconf.is_empty() {
             return Ok(());
@@ -182,6 +223,24 @@ impl PackageSpec {
     }
 }
 
+/// The names for which `keep` holds.
+fn those(names: &[&str], keep: impl Fn(&str) -> bool) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| keep(name))
+        .map(|name| name.to_string())
+        .collect()
+}
+
+/// Removing (`verb`) the packages still `present`, or saying that they are `absent`.
+fn removal(names: &[&str], present: Vec<String>, verb: &str, absent: &str) -> Change<Action> {
+    if present.is_empty() {
+        return Change::none(format!("{} {absent}", describe(names)));
+    }
+    let reason = format!("{verb} {}", present.join(", "));
+    Change::to(Action::Remove(present), reason)
+}
+
 fn describe(names: &[&str]) -> String {
     match names {
         [one] => format!("package {one} is"),
@@ -189,27 +248,7 @@ fn describe(names: &[&str]) -> String {
     }
 }
 
-/// `apt-get remove` or `purge` of the packages for which `present` holds.
-fn remove(
-    names: &[&str],
-    present: impl Fn(&str) -> bool,
-    verb: &str,
-    absent: &str,
-    context: &Context,
-) -> Result<Outcome> {
-    let present: Vec<&str> = names.iter().copied().filter(|n| present(n)).collect();
-    if present.is_empty() {
-        return Ok(Outcome::unchanged(format!("{} {absent}", describe(names))));
-    }
-    if !context.check {
-        let mut argv = vec!["apt-get", verb, "-y", "-q", "-o", APT_LOCK_WAIT, "--"];
-        argv.extend(&present);
-        command::run_ok(&argv, context.deadline(deadline::APT))?;
-    }
-    Ok(Outcome::changed(format!("{verb} {}", present.join(", "))))
-}
-
-fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> Result<()> {
+fn install(names: &[String], recommends: Option<bool>, context: &mut Context) -> Result<()> {
     if !context.apt_updated && (lists_are_stale() || !all_known_to_apt(names)) {
         command::run_ok(
             &["apt-get", "update", "-q", "-o", APT_LOCK_WAIT],
@@ -236,7 +275,7 @@ fn install(names: &[&str], recommends: Option<bool>, context: &mut Context) -> R
         None => {}
     }
     argv.push("--");
-    argv.extend(names);
+    argv.extend(names.iter().map(String::as_str));
     command::run_ok(&argv, context.deadline(deadline::APT))?;
     Ok(())
 }
@@ -260,9 +299,124 @@ fn lists_are_stale() -> bool {
     }
 }
 
-fn all_known_to_apt(names: &[&str]) -> bool {
+fn all_known_to_apt(names: &[String]) -> bool {
     let mut argv = vec!["apt-cache", "show", "--no-all-versions", "--"];
-    argv.extend(names);
+    argv.extend(names.iter().map(String::as_str));
     // A question apt cannot answer is taken as "not known": the lists are refreshed.
     command::succeeds(&argv, deadline::QUERY).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// nginx installed, postfix held, exim4 removed with its conffiles left.
+    const STATUS: &str = "Package: nginx\nStatus: install ok installed\nVersion: 1.22.1-9\n\n\
+        Package: postfix\nStatus: hold ok installed\nVersion: 3.7.11-0\n\n\
+        Package: exim4\nStatus: deinstall ok config-files\nVersion: 4.96-15\n";
+
+    fn spec(names: &[&str], state: PackageState, hold: Option<bool>) -> PackageSpec {
+        PackageSpec {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            state,
+            hold,
+            recommends: None,
+            debconf: Vec::new(),
+        }
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn plan_cases() {
+        use PackageState::{Absent, Present, Purged};
+        let status = Arc::new(dpkg::parse_status(STATUS));
+        let install = |missing: &[&str], mark: &[&str]| {
+            Some(Action::Install {
+                missing: names(missing),
+                mark: names(mark),
+            })
+        };
+        // (the spec's packages, state and hold; the action; the reason)
+        let cases = [
+            (
+                spec(&["nginx"], Present, None),
+                None,
+                "package nginx is installed",
+            ),
+            (
+                spec(&["nginx", "postfix"], Present, None),
+                None,
+                "packages nginx, postfix are installed",
+            ),
+            (
+                spec(&["nginx", "certbot"], Present, None),
+                install(&["certbot"], &[]),
+                "install certbot",
+            ),
+            (
+                spec(&["exim4"], Present, None),
+                install(&["exim4"], &[]),
+                "install exim4",
+            ),
+            (
+                spec(&["postfix"], Present, Some(true)),
+                None,
+                "package postfix is installed",
+            ),
+            (
+                spec(&["nginx", "postfix"], Present, Some(true)),
+                install(&[], &["nginx"]),
+                "hold nginx",
+            ),
+            (
+                spec(&["nginx", "postfix"], Present, Some(false)),
+                install(&[], &["postfix"]),
+                "unhold postfix",
+            ),
+            (
+                spec(&["certbot"], Present, Some(true)),
+                install(&["certbot"], &["certbot"]),
+                "install certbot; hold certbot",
+            ),
+            (
+                spec(&["nginx:amd64"], Present, None),
+                None,
+                "package nginx:amd64 is installed",
+            ),
+            (
+                spec(&["certbot"], Absent, None),
+                None,
+                "package certbot is not installed",
+            ),
+            (
+                spec(&["exim4"], Absent, None),
+                None,
+                "package exim4 is not installed",
+            ),
+            (
+                spec(&["nginx", "certbot"], Absent, None),
+                Some(Action::Remove(names(&["nginx"]))),
+                "remove nginx",
+            ),
+            (
+                spec(&["exim4"], Purged, None),
+                Some(Action::Remove(names(&["exim4"]))),
+                "purge exim4",
+            ),
+            (
+                spec(&["certbot", "sendmail"], Purged, None),
+                None,
+                "packages certbot, sendmail are not installed, nor its configuration",
+            ),
+        ];
+        let context = Context::new(false);
+        for (spec, action, says) in cases {
+            let change = spec.plan(&status, &context).expect("a plan");
+            assert_eq!(change.action, action, "{:?}", spec.names);
+            assert_eq!(change.reason, says);
+        }
+    }
 }

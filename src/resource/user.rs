@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{check, Context, FieldError, Outcome, Resource};
+use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::command::{self, deadline};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,130 +64,171 @@ impl Resource for UserSpec {
     }
 
     fn run(&self, context: &mut Context) -> Result<Outcome> {
-        let uid = self.uid.map(|u| u.to_string());
-        let groups = self.groups.join(",");
+        run_planned(self, context)
+    }
+}
+
+/// An existing account, as far as the spec cares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub uid: u32,
+    pub shell: String,
+    pub home: String,
+    pub comment: String,
+    /// The groups that list it as a member.
+    pub groups: BTreeSet<String>,
+    /// Whether it has a usable password; only looked up when the spec has
+    /// `password_secret` (false otherwise).
+    pub has_password: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Create,
+    /// usermod's options (none when only the password is set), then the password from
+    /// its secret when `set_password`.
+    Modify {
+        options: Vec<String>,
+        set_password: bool,
+    },
+}
+
+impl Planned for UserSpec {
+    /// The account of that name, when it exists.
+    type Current = Option<Account>;
+    type Action = Action;
+
+    fn observe(&self, _context: &mut Context) -> Result<Option<Account>> {
         let Some(user) = nix::unistd::User::from_name(&self.name)? else {
-            if !context.check {
-                let mut argv = vec!["useradd"];
-                if self.system {
-                    argv.push("--system");
-                } else {
-                    argv.push("--create-home");
-                }
-                argv.extend([
-                    "--shell",
-                    self.shell.as_deref().unwrap_or(if self.system {
-                        "/usr/sbin/nologin"
-                    } else {
-                        "/bin/bash"
-                    }),
-                ]);
-                if let Some(uid) = &uid {
-                    argv.extend(["--uid", uid]);
-                }
-                if let Some(home) = &self.home {
-                    argv.extend(["--home-dir", home]);
-                }
-                if let Some(comment) = &self.comment {
-                    argv.extend(["--comment", comment]);
-                }
-                if !self.groups.is_empty() {
-                    argv.extend(["--groups", &groups]);
-                }
-                argv.extend(["--", self.name.as_str()]);
+            return Ok(None);
+        };
+        Ok(Some(Account {
+            uid: user.uid.as_raw(),
+            shell: user.shell.to_string_lossy().into_owned(),
+            home: user.dir.to_string_lossy().into_owned(),
+            comment: user.gecos.to_string_lossy().into_owned(),
+            groups: supplementary_groups(&self.name)?,
+            has_password: self.password_secret.is_some() && has_password(&self.name)?,
+        }))
+    }
+
+    fn plan(&self, current: &Option<Account>, _context: &Context) -> Result<Change<Action>> {
+        let Some(account) = current else {
+            return Ok(Change::to(
+                Action::Create,
+                format!("create user {}", self.name),
+            ));
+        };
+        if let Some(uid) = self.uid.filter(|u| *u != account.uid) {
+            anyhow::bail!(
+                "user {} exists with uid {}, not {uid}; changing a uid is left to the admin",
+                self.name,
+                account.uid
+            );
+        }
+        let mut options: Vec<String> = Vec::new();
+        let mut changes = Vec::new();
+        if let Some(shell) = self.shell.as_ref().filter(|s| account.shell != **s) {
+            options.extend(["--shell".into(), shell.clone()]);
+            changes.push(format!("shell {shell}"));
+        }
+        if let Some(home) = self.home.as_ref().filter(|h| account.home != **h) {
+            options.extend(["--home".into(), home.clone(), "--move-home".into()]);
+            changes.push(format!("home {home}"));
+        }
+        if let Some(comment) = self.comment.as_ref().filter(|c| account.comment != **c) {
+            options.extend(["--comment".into(), comment.clone()]);
+            changes.push("comment".to_string());
+        }
+        let missing: Vec<&str> = self
+            .groups
+            .iter()
+            .map(String::as_str)
+            .filter(|g| !account.groups.contains(*g))
+            .collect();
+        if !missing.is_empty() {
+            options.extend(["--append".into(), "--groups".into(), missing.join(",")]);
+            changes.push(format!("join {}", missing.join(", ")));
+        }
+        let set_password = self.password_secret.is_some() && !account.has_password;
+        if set_password {
+            changes.push("set password from its secret".to_string());
+        }
+        if changes.is_empty() {
+            return Ok(Change::none(format!("user {} is as wanted", self.name)));
+        }
+        Ok(Change::to(
+            Action::Modify {
+                options,
+                set_password,
+            },
+            format!("user {}: {}", self.name, changes.join(", ")),
+        ))
+    }
+
+    fn apply(&self, action: &Action, context: &mut Context) -> Result<()> {
+        match action {
+            Action::Create => {
+                let argv = self.useradd();
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
                 command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
                 if let Some(secret) = &self.password_secret {
                     set_password(&self.name, secret)?;
                 }
             }
-            context.record_change(std::path::Path::new("/etc/passwd"));
-            return Ok(Outcome::changed(format!("create user {}", self.name)));
-        };
-
-        if let Some(uid) = self.uid.filter(|u| *u != user.uid.as_raw()) {
-            anyhow::bail!(
-                "user {} exists with uid {}, not {uid}; changing a uid is left to the admin",
-                self.name,
-                user.uid
-            );
-        }
-        let mut argv: Vec<String> = vec!["usermod".into()];
-        let mut changes = Vec::new();
-        if let Some(shell) = self
-            .shell
-            .as_ref()
-            .filter(|s| user.shell.to_string_lossy() != s.as_str())
-        {
-            argv.extend(["--shell".into(), shell.clone()]);
-            changes.push(format!("shell {shell}"));
-        }
-        if let Some(home) = self
-            .home
-            .as_ref()
-            .filter(|h| user.dir.to_string_lossy() != h.as_str())
-        {
-            argv.extend(["--home".into(), home.clone(), "--move-home".into()]);
-            changes.push(format!("home {home}"));
-        }
-        if let Some(comment) = self
-            .comment
-            .as_ref()
-            .filter(|c| user.gecos.to_string_lossy() != c.as_str())
-        {
-            argv.extend(["--comment".into(), comment.clone()]);
-            changes.push("comment".to_string());
-        }
-        let current = supplementary_groups(&self.name)?;
-        let missing: Vec<&String> = self
-            .groups
-            .iter()
-            .filter(|g| !current.contains(g.as_str()))
-            .collect();
-        if !missing.is_empty() {
-            argv.extend([
-                "--append".into(),
-                "--groups".into(),
-                missing
-                    .iter()
-                    .map(|g| g.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ]);
-            changes.push(format!(
-                "join {}",
-                missing
-                    .iter()
-                    .map(|g| g.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let needs_password = self.password_secret.is_some() && !has_password(&self.name)?;
-        if needs_password {
-            changes.push("set password from its secret".to_string());
-        }
-        if changes.is_empty() {
-            return Ok(Outcome::unchanged(format!(
-                "user {} is as wanted",
-                self.name
-            )));
-        }
-        if !context.check {
-            if argv.len() > 1 {
-                argv.extend(["--".into(), self.name.clone()]);
-                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-                command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
-            }
-            if let (true, Some(secret)) = (needs_password, &self.password_secret) {
-                set_password(&self.name, secret)?;
+            Action::Modify {
+                options,
+                set_password: needed,
+            } => {
+                if !options.is_empty() {
+                    let mut argv = vec!["usermod"];
+                    argv.extend(options.iter().map(String::as_str));
+                    argv.extend(["--", self.name.as_str()]);
+                    command::run_ok(&argv, context.deadline(deadline::SYSTEM))?;
+                }
+                if let (true, Some(secret)) = (*needed, &self.password_secret) {
+                    set_password(&self.name, secret)?;
+                }
             }
         }
         context.record_change(std::path::Path::new("/etc/passwd"));
-        Ok(Outcome::changed(format!(
-            "user {}: {}",
-            self.name,
-            changes.join(", ")
-        )))
+        Ok(())
+    }
+}
+
+impl UserSpec {
+    /// The useradd command that creates the account as the spec says.
+    fn useradd(&self) -> Vec<String> {
+        let mut argv = vec!["useradd".to_string()];
+        argv.push(
+            if self.system {
+                "--system"
+            } else {
+                "--create-home"
+            }
+            .into(),
+        );
+        let default_shell = if self.system {
+            "/usr/sbin/nologin"
+        } else {
+            "/bin/bash"
+        };
+        let shell = self.shell.as_deref().unwrap_or(default_shell);
+        argv.extend(["--shell".into(), shell.into()]);
+        if let Some(uid) = self.uid {
+            argv.extend(["--uid".into(), uid.to_string()]);
+        }
+        if let Some(home) = &self.home {
+            argv.extend(["--home-dir".into(), home.clone()]);
+        }
+        if let Some(comment) = &self.comment {
+            argv.extend(["--comment".into(), comment.clone()]);
+        }
+        if !self.groups.is_empty() {
+            argv.extend(["--groups".into(), self.groups.join(",")]);
+        }
+        argv.extend(["--".into(), self.name.clone()]);
+        argv
     }
 }
 
@@ -227,4 +268,170 @@ fn supplementary_groups(name: &str) -> Result<BTreeSet<String>> {
                 .then(|| fields[0].to_string())
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::testing::expect_plan;
+
+    fn spec() -> UserSpec {
+        UserSpec {
+            name: "ana".into(),
+            uid: None,
+            groups: vec!["sudo".into(), "adm".into()],
+            shell: Some("/bin/bash".into()),
+            home: None,
+            comment: None,
+            system: false,
+            password_secret: None,
+        }
+    }
+
+    fn account() -> Account {
+        Account {
+            uid: 1000,
+            shell: "/bin/bash".into(),
+            home: "/home/ana".into(),
+            comment: "Ana".into(),
+            groups: ["adm", "sudo", "dialout"].map(String::from).into(),
+            has_password: false,
+        }
+    }
+
+    fn modify(options: &[&str], set_password: bool) -> Option<Action> {
+        Some(Action::Modify {
+            options: options.iter().map(|o| o.to_string()).collect(),
+            set_password,
+        })
+    }
+
+    #[test]
+    fn plan_cases() {
+        let context = Context::new(false);
+        // (the spec, the account on the host, the action, the reason or error)
+        let cases: Vec<(UserSpec, Option<Account>, Option<Action>, &str)> = vec![
+            (spec(), None, Some(Action::Create), "create user ana"),
+            (spec(), Some(account()), None, "user ana is as wanted"),
+            (
+                UserSpec {
+                    uid: Some(1000),
+                    comment: Some("Ana".into()),
+                    home: Some("/home/ana".into()),
+                    ..spec()
+                },
+                Some(account()),
+                None,
+                "user ana is as wanted",
+            ),
+            (
+                UserSpec {
+                    uid: Some(1001),
+                    ..spec()
+                },
+                Some(account()),
+                None,
+                "user ana exists with uid 1000, not 1001",
+            ),
+            (
+                UserSpec {
+                    shell: Some("/usr/bin/zsh".into()),
+                    ..spec()
+                },
+                Some(account()),
+                modify(&["--shell", "/usr/bin/zsh"], false),
+                "user ana: shell /usr/bin/zsh",
+            ),
+            (
+                UserSpec {
+                    home: Some("/srv/ana".into()),
+                    comment: Some("Ana B.".into()),
+                    ..spec()
+                },
+                Some(account()),
+                modify(
+                    &["--home", "/srv/ana", "--move-home", "--comment", "Ana B."],
+                    false,
+                ),
+                "user ana: home /srv/ana, comment",
+            ),
+            (
+                UserSpec {
+                    groups: vec!["sudo".into(), "radio".into(), "audio".into()],
+                    ..spec()
+                },
+                Some(account()),
+                modify(&["--append", "--groups", "radio,audio"], false),
+                "user ana: join radio, audio",
+            ),
+            (
+                UserSpec {
+                    password_secret: Some("ana-console".into()),
+                    ..spec()
+                },
+                Some(account()),
+                modify(&[], true),
+                "user ana: set password from its secret",
+            ),
+            (
+                UserSpec {
+                    password_secret: Some("ana-console".into()),
+                    ..spec()
+                },
+                Some(Account {
+                    has_password: true,
+                    ..account()
+                }),
+                None,
+                "user ana is as wanted",
+            ),
+        ];
+        for (spec, found, action, says) in cases {
+            expect_plan(&spec, &found, &context, action, says);
+        }
+    }
+
+    #[test]
+    fn useradd_takes_the_spec_and_system_defaults() {
+        assert_eq!(
+            spec().useradd(),
+            [
+                "useradd",
+                "--create-home",
+                "--shell",
+                "/bin/bash",
+                "--groups",
+                "sudo,adm",
+                "--",
+                "ana"
+            ]
+        );
+        let service = UserSpec {
+            name: "icecast2".into(),
+            uid: Some(120),
+            groups: Vec::new(),
+            shell: None,
+            home: Some("/var/lib/icecast2".into()),
+            comment: Some("Icecast".into()),
+            system: true,
+            password_secret: None,
+        };
+        assert_eq!(
+            service.useradd(),
+            [
+                "useradd",
+                "--system",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--uid",
+                "120",
+                "--home-dir",
+                "/var/lib/icecast2",
+                "--comment",
+                "Icecast",
+                "--",
+                "icecast2"
+            ]
+        );
+    }
 }
