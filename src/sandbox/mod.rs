@@ -217,6 +217,7 @@ struct Record {
 }
 
 mod boot;
+mod cgroup;
 mod host;
 mod image;
 mod util;
@@ -504,6 +505,7 @@ pub fn down(paths: &SandboxPaths, name: &str) -> Result<()> {
         let _state_lock = lock(&paths.state_dir.join(".lock"))?;
         forget_known_host(paths, rec.port)?;
     }
+    cgroup::remove(&dir);
     remove_tree(&dir, false)?;
     // nspawn 252 leaves this empty directory behind ("Attempted to remove
     // disk file system under …"); it is ours, so tidy it.
