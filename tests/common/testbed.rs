@@ -121,12 +121,14 @@ impl Testbed {
     ///
     /// The host has [`REBOOT_WAIT`] to go down. When it does not, the panic shows the
     /// jobs its systemd is still running and the end of its console (systemd's "A stop
-    /// job is running for …" lines); when it goes down but slowly, the previous boot's
-    /// journal of the shutdown is printed after the host is up again.
+    /// job is running for …" lines); when it goes down but slowly (over
+    /// [`SLOW_SHUTDOWN`], or always with PLACARD_E2E_SHUTDOWN_LOG set), the previous
+    /// boot's journal of the shutdown is printed after the host is up again.
     pub fn reboot(&mut self) {
         let pid = self.host.pid;
         let init = sandbox::init_pid(&self.host);
         let asked = std::time::Instant::now();
+        let asked_at = std::time::SystemTime::now();
         let _ = self.ssh_output("systemctl --no-block reboot");
         loop {
             // Reap it when it is this process's child; then it is gone from /proc.
@@ -174,19 +176,22 @@ impl Testbed {
             eprintln!(
                 "the shutdown took {:.1} s; what stopped when (the previous boot's journal):\n{}",
                 took.as_secs_f64(),
-                self.shutdown_journal()
+                self.shutdown_journal(asked_at)
             );
         }
     }
 
-    /// The previous boot's journal from the reboot request on: which units were
-    /// stopping, and when each stopped (the host keeps a persistent journal in
-    /// /var/log/journal).
-    pub fn shutdown_journal(&self) -> String {
-        let output = self.ssh_output(
-            "journalctl -b -1 -o short-monotonic --no-pager --no-hostname | \
-             sed -n '/System is rebooting\\|Reached target.*[Rr]eboot\\|Stopping session\\|Stopped target\\|Stopping /,$p' | tail -n 200",
-        );
+    /// The previous boot's journal from `since` (when the reboot was asked for, a
+    /// second earlier) to its end: which units were stopping, and when each stopped
+    /// (the host keeps a persistent journal in /var/log/journal; its clock is this
+    /// machine's).
+    pub fn shutdown_journal(&self, since: std::time::SystemTime) -> String {
+        let since = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().saturating_sub(1));
+        let output = self.ssh_output(&format!(
+            "journalctl -b -1 --since @{since} -o short-monotonic --no-pager --no-hostname | tail -n 300"
+        ));
         format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
