@@ -318,6 +318,25 @@ fn bookworm_and_trixie_side_by_side() {
             })
             .collect();
         assert_ne!(keys[0], keys[1], "host keys must differ");
+        // Each host's systemd has a cgroup tree of its own: sharing one, a host's unit
+        // (dbus.service…) would share its cgroup with the other host's, and a stop
+        // would wait for the other host's processes.
+        let cgroups: Vec<String> = hosts
+            .iter()
+            .map(|sb| {
+                let init = sbx::init_pid(sb).expect("the host's systemd");
+                std::fs::read_to_string(format!("/proc/{init}/cgroup")).expect("its cgroups")
+            })
+            .collect();
+        assert_ne!(cgroups[0], cgroups[1], "the hosts share a cgroup");
+        let folders: Vec<String> = hosts
+            .iter()
+            .flat_map(|sb| {
+                let list = std::fs::read_to_string(paths.sandbox_dir(&sb.name).join("cgroups"))
+                    .unwrap_or_default();
+                list.lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
 
         let out = ok(
             &ssh(&paths, hosts[1].port, &paths.known_hosts(), "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q hello && hello"),
@@ -334,6 +353,12 @@ fn bookworm_and_trixie_side_by_side() {
                 t.elapsed().as_secs_f32()
             );
             assert_gone(&paths, &sb.name, sb.port);
+        }
+        for folder in &folders {
+            assert!(
+                !std::path::Path::new(folder).exists(),
+                "{folder} survived down"
+            );
         }
     });
 }

@@ -42,15 +42,24 @@ pub(super) fn spawn_nspawn(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    // A cgroup of its own (see cgroup.rs): open in the parent, entered in the child.
+    let procs = root
+        .parent()
+        .map_or_else(Vec::new, |dir| cgroup::prepare(name, dir));
+    let fds: Vec<std::os::fd::RawFd> = procs.iter().map(AsRawFd::as_raw_fd).collect();
     // Own session and process group: the host must outlive the process
     // that ran `up` (a test, a shell) and not get its terminal's signals.
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: setsid and write are async-signal-safe; `fds` was built before the fork.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+        cmd.pre_exec(move || {
+            cgroup::enter(&fds);
+            nix::unistd::setsid().map(|_| ()).map_err(io::Error::from)
+        });
     }
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", nspawn.display()))?;
+    drop(procs);
     // Not waited for here: `down` reaps it if it is still our child,
     // otherwise PID 1 does.
     Ok(child.id())

@@ -10,8 +10,10 @@
 //! - the state directory (`state_dir`): the sandbox SSH key (`id_ed25519`),
 //!   the `known_hosts` file holding each sandbox's host key, and one
 //!   directory per sandbox (`NAME/root` the host's tree, `NAME/console.log`,
-//!   `NAME/pid` the nspawn pid, `NAME/sandbox.json` its suite and port);
-//! - the `systemd-nspawn` processes it starts, and their clean shutdown.
+//!   `NAME/pid` the nspawn pid, `NAME/sandbox.json` its suite and port,
+//!   `NAME/cgroups` the host's own cgroups);
+//! - the `systemd-nspawn` processes it starts, each in a cgroup of its own (so that
+//!   hosts do not share their units' cgroups, see cgroup.rs), and their clean shutdown.
 //!
 //! By default the hosts share this machine's network namespace (no veth, no NAT): each
 //! host's sshd listens on 127.0.0.1:PORT only, and apt inside uses the
@@ -217,6 +219,7 @@ struct Record {
 }
 
 mod boot;
+mod cgroup;
 mod host;
 mod image;
 mod util;
@@ -504,6 +507,7 @@ pub fn down(paths: &SandboxPaths, name: &str) -> Result<()> {
         let _state_lock = lock(&paths.state_dir.join(".lock"))?;
         forget_known_host(paths, rec.port)?;
     }
+    cgroup::remove(&dir);
     remove_tree(&dir, false)?;
     // nspawn 252 leaves this empty directory behind ("Attempted to remove
     // disk file system under …"); it is ours, so tidy it.

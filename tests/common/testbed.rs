@@ -118,10 +118,18 @@ impl Testbed {
     /// systemd-nspawn exits when the host reboots (nothing here restarts it), so the
     /// same tree is booted again on the same port, as `sandbox::up` does for a stopped
     /// sandbox; returns once the host runs and answers SSH again.
+    ///
+    /// The host has [`REBOOT_WAIT`] to go down. When it does not, the panic shows the
+    /// jobs its systemd is still running and the end of its console (systemd's "A stop
+    /// job is running for …" lines); when it goes down but slowly (over
+    /// [`SLOW_SHUTDOWN`], or always with PLACARD_E2E_SHUTDOWN_LOG set), the previous
+    /// boot's journal of the shutdown is printed after the host is up again.
     pub fn reboot(&mut self) {
         let pid = self.host.pid;
+        let init = sandbox::init_pid(&self.host);
+        let asked = std::time::Instant::now();
+        let asked_at = std::time::SystemTime::now();
         let _ = self.ssh_output("systemctl --no-block reboot");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
         loop {
             // Reap it when it is this process's child; then it is gone from /proc.
             let _ = nix::sys::wait::waitpid(
@@ -135,13 +143,27 @@ impl Testbed {
             if gone {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "host {} did not go down within 90 s of `systemctl reboot`",
-                self.host.name
-            );
+            if asked.elapsed() > REBOOT_WAIT {
+                panic!(
+                    "host {} did not go down within {} s of `systemctl reboot`.\n\
+                     Jobs its systemd still runs:\n{}\nEnd of its console:\n{}",
+                    self.host.name,
+                    REBOOT_WAIT.as_secs(),
+                    init.map_or_else(
+                        || "(its systemd is gone)".into(),
+                        |init| in_host(init, &["systemctl", "list-jobs", "--no-pager", "--full"])
+                    ),
+                    self.console_tail(40),
+                );
+            }
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
+        let took = asked.elapsed();
+        eprintln!(
+            "host {} went down {:.1} s after `systemctl reboot`",
+            self.host.name,
+            took.as_secs_f64()
+        );
         let (name, suite, port) = (
             self.host.name.clone(),
             self.host.suite.clone(),
@@ -150,6 +172,39 @@ impl Testbed {
         self.host = sandbox::up(&self.paths, &name, &suite, port)
             .unwrap_or_else(|e| panic!("cannot boot sandbox {name} again: {e:#}"));
         assert_ne!(self.host.pid, pid, "a new systemd-nspawn runs the host");
+        if took > SLOW_SHUTDOWN || std::env::var_os("PLACARD_E2E_SHUTDOWN_LOG").is_some() {
+            eprintln!(
+                "the shutdown took {:.1} s; what stopped when (the previous boot's journal):\n{}",
+                took.as_secs_f64(),
+                self.shutdown_journal(asked_at)
+            );
+        }
+    }
+
+    /// The previous boot's journal from `since` (when the reboot was asked for, a
+    /// second earlier) to its end: which units were stopping, and when each stopped
+    /// (the host keeps a persistent journal in /var/log/journal; its clock is this
+    /// machine's).
+    pub fn shutdown_journal(&self, since: std::time::SystemTime) -> String {
+        let since = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().saturating_sub(1));
+        let output = self.ssh_output(&format!(
+            "journalctl -b -1 --since @{since} -o short-monotonic --no-pager --no-hostname | tail -n 300"
+        ));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }
+
+    /// The last `lines` lines of the host's console (what systemd prints on it).
+    fn console_tail(&self, lines: usize) -> String {
+        let console = self.paths.sandbox_dir(&self.host.name).join("console.log");
+        let text = fs::read_to_string(&console).unwrap_or_else(|e| format!("({e})"));
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The `drift` object of `placard etc drift HOST --format json ARGS`; panics unless
@@ -191,6 +246,33 @@ impl Drop for Testbed {
             eprintln!("cannot stop sandbox {}: {error:#}", self.host.name);
         }
         let _ = fs::remove_dir_all(&self.paths.state_dir);
+    }
+}
+
+/// How long a host may take to go down after `systemctl reboot`: systemd's own stop
+/// timeout (DefaultTimeoutStopSec, 90 s) and a margin, so that a unit that runs into it
+/// is named by its systemd (and in the panic) rather than by this wait.
+const REBOOT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A shutdown slower than this prints its journal: a clean one takes a few seconds.
+const SLOW_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `argv` in the host whose systemd has pid `init` (in this machine's namespace),
+/// without SSH (which a shutting-down host no longer answers); what it printed, or why
+/// it could not run.
+fn in_host(init: u32, argv: &[&str]) -> String {
+    let target = init.to_string();
+    match Command::new("timeout")
+        .args(["10", "nsenter", "--target", &target, "--all", "--"])
+        .args(argv)
+        .output()
+    {
+        Ok(output) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(e) => format!("(cannot run nsenter: {e})"),
     }
 }
 
