@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use super::branch;
 use super::host::{self, Roots};
 use super::pristine::{Unavailable, MODE_LINK};
-use super::validate::{self, Outcome};
+use super::validate::{self, Outcome, StillInvalid};
 use crate::merge::{self, Method};
 use crate::system::etc_git::{Declared, EtcRepo};
 pub use message::list;
@@ -164,10 +164,9 @@ pub struct UpgradeReport {
     pub unconfigured: Vec<String>,
     /// Why dpkg still cannot configure them after the merge (the conflicts, usually).
     pub apt_error: Option<String>,
-    /// Daemons whose live configuration failed its validator before the merge and still
-    /// fails after the clean merges were written ("dovecot: configuration still invalid
-    /// until the conflicts are resolved: …").
-    pub still_invalid: Vec<String>,
+    /// Groups of clean merges written although their validator fails: the live
+    /// configuration failed it already before the merge.
+    pub still_invalid: Vec<StillInvalid>,
 }
 
 impl UpgradeReport {
@@ -211,7 +210,7 @@ pub struct ResolveReport {
     /// Daemons whose configuration was already failing its validator and still fails
     /// with the resolutions written (see [`crate::distro::validate`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub still_invalid: Vec<String>,
+    pub still_invalid: Vec<StillInvalid>,
     /// Migrate's conflicts whose file the admin deleted: /etc keeps the new host's own.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<String>,
