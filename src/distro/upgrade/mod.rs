@@ -22,7 +22,13 @@
 //!    and committed in one merge commit whose second parent is the new distro tip.
 //!    Conflicts are written, with markers ([`markers`]), to the worktree
 //!    `/var/lib/placard/etc-upgrade/files/` (root only), never to live /etc, and listed
-//!    in its `conflicts.json`.
+//!    in its `conflicts.json`. Packages dpkg could not configure with the kept files
+//!    are configured again.
+//!
+//! [`run`] is these steps in order, one function each: `merge_base` (1),
+//! `switch_sources` and `upgrade_packages` (2), `record_new_release` (3), `decide_all`
+//! (pure but for reading the three versions), `merge_files` and
+//! `configure_after_merge` (4).
 //!
 //! `etc resolve` takes each file the admin resolved there (no markers left; a deleted
 //! file accepts the new release's removal of it), checks it like a clean merge, writes
@@ -376,7 +382,7 @@ fn merge_base(up: &mut Upgrade, report: &mut UpgradeReport) -> Result<(State, Oi
     Ok((state, base))
 }
 
-/// Step 2, apt's sources: switched from the installed release `from` to the new one
+/// Step 2a, apt's sources: switched from the installed release `from` to the new one
 /// (nothing on a second run, when they already name it), and committed.
 fn switch_sources(up: &mut Upgrade, from: &str, report: &mut UpgradeReport) -> Result<()> {
     if from != up.release {
@@ -393,7 +399,7 @@ fn switch_sources(up: &mut Upgrade, from: &str, report: &mut UpgradeReport) -> R
 /// The maintainer's versions dpkg and ucf left beside each candidate, by candidate.
 type Beside = BTreeMap<String, Vec<(String, Vec<u8>)>>;
 
-/// Step 3, the packages: `apt-get update` and the upgrade keeping the site's conffiles
+/// Step 2b, the packages: `apt-get update` and the upgrade keeping the site's conffiles
 /// ([`apt::upgrade`]), then the maintainer's versions left beside the candidates taken
 /// out of /etc ([`take_left_beside`]), and everything committed. Guarantees: the live
 /// conffiles are the site's; a failed dist-upgrade is told and the run goes on (the
@@ -445,7 +451,7 @@ fn take_left_beside(
     Ok(beside)
 }
 
-/// Step 4, the new pristine files: the distro branch rebuilt for the packages now
+/// Step 3, the new pristine files: the distro branch rebuilt for the packages now
 /// installed (those dpkg could not configure counted in), as a new commit on it.
 /// Fills `upgraded`, `packages`, `unavailable`, `unconfigured` and `distro_tip`;
 /// returns the new tip and what dpkg knows. Guarantees: an empty branch stops the run
@@ -479,7 +485,7 @@ fn deb_missing(owned: &BTreeMap<String, String>, unavailable: &[Unavailable], pa
         .is_some_and(|owner| unavailable.iter().any(|u| u.package == *owner))
 }
 
-/// Step 5, the decisions: for each candidate, its three versions (the old pristine at
+/// Step 4a, the decisions: for each candidate, its three versions (the old pristine at
 /// `base`, the live file, the new pristine at `tip`, or the maintainer's copy dpkg left
 /// when `deb_missing`) read and given to the pure [`decide::decide`]. Writes nothing.
 fn decide_all(
@@ -505,7 +511,7 @@ fn decide_all(
     Ok(decisions)
 }
 
-/// Step 6, the merge: the decisions written by [`apply::apply`] (clean merges a
+/// Step 4b, the merge: the decisions written by [`apply::apply`] (clean merges a
 /// validator's group at a time, conflicts to the worktree, never to live /etc), the
 /// worktree's conflict list saved, and one merge commit whose second parent is the new
 /// distro tip. Guarantees: a group that makes a working configuration fail its
@@ -536,7 +542,7 @@ fn merge_files(
     up.commit(report, &summary, &body, Some(tip))
 }
 
-/// Step 7: when dpkg left packages unconfigured, `apt-get -f install` once the merged
+/// Step 4c: when dpkg left packages unconfigured, `apt-get -f install` once the merged
 /// files are in place (its failure is reported in `apt_error`, the conflicts being the
 /// usual cause), and what it changed committed.
 fn configure_after_merge(up: &mut Upgrade, report: &mut UpgradeReport) -> Result<()> {
@@ -857,7 +863,7 @@ mod tests {
         }
     }
 
-    /// Step 3's cleaning: the maintainer's versions beside a candidate are read, then
+    /// Step 2b's cleaning: the maintainer's versions beside a candidate are read, then
     /// removed and listed; files beside a file that is no candidate stay.
     #[test]
     fn files_left_beside_are_held_then_removed() {
@@ -923,7 +929,7 @@ mod tests {
         assert!(still_pending(&BTreeMap::new(), &[conflict("a")]).is_empty());
     }
 
-    /// Steps 5 and 6 on a temporary /etc with its git: each candidate decided from the
+    /// Steps 4a and 4b on a temporary /etc with its git: each candidate decided from the
     /// two distro commits and the live file (a missing .deb's new version taken from
     /// the `.dpkg-dist` dpkg left), then written and committed as one merge whose
     /// second parent is the new distro tip; a conflict goes to the worktree only.
