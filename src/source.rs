@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
 
-use crate::error::{Diagnostic, InvalidInput};
-
 /// The deepest nesting of mappings and lists a YAML file may have. Real inventories and
 /// roles stay under 10; the bound keeps the index and serde linear in the file's size.
 pub const MAX_YAML_DEPTH: usize = 128;
@@ -120,48 +118,10 @@ impl SourceFile {
         self.first_alias
     }
 
-    /// Duplicate keys, excessive nesting and extra documents, as diagnostics. Loaders
-    /// call it before serde, which keeps a duplicate's last value silently (or reports
-    /// the first occurrence), takes quadratic time on deep flow nesting (libyaml's
-    /// simple keys: 45 s for 100,000 levels), and does not say where a second document
-    /// starts.
-    pub fn check_structure(&self) -> Result<(), InvalidInput> {
-        let mut problems = InvalidInput::default();
-        for problem in &self.problems {
-            problems.push(match problem {
-                StructureProblem::DuplicateKey {
-                    path,
-                    key,
-                    first,
-                    second,
-                } => {
-                    let place = if path.is_empty() {
-                        "at the top level".to_string()
-                    } else {
-                        format!("in `{path}`")
-                    };
-                    Diagnostic::new(
-                        &self.path,
-                        format!("`{key}` is given twice {place} (first at {first})"),
-                    )
-                    .with_position(self, Some(*second))
-                    .help("keep one of them: YAML would silently use only one")
-                }
-                StructureProblem::TooDeep { position } => Diagnostic::new(
-                    &self.path,
-                    format!("mappings and lists are nested more than {MAX_YAML_DEPTH} levels deep"),
-                )
-                .with_position(self, Some(*position))
-                .help("flatten the structure; no inventory or role needs this depth"),
-                StructureProblem::SecondDocument { position } => Diagnostic::new(
-                    &self.path,
-                    "a second YAML document starts here; the file must hold one",
-                )
-                .with_position(self, Some(*position))
-                .help("remove this `---` line, or merge what follows it into the first document"),
-            });
-        }
-        problems.into_result()
+    /// Duplicate keys, excessive nesting and extra documents found while indexing
+    /// (turned into diagnostics by [`SourceFile::check_structure`], in [`crate::error`]).
+    pub fn problems(&self) -> &[StructureProblem] {
+        &self.problems
     }
 
     /// The position of the value at `path`; for a path that is absent (a field that

@@ -14,7 +14,7 @@ use super::baseline;
 use super::branch::{self, Update};
 use super::classify::{self, Class};
 use super::host::{self, Roots};
-use crate::report::diff;
+use crate::diff;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FileDrift {

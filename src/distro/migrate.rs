@@ -76,6 +76,10 @@ pub struct Migration {
     /// Left under `folder` for the admin; live /etc keeps its file.
     pub conflicts: Vec<Conflict>,
     pub validations: Vec<Validation>,
+    /// Groups of clean merges written although their validator fails: this host's
+    /// configuration failed it already before the merge ([`validate`]'s rule).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub still_invalid: Vec<validate::StillInvalid>,
     pub commit: Option<String>,
     pub folder: String,
     /// Packages of the new host whose pristine files could not be had.
@@ -189,6 +193,7 @@ pub fn run(
         unchanged: Vec::new(),
         conflicts: Vec::new(),
         validations: Vec::new(),
+        still_invalid: Vec::new(),
         commit: None,
         folder: folder.display().to_string(),
         unavailable: update
@@ -306,7 +311,7 @@ pub fn run(
         if let Some(validator) = validator.filter(Validator::is_installed) {
             let (ok, output) = match &outcome {
                 Outcome::Passed(_) => (true, String::new()),
-                Outcome::StillInvalid(line) | Outcome::RolledBack(line) => (false, line.clone()),
+                failed => (false, failed.line()),
             };
             migration.validations.push(Validation {
                 command: validator.name.to_string(),
@@ -314,6 +319,9 @@ pub fn run(
                 files: files.iter().map(|(path, _)| path.clone()).collect(),
                 output,
             });
+        }
+        if let Outcome::StillInvalid(still) = &outcome {
+            migration.still_invalid.push(still.clone());
         }
         for (path, merged) in group {
             let Outcome::RolledBack(output) = &outcome else {

@@ -35,6 +35,7 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::system::atomic::{self, Attributes};
 use crate::system::command::{deadline, Program, PATH};
@@ -192,16 +193,50 @@ pub enum Outcome {
     Passed(String),
     /// The live configuration already failed its validator: the files were written and it
     /// still fails.
-    StillInvalid(String),
+    StillInvalid(StillInvalid),
     /// The live configuration passed, the files made it fail: the old files are back.
     RolledBack(String),
 }
 
 impl Outcome {
-    pub fn line(&self) -> &str {
+    pub fn line(&self) -> String {
         match self {
-            Outcome::Passed(line) | Outcome::StillInvalid(line) | Outcome::RolledBack(line) => line,
+            Outcome::Passed(line) | Outcome::RolledBack(line) => line.clone(),
+            Outcome::StillInvalid(still) => still.line(),
         }
+    }
+}
+
+/// A group of files written although their validator fails, because the live
+/// configuration failed it already (the module's rule): what the reports of `etc
+/// upgrade`, `etc migrate` and `etc resolve` list for the admin to repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StillInvalid {
+    /// The validator's command line (`doveconf -n`).
+    pub validator: String,
+    /// The unit to reload once it passes, when there is one.
+    pub unit: Option<String>,
+    /// The files written, relative to /etc.
+    pub files: Vec<String>,
+    /// What the validator said.
+    pub message: String,
+}
+
+impl StillInvalid {
+    /// The daemon, as the admin knows it: its unit, or the validator's program.
+    pub fn daemon(&self) -> &str {
+        self.unit
+            .as_deref()
+            .unwrap_or_else(|| self.validator.split(' ').next().unwrap_or_default())
+    }
+
+    /// One line for a commit message or a merged file's verdict.
+    pub fn line(&self) -> String {
+        format!(
+            "{}: configuration still invalid until the conflicts are resolved: {}",
+            self.daemon(),
+            self.message
+        )
     }
 }
 
@@ -234,10 +269,14 @@ pub fn write_group(
     }
     let verdict = validator.map_or(Verdict::NotInstalled, |v| v.check());
     Ok(match (verdict, validator) {
-        (Verdict::Failed(message), Some(v)) if broken_before => Outcome::StillInvalid(format!(
-            "{}: configuration still invalid until the conflicts are resolved: {message}",
-            v.unit.unwrap_or(v.argv[0])
-        )),
+        (Verdict::Failed(message), Some(v)) if broken_before => {
+            Outcome::StillInvalid(StillInvalid {
+                validator: v.name.to_string(),
+                unit: v.unit.map(str::to_string),
+                files: files.iter().map(|(path, _)| path.clone()).collect(),
+                message,
+            })
+        }
         (Verdict::Failed(message), _) => {
             for (live, content, attributes) in previous {
                 match content {
@@ -345,7 +384,18 @@ mod tests {
         fs::write(etc.path().join("a.conf"), "old\n").expect("written");
         let files = [("a.conf".to_string(), Some(b"new\n".to_vec()))];
         let outcome = write_group(etc.path(), Some(FAILS), &files).expect("run");
-        assert!(matches!(outcome, Outcome::StillInvalid(_)), "{outcome:?}");
+        let Outcome::StillInvalid(still) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(still.files, ["a.conf"]);
+        assert_eq!(still.daemon(), "false", "no unit: the program");
+        assert!(
+            still
+                .line()
+                .starts_with("false: configuration still invalid until the conflicts are resolved: `false` failed"),
+            "{}",
+            still.line()
+        );
         assert_eq!(
             fs::read_to_string(etc.path().join("a.conf")).ok(),
             Some("new\n".into())

@@ -387,6 +387,7 @@ fn print_migrate(out: &mut dyn Write, migrate: &serde_json::Value) {
             "  edit each file there (or delete it to keep this host's own), then `placard etc resolve HOST`"
         );
     }
+    super::upgrade::print_still_invalid(out, &migrate["still_invalid"], !conflicts.is_empty());
     for path in list("deleted") {
         let _ = writeln!(
             out,
@@ -527,6 +528,27 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// `etc migrate`: a group written though this host's configuration already failed
+    /// its validator is named with its files and what to do.
+    #[test]
+    fn migrate_names_the_files_written_to_a_configuration_still_invalid() {
+        let migrate = serde_json::json!({
+            "merged": [{"path": "postfix/main.cf"}],
+            "validations": [{"command": "postfix check", "ok": false, "files": ["postfix/main.cf"]}],
+            "still_invalid": [{"validator": "postfix check", "unit": "postfix", "files": ["postfix/main.cf"], "message": "`postfix check` failed: fatal: bad"}],
+            "conflicts": [],
+            "folder": "/var/lib/placard/etc-migrate",
+        });
+        let mut out = Vec::new();
+        print_migrate(&mut out, &migrate);
+        let text = String::from_utf8(out).expect("text");
+        assert!(text.contains("  STILL INVALID: postfix's configuration failed `postfix check` before placard wrote these files, and still fails with them:\n    /etc/postfix/main.cf\n"), "{text}");
+        assert!(
+            text.contains("    To do: run `postfix check` on the host"),
+            "{text}"
+        );
     }
 
     fn task(task: &str, status: TaskStatus, reason: &str, diff: Option<&str>) -> Event {

@@ -6,9 +6,6 @@
 //! and why, and a summary line. `--format json` writes one JSON object per event, each
 //! tagged with its host, then a summary object.
 
-// Diffs sit below every module that makes one (resources, distro), so that none
-// of them reaches up into the report for it.
-pub use crate::diff;
 pub mod human;
 pub mod upgrade;
 

@@ -149,9 +149,12 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
             text(&kept["reason"])
         );
     }
-    for line in list(&upgrade["still_invalid"]) {
-        let _ = writeln!(out, "  {}", text(&line));
-    }
+    let waiting = |key: &str| upgrade[key].as_array().is_some_and(|l| !l.is_empty());
+    print_still_invalid(
+        out,
+        &upgrade["still_invalid"],
+        waiting("conflicts") || waiting("pending"),
+    );
     let conflicts = list(&upgrade["conflicts"]);
     if !conflicts.is_empty() {
         let _ = writeln!(
@@ -193,6 +196,45 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
     }
 }
 
+/// The groups of files written although their daemon's validator still fails (it
+/// failed on the live configuration already, so there was nothing working to protect),
+/// as the admin must read them: the daemon, the files, what the validator said, and
+/// what to do (`conflicts_left`: conflicts still wait for `placard etc resolve`).
+pub fn print_still_invalid(out: &mut dyn Write, still_invalid: &Value, conflicts_left: bool) {
+    for group in still_invalid.as_array().into_iter().flatten() {
+        let validator = text(&group["validator"]);
+        let unit = group["unit"].as_str();
+        let daemon = unit.map_or_else(
+            || validator.split(' ').next().unwrap_or_default().to_string(),
+            str::to_string,
+        );
+        let _ = writeln!(
+            out,
+            "  STILL INVALID: {daemon}'s configuration failed `{validator}` before placard wrote these files, and still fails with them:"
+        );
+        for path in group["files"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "    /etc/{}", text(path));
+        }
+        let _ = writeln!(out, "    {}", text(&group["message"]));
+        let _ = writeln!(
+            out,
+            "    They were written anyway, since there was no working configuration to replace; {daemon} was not reloaded."
+        );
+        let first = if conflicts_left {
+            "resolve the conflicts still waiting (then `placard etc resolve HOST`); if it still fails then, "
+        } else {
+            ""
+        };
+        let reload = unit.map_or_else(String::new, |unit| {
+            format!(", then `systemctl reload-or-restart {unit}`")
+        });
+        let _ = writeln!(
+            out,
+            "    To do: {first}run `{validator}` on the host and correct what it names until it passes{reload}."
+        );
+    }
+}
+
 pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
     let list = |value: &Value| -> Vec<Value> { value.as_array().cloned().unwrap_or_default() };
     for path in list(&resolve["resolved"]) {
@@ -216,6 +258,8 @@ pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
     if let Some(error) = resolve["apt_error"].as_str() {
         let _ = writeln!(out, "  dpkg still cannot configure: {error}");
     }
+    let pending = resolve["pending"].as_array().is_some_and(|l| !l.is_empty());
+    print_still_invalid(out, &resolve["still_invalid"], pending);
     for reloaded in list(&resolve["reloaded"]) {
         let _ = writeln!(out, "  {}", text(&reloaded));
     }
@@ -235,6 +279,90 @@ pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn printed(print: impl Fn(&mut dyn Write)) -> String {
+        let mut out = Vec::new();
+        print(&mut out);
+        String::from_utf8(out).expect("text")
+    }
+
+    fn dovecot_still_invalid() -> Value {
+        serde_json::to_value([crate::distro::validate::StillInvalid {
+            validator: "doveconf -n".into(),
+            unit: Some("dovecot".into()),
+            files: vec![
+                "dovecot/conf.d/10-auth.conf".into(),
+                "dovecot/dovecot.conf".into(),
+            ],
+            message: "`doveconf -n` failed: Fatal: Unknown setting: disable_plaintext_auth".into(),
+        }])
+        .expect("JSON")
+    }
+
+    /// `etc resolve` with conflicts left: the files written though dovecot's
+    /// configuration still fails, why, and what to do next, in the human report.
+    #[test]
+    fn resolve_names_the_files_written_to_a_configuration_still_invalid() {
+        let resolve = serde_json::json!({
+            "resolved": ["dovecot/conf.d/10-auth.conf", "dovecot/dovecot.conf"],
+            "refused": [],
+            "reloaded": [],
+            "still_invalid": dovecot_still_invalid(),
+            "pending": ["dovecot/conf.d/10-ssl.conf"],
+            "worktree": "/var/lib/placard/etc-upgrade/files",
+        });
+        let text = printed(|out| print_resolve(out, &resolve));
+        assert!(text.contains("  STILL INVALID: dovecot's configuration failed `doveconf -n` before placard wrote these files, and still fails with them:\n    /etc/dovecot/conf.d/10-auth.conf\n    /etc/dovecot/dovecot.conf\n    `doveconf -n` failed: Fatal: Unknown setting: disable_plaintext_auth\n"), "{text}");
+        assert!(text.contains("dovecot was not reloaded"), "{text}");
+        assert!(text.contains("    To do: resolve the conflicts still waiting (then `placard etc resolve HOST`); if it still fails then, run `doveconf -n` on the host and correct what it names until it passes, then `systemctl reload-or-restart dovecot`.\n"), "{text}");
+        assert!(text.contains("1 conflict(s) still waiting"), "{text}");
+    }
+
+    /// With no conflict left, the advice is the validator alone; a validator with no
+    /// unit is named by its program and nothing is reloaded.
+    #[test]
+    fn with_no_conflict_left_the_advice_is_the_validator() {
+        let mut still = dovecot_still_invalid();
+        still[0]["unit"] = Value::Null;
+        still[0]["validator"] = "visudo -c".into();
+        still[0]["files"] = serde_json::json!(["sudoers.d/club"]);
+        let text = printed(|out| print_still_invalid(out, &still, false));
+        assert!(
+            text.starts_with("  STILL INVALID: visudo's configuration failed `visudo -c`"),
+            "{text}"
+        );
+        assert!(text.contains("    /etc/sudoers.d/club\n"), "{text}");
+        assert!(text.ends_with("    To do: run `visudo -c` on the host and correct what it names until it passes.\n"), "{text}");
+        assert_eq!(
+            printed(|out| print_still_invalid(out, &Value::Null, true)),
+            ""
+        );
+    }
+
+    /// `etc upgrade` says it too, with the conflicts of this run counted as left.
+    #[test]
+    fn upgrade_names_the_files_written_to_a_configuration_still_invalid() {
+        let upgrade = serde_json::json!({
+            "from": "bookworm", "to": "trixie", "upgraded": true,
+            "merged": [{"path": "dovecot/dovecot.conf", "validated": "dovecot: configuration still invalid until the conflicts are resolved: …", "replayed": []}],
+            "conflicts": [{"path": "dovecot/conf.d/10-ssl.conf", "issues": []}],
+            "still_invalid": dovecot_still_invalid(),
+            "worktree": "/var/lib/placard/etc-upgrade/files",
+        });
+        let text = printed(|out| print_upgrade(out, &upgrade));
+        assert!(
+            text.contains("  STILL INVALID: dovecot's configuration failed `doveconf -n`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    /etc/dovecot/conf.d/10-auth.conf\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("To do: resolve the conflicts still waiting"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn issues_read_as_sentences() {

@@ -239,14 +239,9 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, holds: &str) -> Re
     })
 }
 
-/// Makes a rename in `path`'s folder durable.
-pub fn sync_folder(path: &Path) {
-    if let Some(folder) = path.parent() {
-        if let Ok(folder) = fs::File::open(folder) {
-            let _ = folder.sync_all();
-        }
-    }
-}
+/// Makes a rename in `path`'s folder durable (kept in the journal, which this module
+/// uses, so that the journal does not use this module back).
+pub use super::journal::sync_folder;
 
 #[cfg(test)]
 mod tests {

@@ -77,7 +77,7 @@ impl Journal {
             .and_then(|()| out.sync_all())
             .with_context(|| format!("cannot write {}", staged.display()))?;
         fs::rename(&staged, &file).with_context(|| format!("cannot write {}", file.display()))?;
-        super::atomic::sync_folder(&file);
+        sync_folder(&file);
         Ok(Entry { file })
     }
 
@@ -139,7 +139,7 @@ fn undo(step: &Step) -> Result<Option<String>> {
             if fs::symlink_metadata(kept).is_ok() {
                 fs::rename(kept, target)
                     .with_context(|| format!("cannot put back {}", target.display()))?;
-                super::atomic::sync_folder(target);
+                sync_folder(target);
                 return Ok(Some(format!(
                     "put back the previous {}: an interrupted run had not finished validating its new version",
                     target.display()
@@ -161,6 +161,15 @@ fn remove_if_there(path: &Path) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+/// Makes a rename in `path`'s folder durable.
+pub fn sync_folder(path: &Path) {
+    if let Some(folder) = path.parent() {
+        if let Ok(folder) = fs::File::open(folder) {
+            let _ = folder.sync_all();
+        }
     }
 }
 

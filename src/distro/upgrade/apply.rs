@@ -65,7 +65,7 @@ pub fn apply(
                     replayed: merged.replayed,
                     notices: merged.notices,
                     translations: merged.translations,
-                    validated: outcome.line().to_string(),
+                    validated: outcome.line(),
                 });
             }
         }
@@ -384,6 +384,7 @@ mod tests {
         let (_etc, _work, report) = upgrade(&cases);
         assert_eq!(paths(&report.merged, |m| &m.path), ["ssh/sshd_config"]);
         assert_eq!(report.still_invalid.len(), 1, "{:?}", report.still_invalid);
+        assert_eq!(report.still_invalid[0].files, ["ssh/sshd_config"]);
         assert!(report.conflicts.is_empty());
     }
 }

@@ -72,7 +72,8 @@ pub fn merge_commit(report: &UpgradeReport, base: &str, tip: &str) -> (String, S
     }
     if !report.still_invalid.is_empty() {
         body.push_str("\nStill invalid:\n");
-        body.push_str(&list(&report.still_invalid));
+        let lines: Vec<String> = report.still_invalid.iter().map(|s| s.line()).collect();
+        body.push_str(&list(&lines));
         body.push('\n');
     }
     if !report.conflicts.is_empty() {

@@ -22,7 +22,13 @@
 //!    and committed in one merge commit whose second parent is the new distro tip.
 //!    Conflicts are written, with markers ([`markers`]), to the worktree
 //!    `/var/lib/placard/etc-upgrade/files/` (root only), never to live /etc, and listed
-//!    in its `conflicts.json`.
+//!    in its `conflicts.json`. Packages dpkg could not configure with the kept files
+//!    are configured again.
+//!
+//! [`run`] is these steps in order, one function each: `merge_base` (1),
+//! `switch_sources` and `upgrade_packages` (2), `record_new_release` (3), `decide_all`
+//! (pure but for reading the three versions), `merge_files` and
+//! `configure_after_merge` (4).
 //!
 //! `etc resolve` takes each file the admin resolved there (no markers left; a deleted
 //! file accepts the new release's removal of it), checks it like a clean merge, writes
@@ -48,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use super::branch;
 use super::host::{self, Roots};
 use super::pristine::{Unavailable, MODE_LINK};
-use super::validate::{self, Outcome};
+use super::validate::{self, Outcome, StillInvalid};
 use crate::merge::{self, Method};
 use crate::system::etc_git::{Declared, EtcRepo};
 pub use message::list;
@@ -164,10 +170,9 @@ pub struct UpgradeReport {
     pub unconfigured: Vec<String>,
     /// Why dpkg still cannot configure them after the merge (the conflicts, usually).
     pub apt_error: Option<String>,
-    /// Daemons whose live configuration failed its validator before the merge and still
-    /// fails after the clean merges were written ("dovecot: configuration still invalid
-    /// until the conflicts are resolved: …").
-    pub still_invalid: Vec<String>,
+    /// Groups of clean merges written although their validator fails: the live
+    /// configuration failed it already before the merge.
+    pub still_invalid: Vec<StillInvalid>,
 }
 
 impl UpgradeReport {
@@ -211,7 +216,7 @@ pub struct ResolveReport {
     /// Daemons whose configuration was already failing its validator and still fails
     /// with the resolutions written (see [`crate::distro::validate`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub still_invalid: Vec<String>,
+    pub still_invalid: Vec<StillInvalid>,
     /// Migrate's conflicts whose file the admin deleted: /etc keeps the new host's own.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<String>,
@@ -246,7 +251,9 @@ impl ResolveReport {
 }
 
 /// `etc upgrade` of the host whose /etc is `etc`, with its worktree at `worktree`
-/// ([`WORKTREE`] on a host): see the module's documentation.
+/// ([`WORKTREE`] on a host): see the module's documentation. Each step stops the run
+/// with its error (nothing after it runs); a validator's failure is the one thing that
+/// does not stop it, since its files become conflicts and the live ones stay.
 pub fn run(
     etc: &Path,
     worktree: &Path,
@@ -254,31 +261,103 @@ pub fn run(
     emit: &mut dyn FnMut(Progress),
 ) -> Result<UpgradeReport> {
     let repo = open_repo(etc)?;
-    let installed = installed_release(etc)?;
-    let from = upgrade_from(&installed, release)?;
+    let from = upgrade_from(&installed_release(etc)?, release)?;
     let worktree = Worktree::open(worktree)?;
-    let state = worktree
-        .state()?
-        .filter(|s| s.release == release && !s.finished);
-    let mut report = UpgradeReport::new(
-        &from,
+    let files = worktree.root.join("files");
+    let mut report = UpgradeReport::new(&from, release, &files.to_string_lossy());
+    let mut up = Upgrade {
+        etc,
+        repo: &repo,
+        roots: Roots::host(etc),
+        worktree: &worktree,
         release,
-        &worktree.root.join("files").to_string_lossy(),
-    );
-    // 1. The merge base: the distro branch of the installed packages.
-    repo.update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
-    let stray = repo.changes()?;
-    let summary = "changes found before placard run";
-    report
-        .commits
-        .extend(commit(emit, &repo, summary, &list(&stray), None)?);
-    let roots = Roots::host(etc);
-    let git = repo.repository();
-    let (_, known) = host::read_known(&roots)?;
-    let before = branch::update(git, &known, &roots)?;
-    report
-        .unavailable
-        .extend(before.unavailable.iter().cloned());
+        emit,
+    };
+    let (mut state, base) = merge_base(&mut up, &mut report)?;
+    switch_sources(&mut up, &from, &mut report)?;
+    let beside = upgrade_packages(&mut up, &state.candidates, &mut report)?;
+    let (tip, known) = record_new_release(&up, &mut report)?;
+    let mut pending = worktree.conflicts()?;
+    if tip != base {
+        let unavailable = &report.unavailable;
+        let missing = |path: &str| deb_missing(&known.owned, unavailable, path);
+        let versions = (base, tip);
+        let decisions = decide_all(&up, versions, &state.candidates, &beside, &missing)?;
+        merge_files(&mut up, versions, decisions, &mut report, &mut pending)?;
+    }
+    configure_after_merge(&mut up, &mut report)?;
+    report.pending = still_pending(&pending, &report.conflicts);
+    // What is left to do is the admin's: the state of the next run starts afresh.
+    state.finished = true;
+    worktree.save_state(&state)?;
+    Ok(report)
+}
+
+/// What the steps of [`run`] work on: the host's /etc and its git, the worktree, the
+/// release upgraded to, and where progress is told.
+struct Upgrade<'a> {
+    etc: &'a Path,
+    repo: &'a EtcRepo,
+    roots: Roots,
+    worktree: &'a Worktree,
+    release: &'a str,
+    emit: &'a mut dyn FnMut(Progress),
+}
+
+impl Upgrade<'_> {
+    fn git(&self) -> &Repository {
+        self.repo.repository()
+    }
+
+    fn notice(&mut self, text: String) {
+        (self.emit)(Progress::Notice(text));
+    }
+
+    /// Commits all of /etc (see [`EtcRepo::commit_all_merging`]; nothing when nothing
+    /// changed), tells it, and lists it in the report.
+    fn commit(
+        &mut self,
+        report: &mut UpgradeReport,
+        summary: &str,
+        body: &str,
+        merged: Option<Oid>,
+    ) -> Result<()> {
+        let id = self.repo.commit_all_merging(summary, body, merged)?;
+        if let Some(id) = &id {
+            (self.emit)(Progress::Commit {
+                id: id.clone(),
+                summary: summary.to_string(),
+            });
+        }
+        report.commits.extend(id);
+        Ok(())
+    }
+}
+
+/// Step 1, the merge base. Commits the changes found in /etc, brings the distro branch
+/// up to date for the installed (old) release, and takes its tip as the merge base and
+/// every file it holds as a candidate; an unfinished upgrade to the same release keeps
+/// the base and candidates its `state.json` names. Guarantees: the base is saved in the
+/// worktree before apt changes anything, so that an interrupted upgrade resumes against
+/// the same pristine files; a state that cannot be read, or an empty branch, stops the
+/// run before anything is upgraded.
+fn merge_base(up: &mut Upgrade, report: &mut UpgradeReport) -> Result<(State, Oid)> {
+    let state = up
+        .worktree
+        .state()?
+        .filter(|s| s.release == up.release && !s.finished);
+    up.repo
+        .update_ignores(&Declared::load(Path::new(crate::system::STATE_DIR))?)?;
+    let stray = up.repo.changes()?;
+    up.commit(
+        report,
+        "changes found before placard run",
+        &list(&stray),
+        None,
+    )?;
+    let (_, known) = host::read_known(&up.roots)?;
+    let before = branch::update(up.git(), &known, &up.roots)?;
+    report.unavailable.extend(before.unavailable);
     let (base, candidates) = match state {
         Some(state) => (
             Oid::from_str(&state.base).context("state.json names no commit")?,
@@ -289,67 +368,105 @@ pub fn run(
                 "the distro branch is empty: no installed package ships files under /etc",
             )?;
             let tip = Oid::from_str(tip)?;
-            (tip, pristine_files(git, tip)?)
+            (tip, pristine_files(up.git(), tip)?)
         }
     };
-    let mut state = State {
-        release: release.to_string(),
+    let state = State {
+        release: up.release.to_string(),
         base: base.to_string(),
         candidates,
         finished: false,
     };
-    worktree.save_state(&state)?;
+    up.worktree.save_state(&state)?;
     report.distro_base = Some(base.to_string());
+    Ok((state, base))
+}
 
-    // 2. apt: sources, then the upgrade keeping the site's conffiles.
-    if from != release {
-        report.sources = sources::switch(etc, &from, release)?;
+/// Step 2a, apt's sources: switched from the installed release `from` to the new one
+/// (nothing on a second run, when they already name it), and committed.
+fn switch_sources(up: &mut Upgrade, from: &str, report: &mut UpgradeReport) -> Result<()> {
+    if from != up.release {
+        report.sources = sources::switch(up.etc, from, up.release)?;
     }
-    let summary = format!("placard etc upgrade: apt sources switched to {release}");
-    report
-        .commits
-        .extend(commit(emit, &repo, &summary, &list(&report.sources), None)?);
-    let log = worktree.root.join(apt::LOG);
-    emit(Progress::Notice(format!(
+    let summary = format!(
+        "placard etc upgrade: apt sources switched to {}",
+        up.release
+    );
+    let body = list(&report.sources);
+    up.commit(report, &summary, &body, None)
+}
+
+/// The maintainer's versions dpkg and ucf left beside each candidate, by candidate.
+type Beside = BTreeMap<String, Vec<(String, Vec<u8>)>>;
+
+/// Step 2b, the packages: `apt-get update` and the upgrade keeping the site's conffiles
+/// ([`apt::upgrade`]), then the maintainer's versions left beside the candidates taken
+/// out of /etc ([`take_left_beside`]), and everything committed. Guarantees: the live
+/// conffiles are the site's; a failed dist-upgrade is told and the run goes on (the
+/// merge is what lets dpkg configure), any other failure of apt stops it.
+fn upgrade_packages(
+    up: &mut Upgrade,
+    candidates: &[String],
+    report: &mut UpgradeReport,
+) -> Result<Beside> {
+    let release = up.release;
+    let log = up.worktree.root.join(apt::LOG);
+    up.notice(format!(
         "apt-get update, then dist-upgrade to {release} keeping local conffiles (apt's output: {})",
         log.display()
-    )));
+    ));
     if let Err(error) = apt::upgrade(&log)? {
-        emit(Progress::Notice(format!(
-            "{error:#}; merging, then configuring again"
-        )));
+        up.notice(format!("{error:#}; merging, then configuring again"));
     }
-    // The maintainer's versions dpkg and ucf left beside kept files: read, then removed.
-    let mut beside: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
-    for path in &state.candidates {
+    let beside = take_left_beside(up.etc, candidates, &mut report.cleaned)?;
+    let summary =
+        format!("placard etc upgrade: packages upgraded to {release}, local conffiles kept");
+    let body = list(&up.repo.changes()?);
+    up.commit(report, &summary, &body, None)?;
+    Ok(beside)
+}
+
+/// The files dpkg and ucf left beside the `candidates` under `etc` (`.dpkg-dist`,
+/// `.ucf-old`…): read, then removed, each listed in `cleaned`. Guarantees: a file is
+/// removed only once its content is held (the distro branch holds the maintainer's
+/// version; the returned one stands in when the branch lacks it); a file that cannot
+/// be removed stops the run.
+fn take_left_beside(
+    etc: &Path,
+    candidates: &[String],
+    cleaned: &mut Vec<String>,
+) -> Result<Beside> {
+    let mut beside = Beside::new();
+    for path in candidates {
         let found = apt::left_beside(etc, path);
         for (relative, _) in &found {
             fs::remove_file(etc.join(relative))
                 .with_context(|| format!("cannot remove /etc/{relative}"))?;
-            report.cleaned.push(relative.clone());
+            cleaned.push(relative.clone());
         }
         if !found.is_empty() {
             beside.insert(path.clone(), found);
         }
     }
-    let summary =
-        format!("placard etc upgrade: packages upgraded to {release}, local conffiles kept");
-    report.commits.extend(commit(
-        emit,
-        &repo,
-        &summary,
-        &list(&repo.changes()?),
-        None,
-    )?);
+    Ok(beside)
+}
 
-    // 3. The new pristine files.
-    let (known, unconfigured) = known_with_unconfigured(&roots)?;
+/// Step 3, the new pristine files: the distro branch rebuilt for the packages now
+/// installed (those dpkg could not configure counted in), as a new commit on it.
+/// Fills `upgraded`, `packages`, `unavailable`, `unconfigured` and `distro_tip`;
+/// returns the new tip and what dpkg knows. Guarantees: an empty branch stops the run
+/// before any file is merged.
+fn record_new_release(
+    up: &Upgrade,
+    report: &mut UpgradeReport,
+) -> Result<(Oid, super::classify::Known)> {
+    let (known, unconfigured) = known_with_unconfigured(&up.roots)?;
     report.unconfigured = unconfigured;
-    let after = branch::update(git, &known, &roots)?;
+    let after = branch::update(up.git(), &known, &up.roots)?;
     // Whether package versions changed: what the distro branch recorded.
     report.upgraded = after.commit.is_some();
-    report.packages = after.changes.clone();
-    report.unavailable = after.unavailable.clone();
+    report.packages = after.changes;
+    report.unavailable = after.unavailable;
     let tip = after
         .tip
         .as_deref()
@@ -357,65 +474,95 @@ pub fn run(
         .transpose()?
         .context("the distro branch is empty after the upgrade")?;
     report.distro_tip = Some(tip.to_string());
+    Ok((tip, known))
+}
 
-    // 4. The merges: each file decided (pure), then written.
-    let mut pending = worktree.conflicts()?;
-    if tip != base {
-        let mut decisions = Vec::new();
-        for path in &state.candidates {
-            let left = beside.get(path).map(Vec::as_slice).unwrap_or_default();
-            // Without the new .deb on the branch, the maintainer's copy dpkg left.
-            let deb_missing = after.unavailable.iter().any(|u| {
-                known
-                    .owned
-                    .get(path)
-                    .is_some_and(|owner| *owner == u.package)
-            });
-            let inputs = Inputs::read(etc, git, (base, tip), path, left, deb_missing)?;
-            let decision = decide::decide(
-                path,
-                release,
-                inputs.base.as_deref(),
-                inputs.ours.as_deref(),
-                inputs.theirs.as_deref(),
-            );
-            decisions.push((path.clone(), decision));
-        }
-        let is_secret = |path: &str| -> Result<bool> {
-            Ok(git.is_path_ignored(path).with_context(|| {
-                format!("cannot tell whether /etc/{path} is kept out of git, so whether its conflicts may be shown")
-            })? || is_secret(etc, path))
-        };
-        let target = apply::Target {
-            etc,
-            worktree: &worktree,
-            release,
-            validator_for: &validate::for_path,
-            is_secret: &is_secret,
-        };
-        apply::apply(&target, decisions, &mut report, &mut pending)?;
-        worktree.save_conflicts(&pending)?;
-        let (summary, body) = message::merge_commit(&report, &base.to_string(), &tip.to_string());
-        report
-            .commits
-            .extend(commit(emit, &repo, &summary, &body, Some(tip))?);
+/// Whether the new .deb of the package owning `path` could not be had (then the
+/// maintainer's copy dpkg left beside the file is the new version).
+fn deb_missing(owned: &BTreeMap<String, String>, unavailable: &[Unavailable], path: &str) -> bool {
+    owned
+        .get(path)
+        .is_some_and(|owner| unavailable.iter().any(|u| u.package == *owner))
+}
+
+/// Step 4a, the decisions: for each candidate, its three versions (the old pristine at
+/// `base`, the live file, the new pristine at `tip`, or the maintainer's copy dpkg left
+/// when `deb_missing`) read and given to the pure [`decide::decide`]. Writes nothing.
+fn decide_all(
+    up: &Upgrade,
+    (base, tip): (Oid, Oid),
+    candidates: &[String],
+    beside: &Beside,
+    deb_missing: &dyn Fn(&str) -> bool,
+) -> Result<Vec<(String, decide::Decision)>> {
+    let mut decisions = Vec::new();
+    for path in candidates {
+        let left = beside.get(path).map(Vec::as_slice).unwrap_or_default();
+        let inputs = Inputs::read(up.etc, up.git(), (base, tip), path, left, deb_missing(path))?;
+        let decision = decide::decide(
+            path,
+            up.release,
+            inputs.base.as_deref(),
+            inputs.ours.as_deref(),
+            inputs.theirs.as_deref(),
+        );
+        decisions.push((path.clone(), decision));
     }
-    if !report.unconfigured.is_empty() {
-        report.apt_error = apt::configure_pending(&log);
-        let summary = "placard etc upgrade: packages configured after the merge";
-        report
-            .commits
-            .extend(commit(emit, &repo, summary, &list(&repo.changes()?), None)?);
+    Ok(decisions)
+}
+
+/// Step 4b, the merge: the decisions written by [`apply::apply`] (clean merges a
+/// validator's group at a time, conflicts to the worktree, never to live /etc), the
+/// worktree's conflict list saved, and one merge commit whose second parent is the new
+/// distro tip. Guarantees: a group that makes a working configuration fail its
+/// validator is put back and becomes conflicts.
+fn merge_files(
+    up: &mut Upgrade,
+    (base, tip): (Oid, Oid),
+    decisions: Vec<(String, decide::Decision)>,
+    report: &mut UpgradeReport,
+    pending: &mut BTreeMap<String, Conflict>,
+) -> Result<()> {
+    let (etc, git) = (up.etc, up.git());
+    let is_secret = |path: &str| -> Result<bool> {
+        Ok(git.is_path_ignored(path).with_context(|| {
+            format!("cannot tell whether /etc/{path} is kept out of git, so whether its conflicts may be shown")
+        })? || is_secret(etc, path))
+    };
+    let target = apply::Target {
+        etc,
+        worktree: up.worktree,
+        release: up.release,
+        validator_for: &validate::for_path,
+        is_secret: &is_secret,
+    };
+    apply::apply(&target, decisions, report, pending)?;
+    up.worktree.save_conflicts(pending)?;
+    let (summary, body) = message::merge_commit(report, &base.to_string(), &tip.to_string());
+    up.commit(report, &summary, &body, Some(tip))
+}
+
+/// Step 4c: when dpkg left packages unconfigured, `apt-get -f install` once the merged
+/// files are in place (its failure is reported in `apt_error`, the conflicts being the
+/// usual cause), and what it changed committed.
+fn configure_after_merge(up: &mut Upgrade, report: &mut UpgradeReport) -> Result<()> {
+    if report.unconfigured.is_empty() {
+        return Ok(());
     }
-    report.pending = pending
+    report.apt_error = apt::configure_pending(&up.worktree.root.join(apt::LOG));
+    let summary = "placard etc upgrade: packages configured after the merge";
+    let body = list(&up.repo.changes()?);
+    up.commit(report, summary, &body, None)
+}
+
+/// The conflicts of earlier runs still waiting in the worktree: those of `pending` this
+/// run did not report again.
+fn still_pending(pending: &BTreeMap<String, Conflict>, conflicts: &[Conflict]) -> Vec<String> {
+    pending
         .keys()
-        .filter(|p| !report.conflicts.iter().any(|c| &c.path == *p))
+        .filter(|p| !conflicts.iter().any(|c| &c.path == *p))
         .cloned()
-        .collect();
-    // What is left to do is the admin's: the state of the next run starts afresh.
-    state.finished = true;
-    worktree.save_state(&state)?;
-    Ok(report)
+        .collect()
 }
 
 /// The release an upgrade to `release` starts from: the installed one, when it is the
@@ -654,27 +801,237 @@ fn is_secret(etc: &Path, path: &str) -> bool {
     super::secrets::why_secret(path, super::secrets::live_mode(etc, path)).is_some()
 }
 
-/// Commits /etc (see [`EtcRepo::commit_all_merging`]) and reports the commit.
-fn commit(
-    emit: &mut dyn FnMut(Progress),
-    repo: &EtcRepo,
-    summary: &str,
-    body: &str,
-    merged: Option<Oid>,
-) -> Result<Option<String>> {
-    let id = repo.commit_all_merging(summary, body, merged)?;
-    if let Some(id) = &id {
-        emit(Progress::Commit {
-            id: id.clone(),
-            summary: summary.to_string(),
-        });
-    }
-    Ok(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One file of a [`TempHost`]: its path, old pristine, new pristine and live version
+    /// (`None`: absent).
+    type File = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
+    /// A host's /etc (a git repository) and worktree in temporary folders: the old and
+    /// new pristine files committed as the two distro commits, then the live files.
+    struct TempHost {
+        etc: tempfile::TempDir,
+        work: tempfile::TempDir,
+        repo: EtcRepo,
+        base: Oid,
+        tip: Oid,
+    }
+
+    impl TempHost {
+        fn new(files: &[File]) -> TempHost {
+            let etc = tempfile::tempdir().expect("a temporary folder");
+            let work = tempfile::tempdir().expect("a temporary folder");
+            let (repo, _) = EtcRepo::open_or_init(etc.path()).expect("a repository");
+            let write = |pick: fn(&File) -> Option<&'static str>| {
+                for file in files {
+                    let live = etc.path().join(file.0);
+                    fs::create_dir_all(live.parent().expect("a folder")).expect("created");
+                    match pick(file) {
+                        Some(text) => fs::write(&live, text).expect("written"),
+                        None => {
+                            let _ = fs::remove_file(&live);
+                        }
+                    }
+                }
+            };
+            let commit = |summary: &str| -> Oid {
+                let id = repo
+                    .commit_all(summary, "")
+                    .expect("committed")
+                    .expect("a commit");
+                Oid::from_str(&id).expect("an id")
+            };
+            write(|f| f.1);
+            let base = commit("old release");
+            write(|f| f.2);
+            let tip = commit("new release");
+            write(|f| f.3);
+            TempHost {
+                etc,
+                work,
+                repo,
+                base,
+                tip,
+            }
+        }
+    }
+
+    /// Step 2b's cleaning: the maintainer's versions beside a candidate are read, then
+    /// removed and listed; files beside a file that is no candidate stay.
+    #[test]
+    fn files_left_beside_are_held_then_removed() {
+        let etc = tempfile::tempdir().expect("a temporary folder");
+        fs::create_dir_all(etc.path().join("ssh")).expect("created");
+        for (path, text) in [
+            ("ssh/sshd_config", "site\n"),
+            ("ssh/sshd_config.dpkg-dist", "debian\n"),
+            ("ssh/sshd_config.ucf-old", "older\n"),
+            ("other.conf.dpkg-dist", "not a candidate\n"),
+        ] {
+            fs::write(etc.path().join(path), text).expect("written");
+        }
+        let mut cleaned = Vec::new();
+        let candidates = ["ssh/sshd_config".to_string(), "hosts".to_string()];
+        let beside = take_left_beside(etc.path(), &candidates, &mut cleaned).expect("taken");
+        assert_eq!(
+            cleaned,
+            ["ssh/sshd_config.dpkg-dist", "ssh/sshd_config.ucf-old"]
+        );
+        assert_eq!(beside.keys().collect::<Vec<_>>(), ["ssh/sshd_config"]);
+        assert_eq!(
+            beside["ssh/sshd_config"][0],
+            (
+                "ssh/sshd_config.dpkg-dist".to_string(),
+                b"debian\n".to_vec()
+            )
+        );
+        assert!(!etc.path().join("ssh/sshd_config.dpkg-dist").exists());
+        assert!(!etc.path().join("ssh/sshd_config.ucf-old").exists());
+        assert!(etc.path().join("ssh/sshd_config").exists());
+        assert!(etc.path().join("other.conf.dpkg-dist").exists());
+    }
+
+    #[test]
+    fn a_missing_deb_is_the_owning_package_s() {
+        let owned = BTreeMap::from([("default/club".to_string(), "club".to_string())]);
+        let unavailable = [Unavailable {
+            package: "club".into(),
+            version: "2".into(),
+            message: "no .deb".into(),
+        }];
+        assert!(deb_missing(&owned, &unavailable, "default/club"));
+        assert!(!deb_missing(&owned, &unavailable, "default/other"));
+        assert!(!deb_missing(&owned, &[], "default/club"));
+    }
+
+    #[test]
+    fn pending_lists_only_earlier_conflicts() {
+        let conflict = |path: &str| Conflict {
+            path: path.into(),
+            method: serde_json::Value::Null,
+            issues: Vec::new(),
+            reason: None,
+            worktree_file: String::new(),
+            release: "trixie".into(),
+        };
+        let pending = BTreeMap::from([
+            ("a".to_string(), conflict("a")),
+            ("b".to_string(), conflict("b")),
+        ]);
+        assert_eq!(still_pending(&pending, &[conflict("a")]), ["b"]);
+        assert!(still_pending(&BTreeMap::new(), &[conflict("a")]).is_empty());
+    }
+
+    /// Steps 4a and 4b on a temporary /etc with its git: each candidate decided from the
+    /// two distro commits and the live file (a missing .deb's new version taken from
+    /// the `.dpkg-dist` dpkg left), then written and committed as one merge whose
+    /// second parent is the new distro tip; a conflict goes to the worktree only.
+    #[test]
+    fn decided_from_the_distro_commits_then_merged_and_committed() {
+        let host = TempHost::new(&[
+            (
+                "club/motd",
+                Some("Welcome\n"),
+                Some("Welcome to Debian\n"),
+                Some("Welcome to the club\n"),
+            ),
+            (
+                "default/both",
+                Some("# comment\nA=1\n"),
+                Some("# new comment\nA=1\nB=2\n"),
+                Some("# comment\nA=5\n"),
+            ),
+            ("default/site", Some("A=1\n"), Some("A=1\n"), Some("A=2\n")),
+            ("default/nodeb", Some("X=1\n"), None, Some("X=2\n")),
+        ]);
+        let left = vec![(
+            "default/nodeb.dpkg-dist".to_string(),
+            b"X=1\nY=2\n".to_vec(),
+        )];
+        let beside = Beside::from([("default/nodeb".to_string(), left)]);
+        let worktree = Worktree::open(host.work.path()).expect("a worktree");
+        let mut told = Vec::new();
+        let mut emit = |progress: Progress| told.push(progress);
+        let mut up = Upgrade {
+            etc: host.etc.path(),
+            repo: &host.repo,
+            roots: Roots::host(host.etc.path()),
+            worktree: &worktree,
+            release: "trixie",
+            emit: &mut emit,
+        };
+        let mut candidates = pristine_files(host.repo.repository(), host.base).expect("files");
+        candidates.sort();
+        assert_eq!(
+            candidates,
+            ["club/motd", "default/both", "default/nodeb", "default/site"]
+        );
+        let versions = (host.base, host.tip);
+        let missing = |path: &str| path == "default/nodeb";
+        let decisions = decide_all(&up, versions, &candidates, &beside, &missing).expect("decided");
+        let shape: Vec<(&str, &str)> = decisions
+            .iter()
+            .map(|(path, decision)| {
+                let kind = match decision {
+                    decide::Decision::Nothing(_) => "nothing",
+                    decide::Decision::Clean(_) => "clean",
+                    decide::Decision::Conflict(..) => "conflict",
+                    decide::Decision::Dropped { .. } => "dropped",
+                };
+                (path.as_str(), kind)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("club/motd", "conflict"),
+                ("default/both", "clean"),
+                ("default/nodeb", "clean"),
+                ("default/site", "nothing")
+            ]
+        );
+        let mut report = UpgradeReport::new("bookworm", "trixie", "/nowhere");
+        let mut pending = BTreeMap::new();
+        merge_files(&mut up, versions, decisions, &mut report, &mut pending).expect("merged");
+        let live = |path: &str| fs::read_to_string(host.etc.path().join(path)).ok();
+        assert_eq!(live("club/motd").as_deref(), Some("Welcome to the club\n"));
+        assert_eq!(
+            live("default/both").as_deref(),
+            Some("# new comment\nA=5\nB=2\n")
+        );
+        assert_eq!(live("default/nodeb").as_deref(), Some("X=2\nY=2\n"));
+        assert_eq!(live("default/site").as_deref(), Some("A=2\n"));
+        assert_eq!(pending.keys().collect::<Vec<_>>(), ["club/motd"]);
+        assert_eq!(
+            worktree
+                .conflicts()
+                .expect("saved")
+                .keys()
+                .collect::<Vec<_>>(),
+            ["club/motd"]
+        );
+        let marked = fs::read_to_string(worktree.file("club/motd")).expect("left");
+        assert!(markers::has_markers(&marked), "{marked}");
+        assert_eq!(report.commits.len(), 1, "{:?}", report.commits);
+        let git = host.repo.repository();
+        let head = git
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .expect("a commit");
+        assert_eq!(head.id().to_string(), report.commits[0]);
+        assert_eq!(head.parent_id(1).ok(), Some(host.tip));
+        assert!(
+            matches!(&told[..], [Progress::Commit { summary, .. }] if summary.contains("1 in conflict")),
+            "{told:?}"
+        );
+    }
 
     /// Issue 13, item 1: a dropped sysctl.conf's settings go to sysctl.d/99-site.conf
     /// (and the file dpkg left is removed); a dropped file with no successor is put back
