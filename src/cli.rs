@@ -57,7 +57,7 @@ pub enum Command {
     },
     /// Monitoring: each host's checks as its monitor role last found them; `run` is what
     /// the role's timer runs on the host.
-    Monitor(crate::monitor::cli::MonitorArgs),
+    Monitor(MonitorArgs),
     /// On a host in pull mode: fetch the site's repository and apply a new signed
     /// commit with --local (what the pull role's timer runs).
     Pull(crate::pull::cli::PullArgs),
@@ -224,4 +224,34 @@ pub enum SandboxCommand {
     Ssh { name: String },
     /// The sandboxes that run.
     List,
+}
+
+/// `placard monitor …`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    #[command(subcommand)]
+    pub command: MonitorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Each host's monitored checks: their last state and since when (what the monitor
+    /// role's timer last found there).
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Hosts or groups (default: all).
+        targets: Vec<String>,
+    },
+    /// On a host: run the checks the last apply stored, and mail the admin about the
+    /// ones that changed state. The monitor role's timer runs this; run it by hand to
+    /// check now.
+    Run {
+        /// The monitor's settings, written by the monitor role.
+        #[arg(long, default_value = crate::monitor::CONFIG_PATH)]
+        config: PathBuf,
+        /// placard's state folder on the host (checks.json, monitor/).
+        #[arg(long, default_value = crate::system::STATE_DIR)]
+        state: PathBuf,
+    },
 }

@@ -50,3 +50,4 @@ pub mod source;
 pub mod system;
 pub mod template;
 pub mod transport;
+pub mod verify;

@@ -21,9 +21,7 @@
 //! has no reader), the run finishes the step it is in, then stops: no further task, no
 //! handler (they stay pending), /etc committed, the lock released.
 
-pub mod lock;
 pub mod state;
-pub mod verify;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -37,7 +35,7 @@ use crate::facts::Facts;
 use crate::plan::{bundle, loop_items, template_data, Bundle, EtcCommand, Event, Job, TaskStatus};
 use crate::resource::service::UnitStates;
 use crate::resource::Context;
-use crate::system::{etc_git, journal::Journal, leftovers};
+use crate::system::{etc_git, journal::Journal, leftovers, lock};
 use crate::template::{Renderer, SecretSource};
 
 /// Where the agent works; tests point these elsewhere.
@@ -154,7 +152,7 @@ pub fn run(bundle: &Bundle, paths: &Paths, emit: &mut dyn FnMut(Event)) -> Resul
                     let (name, ok, detail) =
                         match check.render(|text| renderer.render_string(text, &data)) {
                             Ok(rendered) => {
-                                let (ok, detail) = verify::run(&rendered);
+                                let (ok, detail) = crate::verify::run(&rendered);
                                 (rendered.name, ok, detail)
                             }
                             Err(message) => (check.name.clone(), false, message),

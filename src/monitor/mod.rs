@@ -16,10 +16,8 @@
 //!   could not be sent is tried again at the next run.
 //!
 //! What it leaves to others: sending ([`mail`]), the checks themselves
-//! ([`crate::agent::verify`]), the timer ([roles/monitor.yml]).
+//! ([`crate::verify`]), the timer ([roles/monitor.yml]).
 
-pub mod cli;
-pub mod command;
 pub mod mail;
 
 use std::collections::BTreeMap;
@@ -403,7 +401,7 @@ fn run_checks(checks: &[StoredCheck], limit: Duration) -> Vec<Outcome> {
             .map(|stored| {
                 scope.spawn(move || {
                     let (ok, detail) = match stored.check.validate() {
-                        Ok(()) => crate::agent::verify::run_within(&stored.check, limit),
+                        Ok(()) => crate::verify::run_within(&stored.check, limit),
                         Err(problem) => (false, problem),
                     };
                     Outcome {

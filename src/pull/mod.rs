@@ -301,10 +301,10 @@ fn judge(config: &Config, paths: &Paths, site: &Path, previous: &PullState) -> O
     }
 }
 
-/// `placard pull`: one run under pull mode's lock; the result to the journal; exit 1
-/// when it failed, so that `systemctl --failed` shows it too.
-pub fn main(args: cli::PullArgs) -> Result<crate::commands::Exit> {
-    let _lock = crate::agent::lock::Lock::acquire(Path::new(LOCK_FILE), "placard pull")?;
+/// `placard pull`: one run under pull mode's lock; the result to the journal. True when
+/// it failed: placard then exits 1, so that `systemctl --failed` shows it too.
+pub fn main(args: cli::PullArgs) -> Result<bool> {
+    let _lock = crate::system::lock::Lock::acquire(Path::new(LOCK_FILE), "placard pull")?;
     let paths = Paths {
         config: args.config,
         monitor: PathBuf::from(crate::monitor::CONFIG_PATH),
@@ -316,11 +316,7 @@ pub fn main(args: cli::PullArgs) -> Result<crate::commands::Exit> {
         print!("{output}");
     }
     println!("{}", outcome.summary());
-    Ok(if outcome.failed() {
-        crate::commands::Exit::Failed
-    } else {
-        crate::commands::Exit::Done
-    })
+    Ok(outcome.failed())
 }
 
 /// Through the monitor's mail path, when the monitor role is on the host.

@@ -249,7 +249,7 @@ fn print_output(out: &mut dyn Write, data: &serde_json::Value) {
             };
         }
     } else if let Some(monitor) = data.get("monitor") {
-        crate::monitor::command::print_status(out, monitor);
+        print_monitor_status(out, monitor);
     } else if let Some(drift) = data.get("drift") {
         print_drift(out, drift);
     } else if let Some(capture) = data.get("capture") {
@@ -505,6 +505,55 @@ fn print_drift(out: &mut dyn Write, drift: &serde_json::Value) {
         count("pristine"),
         count("generated")
     );
+}
+
+/// The human form of a host's monitor state (the agent's `monitor` output).
+fn print_monitor_status(out: &mut dyn Write, data: &serde_json::Value) {
+    let timer = data["timer"].as_str().unwrap_or("unknown");
+    let last_run = data["last_run"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  timer placard-monitor.timer is {timer}; last run {}",
+        if last_run == 0 {
+            "never".to_string()
+        } else {
+            crate::monitor::mail::utc_time(last_run)
+        }
+    );
+    if let Some(error) = data["mail_error"].as_str() {
+        let _ = writeln!(out, "  the last mail could not be sent: {error}");
+    }
+    let checks = data["checks"].as_array().cloned().unwrap_or_default();
+    if checks.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no checks recorded yet{}",
+            if data["stored_checks"].is_null() {
+                " (no apply has stored this host's checks: apply its roles)"
+            } else {
+                ""
+            }
+        );
+    }
+    for check in checks {
+        let ok = check["ok"].as_bool().unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "  {:<7} {}: {} (since {}){}",
+            if ok { "ok" } else { "FAILING" },
+            check["role"].as_str().unwrap_or_default(),
+            check["name"].as_str().unwrap_or_default(),
+            crate::monitor::mail::utc_time(check["since"].as_u64().unwrap_or(0)),
+            if ok {
+                String::new()
+            } else {
+                format!(
+                    "\n          {}",
+                    check["detail"].as_str().unwrap_or_default()
+                )
+            }
+        );
+    }
 }
 
 #[cfg(test)]

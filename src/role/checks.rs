@@ -1,6 +1,6 @@
 //! Health checks a role declares for `placard verify`: is the service active, does the
 //! port answer with the right banner, does a command succeed. They run on the host, in
-//! the agent (see [`crate::agent::verify`]). Their strings are templates like a task's,
+//! the agent (see [`crate::verify`]). Their strings are templates like a task's,
 //! so that a check can name what the variables chose (`upsc {{ups_name}}@localhost`).
 
 use serde::{Deserialize, Serialize};

@@ -19,3 +19,4 @@ pub mod command;
 pub mod etc_git;
 pub mod journal;
 pub mod leftovers;
+pub mod lock;

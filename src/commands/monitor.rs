@@ -2,13 +2,11 @@
 //! agent) and `placard monitor run` (on the host, from the timer: output goes to the
 //! journal).
 
-use std::io::Write;
-
 use anyhow::Result;
 
-use super::cli::{MonitorArgs, MonitorCommand};
-use super::mail::utc_time;
-use crate::commands::Exit;
+use super::Exit;
+use crate::cli::{MonitorArgs, MonitorCommand};
+use crate::monitor::LOCK_FILE;
 use crate::plan::Job;
 use crate::report::HostReport;
 
@@ -16,7 +14,7 @@ pub fn run(args: MonitorArgs) -> Result<Exit> {
     match args.command {
         MonitorCommand::Status { common, targets } => {
             let settings = crate::settings::Settings::resolve(&common)?;
-            let reports = crate::commands::execute(&settings, &targets, Job::Monitor, 16, true)?;
+            let reports = super::execute(&settings, &targets, Job::Monitor, 16, true)?;
             Ok(if reports.iter().any(HostReport::failed) {
                 Exit::Failed
             } else {
@@ -24,14 +22,14 @@ pub fn run(args: MonitorArgs) -> Result<Exit> {
             })
         }
         MonitorCommand::Run { config, state } => {
-            let paths = super::Paths { config, state };
-            let _lock = crate::agent::lock::Lock::acquire(
-                std::path::Path::new(super::LOCK_FILE),
+            let paths = crate::monitor::Paths { config, state };
+            let _lock = crate::system::lock::Lock::acquire(
+                std::path::Path::new(LOCK_FILE),
                 "placard monitor run",
             )?;
             // An apply restarts services on purpose: checks taken meanwhile would mail
             // about a restart. The next period checks instead.
-            if apply_under_way(std::path::Path::new(crate::agent::lock::LOCK_FILE)) {
+            if apply_under_way(std::path::Path::new(crate::system::lock::LOCK_FILE)) {
                 println!("skipped: a placard run holds this host's lock; the next period checks");
                 return Ok(Exit::Done);
             }
@@ -39,7 +37,7 @@ pub fn run(args: MonitorArgs) -> Result<Exit> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let report = super::run(&paths, now, &super::mail::send)?;
+            let report = crate::monitor::run(&paths, now, &crate::monitor::mail::send)?;
             println!(
                 "{} checks, {} failing{}{}",
                 report.checked,
@@ -84,55 +82,6 @@ fn held(locks: &str, device: u64, inode: u64) -> bool {
     })
 }
 
-/// The human form of a host's monitor state (the agent's `monitor` output).
-pub fn print_status(out: &mut dyn Write, data: &serde_json::Value) {
-    let timer = data["timer"].as_str().unwrap_or("unknown");
-    let last_run = data["last_run"].as_u64().unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "  timer placard-monitor.timer is {timer}; last run {}",
-        if last_run == 0 {
-            "never".to_string()
-        } else {
-            utc_time(last_run)
-        }
-    );
-    if let Some(error) = data["mail_error"].as_str() {
-        let _ = writeln!(out, "  the last mail could not be sent: {error}");
-    }
-    let checks = data["checks"].as_array().cloned().unwrap_or_default();
-    if checks.is_empty() {
-        let _ = writeln!(
-            out,
-            "  no checks recorded yet{}",
-            if data["stored_checks"].is_null() {
-                " (no apply has stored this host's checks: apply its roles)"
-            } else {
-                ""
-            }
-        );
-    }
-    for check in checks {
-        let ok = check["ok"].as_bool().unwrap_or(false);
-        let _ = writeln!(
-            out,
-            "  {:<7} {}: {} (since {}){}",
-            if ok { "ok" } else { "FAILING" },
-            check["role"].as_str().unwrap_or_default(),
-            check["name"].as_str().unwrap_or_default(),
-            utc_time(check["since"].as_u64().unwrap_or(0)),
-            if ok {
-                String::new()
-            } else {
-                format!(
-                    "\n          {}",
-                    check["detail"].as_str().unwrap_or_default()
-                )
-            }
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,7 +101,7 @@ mod tests {
         let path = dir.path().join("placard.lock");
         std::fs::write(&path, "").unwrap();
         assert!(!apply_under_way(&path));
-        let lock = crate::agent::lock::Lock::acquire(&path, "test").unwrap();
+        let lock = crate::system::lock::Lock::acquire(&path, "test").unwrap();
         assert!(apply_under_way(&path));
         drop(lock);
         assert!(!apply_under_way(&path));

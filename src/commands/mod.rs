@@ -1,5 +1,7 @@
 //! Each command, from parsed arguments to an exit code.
 
+mod monitor;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -52,8 +54,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
             &Site::new(&site.unwrap_or_else(|| PathBuf::from("."))),
         ),
         Command::Sandbox { command } => sandbox_command(command),
-        Command::Monitor(args) => crate::monitor::command::run(args),
-        Command::Pull(args) => crate::pull::main(args),
+        Command::Monitor(args) => monitor::run(args),
+        Command::Pull(args) => {
+            crate::pull::main(args).map(|failed| if failed { Exit::Failed } else { Exit::Done })
+        }
         Command::Agent => crate::agent::main().map(|()| Exit::Done),
     }
 }
