@@ -459,12 +459,18 @@ mod tests {
         }
     }
 
+    /// A file written in `dir`, and what stat says of it.
+    fn written(dir: &Path, name: &str, content: &[u8]) -> (PathBuf, std::fs::Metadata) {
+        let path = dir.join(name);
+        std::fs::write(&path, content).expect("write");
+        let metadata = std::fs::metadata(&path).expect("stat");
+        (path, metadata)
+    }
+
     #[test]
     fn a_remembered_sum_holds_until_the_file_changes() {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let agent = dir.path().join("placard");
-        std::fs::write(&agent, b"first build").expect("write");
-        let metadata = std::fs::metadata(&agent).expect("stat");
+        let (agent, metadata) = written(dir.path(), "placard", b"first build");
         assert_eq!(sums_in(dir.path()).find(&agent, &metadata), None);
         sums_in(dir.path()).remember(&agent, &metadata, &"a".repeat(64), true);
         assert_eq!(
@@ -472,13 +478,10 @@ mod tests {
             Some(("a".repeat(64), true))
         );
         // Another file at another path is not this one.
-        let other = dir.path().join("other");
-        std::fs::write(&other, b"first build").expect("write");
-        let other_metadata = std::fs::metadata(&other).expect("stat");
+        let (other, other_metadata) = written(dir.path(), "other", b"first build");
         assert_eq!(reopen(dir.path()).find(&other, &other_metadata), None);
         // Rebuilt in place: its size, times or inode differ.
-        std::fs::write(&agent, b"second build, longer").expect("write");
-        let rebuilt = std::fs::metadata(&agent).expect("stat");
+        let (_, rebuilt) = written(dir.path(), "placard", b"second build, longer");
         assert_eq!(reopen(dir.path()).find(&agent, &rebuilt), None);
         // Remembering it again replaces the line of that path.
         reopen(dir.path()).remember(&agent, &rebuilt, &"b".repeat(64), false);
@@ -490,9 +493,7 @@ mod tests {
     #[test]
     fn a_damaged_sums_line_is_no_sum() {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let agent = dir.path().join("placard");
-        std::fs::write(&agent, b"build").expect("write");
-        let metadata = std::fs::metadata(&agent).expect("stat");
+        let (agent, metadata) = written(dir.path(), "placard", b"build");
         let key = Sums::key(&agent, &metadata);
         for line in [
             format!("{} static {key}", "a".repeat(63)),
