@@ -47,18 +47,13 @@ fn tracking_hierarchies(proc_cgroup: &str) -> Vec<(PathBuf, String)> {
 /// "/user.slice/session-3.scope"): named after the host and its sandbox folder, since
 /// two state folders may each hold a host of the same name.
 fn own_cgroup(parent: &str, name: &str, dir: &Path) -> String {
-    // FNV-1a: stable across runs and builds, unlike std's hasher.
-    let hash = dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-        });
+    // The crate's SHA-256: stable across runs and builds, unlike std's hasher.
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(dir.as_os_str().as_encoded_bytes());
     format!(
-        "{}/placard-sandbox-{name}-{:08x}",
+        "{}/placard-sandbox-{name}-{}",
         parent.trim_end_matches('/'),
-        hash as u32
+        hex::encode(&hash[..4])
     )
 }
 

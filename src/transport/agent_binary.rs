@@ -176,7 +176,7 @@ impl Sums {
     fn key(path: &Path, metadata: &std::fs::Metadata) -> String {
         use std::os::unix::fs::MetadataExt as _;
         format!(
-            "{} {} {} {}.{} {}.{}",
+            "{} {} {} {}.{} {}.{} {}",
             metadata.dev(),
             metadata.ino(),
             metadata.size(),
@@ -184,7 +184,8 @@ impl Sums {
             metadata.mtime_nsec(),
             metadata.ctime(),
             metadata.ctime_nsec(),
-        ) + &format!(" {}", path.display())
+            path.display()
+        )
     }
 
     fn find(&self, path: &Path, metadata: &std::fs::Metadata) -> Option<(String, bool)> {
