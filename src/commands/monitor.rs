@@ -8,18 +8,18 @@ use super::Exit;
 use crate::cli::{MonitorArgs, MonitorCommand};
 use crate::monitor::LOCK_FILE;
 use crate::plan::Job;
-use crate::report::HostReport;
 
 pub fn run(args: MonitorArgs) -> Result<Exit> {
     match args.command {
         MonitorCommand::Status { common, targets } => {
             let settings = crate::settings::Settings::resolve(&common)?;
-            let reports = super::execute(&settings, &targets, Job::Monitor, 16, true)?;
-            Ok(if reports.iter().any(HostReport::failed) {
-                Exit::Failed
-            } else {
-                Exit::Done
-            })
+            super::host_exit(&super::execute(
+                &settings,
+                &targets,
+                Job::Monitor,
+                16,
+                true,
+            )?)
         }
         MonitorCommand::Run { config, state } => {
             let paths = crate::monitor::Paths { config, state };

@@ -222,12 +222,15 @@ pub struct StillInvalid {
     pub message: String,
 }
 
+/// A daemon as the admin knows it: its unit, or else its validator's program.
+pub fn daemon<'a>(unit: Option<&'a str>, validator: &'a str) -> &'a str {
+    unit.unwrap_or_else(|| validator.split(' ').next().unwrap_or_default())
+}
+
 impl StillInvalid {
-    /// The daemon, as the admin knows it: its unit, or the validator's program.
+    /// The daemon, as the admin knows it: see [`daemon`].
     pub fn daemon(&self) -> &str {
-        self.unit
-            .as_deref()
-            .unwrap_or_else(|| self.validator.split(' ').next().unwrap_or_default())
+        daemon(self.unit.as_deref(), &self.validator)
     }
 
     /// One line for a commit message or a merged file's verdict.

@@ -149,13 +149,13 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
             text(&kept["reason"])
         );
     }
-    let waiting = |key: &str| upgrade[key].as_array().is_some_and(|l| !l.is_empty());
+    let conflicts = list(&upgrade["conflicts"]);
+    let pending = list(&upgrade["pending"]);
     print_still_invalid(
         out,
         &upgrade["still_invalid"],
-        waiting("conflicts") || waiting("pending"),
+        !conflicts.is_empty() || !pending.is_empty(),
     );
-    let conflicts = list(&upgrade["conflicts"]);
     if !conflicts.is_empty() {
         let _ = writeln!(
             out,
@@ -173,7 +173,6 @@ pub fn print_upgrade(out: &mut dyn Write, upgrade: &Value) {
             }
         }
     }
-    let pending = list(&upgrade["pending"]);
     if !pending.is_empty() {
         let _ = writeln!(
             out,
@@ -204,10 +203,7 @@ pub fn print_still_invalid(out: &mut dyn Write, still_invalid: &Value, conflicts
     for group in still_invalid.as_array().into_iter().flatten() {
         let validator = text(&group["validator"]);
         let unit = group["unit"].as_str();
-        let daemon = unit.map_or_else(
-            || validator.split(' ').next().unwrap_or_default().to_string(),
-            str::to_string,
-        );
+        let daemon = crate::distro::validate::daemon(unit, &validator);
         let _ = writeln!(
             out,
             "  STILL INVALID: {daemon}'s configuration failed `{validator}` before placard wrote these files, and still fails with them:"
@@ -258,12 +254,11 @@ pub fn print_resolve(out: &mut dyn Write, resolve: &Value) {
     if let Some(error) = resolve["apt_error"].as_str() {
         let _ = writeln!(out, "  dpkg still cannot configure: {error}");
     }
-    let pending = resolve["pending"].as_array().is_some_and(|l| !l.is_empty());
-    print_still_invalid(out, &resolve["still_invalid"], pending);
+    let pending = list(&resolve["pending"]);
+    print_still_invalid(out, &resolve["still_invalid"], !pending.is_empty());
     for reloaded in list(&resolve["reloaded"]) {
         let _ = writeln!(out, "  {}", text(&reloaded));
     }
-    let pending = list(&resolve["pending"]);
     if pending.is_empty() {
         let _ = writeln!(out, "  no conflict left in {}", text(&resolve["worktree"]));
     } else {
