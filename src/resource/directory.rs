@@ -73,8 +73,7 @@ impl Planned for DirectorySpec {
             self.group.as_deref(),
             self.mode.as_deref(),
             context,
-        )?
-        .map_err(|outcome| outcome.reason);
+        )?;
         let found = match fs::symlink_metadata(&self.path) {
             Ok(m) if m.is_dir() => Found::Directory(m.uid(), m.gid(), m.mode() & 0o7777),
             Ok(_) => Found::Other,

@@ -175,8 +175,7 @@ impl Planned for FileSpec {
             self.group.as_deref(),
             self.mode.as_deref(),
             context,
-        )?
-        .map_err(|outcome| outcome.reason);
+        )?;
         let found = fs::symlink_metadata(path)
             .ok()
             .map(|m| (m.uid(), m.gid(), m.mode() & 0o7777));
@@ -281,21 +280,21 @@ pub type Wanted = (Option<Owner>, Option<u32>);
 
 /// The owner and mode a spec asks for, looked up on the host. In a check run an account
 /// that a task before this one would create does not exist yet: the inner `Err` is then
-/// the outcome to report instead of failing.
+/// the reason to report (a change) instead of failing.
 pub fn attributes(
     path: &str,
     owner: Option<&str>,
     group: Option<&str>,
     mode: Option<&str>,
     context: &mut Context,
-) -> Result<Result<Wanted, Outcome>> {
+) -> Result<Result<Wanted, String>> {
     let owner = match resolve_owner(owner, group) {
         Ok(owner) => owner,
         Err(error) if context.check => {
             context.record_change(Path::new(path));
-            return Ok(Err(Outcome::changed(format!(
+            return Ok(Err(format!(
                 "{path}: would be written once the account exists ({error})"
-            ))));
+            )));
         }
         Err(error) => return Err(error),
     };
@@ -426,7 +425,7 @@ pub(crate) fn replace(
                     } else {
                         let _ = fs::remove_file(path);
                     }
-                    atomic::sync_folder(path);
+                    crate::system::journal::sync_folder(path);
                     Err(error)
                 }
             };

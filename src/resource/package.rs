@@ -147,7 +147,7 @@ impl Planned for PackageSpec {
             PackageState::Absent => removal(
                 &names,
                 those(&names, |name| status.is_installed(name)),
-                "remove",
+                self.removal_verb(),
                 "not installed",
             ),
             // dpkg keeps a removed package's conffiles until it is purged.
@@ -156,7 +156,7 @@ impl Planned for PackageSpec {
                 those(&names, |name| {
                     status.get(name).is_some_and(|p| p.state != "not-installed")
                 }),
-                "purge",
+                self.removal_verb(),
                 "not installed, nor its configuration",
             ),
         })
@@ -176,12 +176,15 @@ impl Planned for PackageSpec {
                 }
             }
             Action::Remove(present) => {
-                let verb = if self.state == PackageState::Purged {
-                    "purge"
-                } else {
-                    "remove"
-                };
-                let mut argv = vec!["apt-get", verb, "-y", "-q", "-o", APT_LOCK_WAIT, "--"];
+                let mut argv = vec![
+                    "apt-get",
+                    self.removal_verb(),
+                    "-y",
+                    "-q",
+                    "-o",
+                    APT_LOCK_WAIT,
+                    "--",
+                ];
                 argv.extend(present.iter().map(String::as_str));
                 command::run_ok(&argv, context.deadline(deadline::APT))?;
             }
@@ -191,6 +194,16 @@ impl Planned for PackageSpec {
 }
 
 impl PackageSpec {
+    /// What `apt-get` is asked to do to remove the packages: purge drops their
+    /// configuration too.
+    fn removal_verb(&self) -> &'static str {
+        if self.state == PackageState::Purged {
+            "purge"
+        } else {
+            "remove"
+        }
+    }
+
     /// What `apt-mark` is asked to do (only called when the spec has `hold:`).
     fn mark_verb(&self) -> &'static str {
         if self.hold == Some(true) {
