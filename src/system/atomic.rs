@@ -156,7 +156,7 @@ impl<'j> Staged<'j> {
         fs::rename(&self.staged, &self.target)
             .with_context(|| format!("cannot put {} in place", self.target.display()))?;
         self.committed = true;
-        sync_folder(&self.target);
+        journal::sync_folder(&self.target);
         self.finish();
         Ok(())
     }
@@ -238,10 +238,6 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, holds: &str) -> Re
         )
     })
 }
-
-/// Makes a rename in `path`'s folder durable (kept in the journal, which this module
-/// uses, so that the journal does not use this module back).
-pub use super::journal::sync_folder;
 
 #[cfg(test)]
 mod tests {

@@ -75,7 +75,7 @@ fn sweep_folder(folder: &Path, said: &mut Vec<String>) -> Result<()> {
                 let target = folder.join(original);
                 fs::rename(entry.path(), &target)
                     .with_context(|| format!("cannot put back {}", target.display()))?;
-                super::atomic::sync_folder(&target);
+                super::journal::sync_folder(&target);
                 said.push(format!(
                     "put back the previous {}: an interrupted run had not finished validating its new version",
                     target.display()
