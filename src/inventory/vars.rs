@@ -266,9 +266,10 @@ pub fn resolve(
                     if let Err(message) = checked {
                         // Set under its old name: say so, since the line shows that one.
                         let old_name = match &origins[name] {
-                            Origin::Inventory(path) if !path.ends_with(&format!(".{name}")) => path
+                            Origin::Inventory(path) => path
                                 .rsplit('.')
                                 .next()
+                                .filter(|set| set != name)
                                 .map(|old| format!(", set as `{old}`, its old name")),
                             _ => None,
                         };
