@@ -672,7 +672,8 @@ fn apply(
         let mut all = tasks.declared.clone();
         all.secret.extend(context.sensitive_paths.iter().cloned());
         // A run that changed nothing made no new file: the start's scan still holds.
-        let private = if changed == 0 && failed == 0 && notified.is_empty() {
+        let quiet = changed == 0 && failed == 0 && notified.is_empty();
+        let private = if quiet {
             repo.update_ignores_unchanged(&all)?
         } else {
             repo.update_ignores(&all)?
@@ -683,7 +684,16 @@ fn apply(
             });
         }
         let roles: Vec<&str> = bundle.roles.iter().map(|r| r.name.as_str()).collect();
-        let files = repo.changes()?;
+        // The start committed what it found, and a quiet run wrote nothing to /etc
+        // (unless .gitignore moved): no second walk of /etc, a third of a no-op run's
+        // work on the host (docs/benchmarks.md, fan-out). Whatever else changed /etc in
+        // the meantime is not placard's: the next run finds it, and commits it as found
+        // before that run.
+        let files = if quiet && !repo.ignores_written() {
+            Vec::new()
+        } else {
+            repo.changes()?
+        };
         let summary = format!(
             "placard: {}{}",
             roles.join(", "),

@@ -139,6 +139,8 @@ pub struct EtcRepo {
     /// What git's status said during the last scan, while .gitignore has not changed
     /// since: for [`EtcRepo::changes_since_scan`].
     scan_changes: std::cell::RefCell<Option<Vec<String>>>,
+    /// Whether .gitignore was rewritten since this repository was opened.
+    ignores_written: std::cell::Cell<bool>,
 }
 
 impl EtcRepo {
@@ -155,6 +157,7 @@ impl EtcRepo {
             root: root.to_path_buf(),
             last_scan: Default::default(),
             scan_changes: Default::default(),
+            ignores_written: Default::default(),
         }))
     }
 
@@ -172,6 +175,7 @@ impl EtcRepo {
                 root: root.to_path_buf(),
                 last_scan: Default::default(),
                 scan_changes: Default::default(),
+                ignores_written: Default::default(),
             },
             true,
         ))
@@ -261,6 +265,7 @@ impl EtcRepo {
         if text != current {
             // .gitignore changes, and so does what git's status says.
             self.scan_changes.borrow_mut().take();
+            self.ignores_written.set(true);
             let attributes = Attributes::of_existing(&path, Attributes::mode(0o644));
             atomic::write_atomic(&path, text.as_bytes(), attributes, None)?;
         }
@@ -353,6 +358,12 @@ impl EtcRepo {
             .iter()
             .filter_map(|s| s.path().map(str::to_string))
             .collect())
+    }
+
+    /// Whether placard's section of .gitignore was rewritten since the repository was
+    /// opened (a rewrite is itself a change to commit).
+    pub fn ignores_written(&self) -> bool {
+        self.ignores_written.get()
     }
 
     /// Whether commits go through etckeeper, which records owners and modes (changes
