@@ -631,6 +631,41 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_of_gitignore_is_known_so_that_a_quiet_run_still_commits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("hostname"), "box\n").unwrap();
+        fs::write(root.join("upsd.users"), "password = hunter2\n").unwrap();
+        let (repo, _) = EtcRepo::open_or_init(root).unwrap();
+        let declared = Declared {
+            secret: [root.join("upsd.users")].into_iter().collect(),
+            public: BTreeSet::new(),
+        };
+        assert!(!repo.ignores_written());
+        repo.update_ignores(&declared).unwrap();
+        assert!(repo.ignores_written(), "the first section was written");
+        repo.commit_all("first", "").unwrap().expect("a commit");
+        // The next run: the same declarations leave .gitignore as it is.
+        let repo = EtcRepo::open(root).unwrap().unwrap();
+        repo.update_ignores(&declared).unwrap();
+        repo.update_ignores_unchanged(&declared).unwrap();
+        assert!(!repo.ignores_written());
+        assert!(repo.changes().unwrap().is_empty());
+        // A secret declared during the run rewrites it: a change to commit.
+        fs::write(root.join("shadow.extra"), "x\n").unwrap();
+        repo.commit_all("second", "").unwrap().expect("a commit");
+        let more = Declared {
+            secret: [root.join("upsd.users"), root.join("shadow.extra")]
+                .into_iter()
+                .collect(),
+            public: BTreeSet::new(),
+        };
+        repo.update_ignores_unchanged(&more).unwrap();
+        assert!(repo.ignores_written());
+        assert!(repo.changes().unwrap().contains(&".gitignore".to_string()));
+    }
+
+    #[test]
     fn private_files_stay_out_of_history_unless_the_admin_says_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
