@@ -685,8 +685,8 @@ fn apply(
         }
         let roles: Vec<&str> = bundle.roles.iter().map(|r| r.name.as_str()).collect();
         // The start committed what it found, and a quiet run wrote nothing to /etc
-        // (unless .gitignore moved): no second walk of /etc, a third of a no-op run's
-        // work on the host (docs/benchmarks.md, fan-out). Whatever else changed /etc in
+        // (unless .gitignore moved): no second git status, one of the three walks of
+        // /etc a no-op run made (docs/benchmarks.md, fan-out). Whatever else changed /etc in
         // the meantime is not placard's: the next run finds it, and commits it as found
         // before that run.
         let files = if quiet && !repo.ignores_written() {
