@@ -159,6 +159,36 @@ fn base_changes_the_host_then_nothing_and_commits_etc_with_secrets_kept_out() {
     );
     let etc_log = bed.placard(&["etc", "log", &bed.host.name]);
     assert!(stdout(&etc_log).contains("changes found before placard run"));
+
+    units_are_read_from_systemds_socket_or_else_with_systemctl(&bed);
+}
+
+/// The service tasks of a no-op run read their units from PID 1's private socket: with
+/// systemctl gone, the run still finds nothing to change. When the socket does not
+/// answer, they ask systemctl instead, and still find nothing to change.
+fn units_are_read_from_systemds_socket_or_else_with_systemctl(bed: &Testbed) {
+    bed.ssh("mv /usr/bin/systemctl /usr/bin/systemctl.away");
+    let without_systemctl = bed.placard(&["apply", "--verbose"]);
+    bed.ssh("mv /usr/bin/systemctl.away /usr/bin/systemctl");
+    assert_eq!(
+        summary(&without_systemctl),
+        "1 host: 1 unchanged, 0 changed, 0 failed"
+    );
+    let report = stdout(&without_systemctl);
+    for line in [
+        "service ssh is enabled and running",
+        "service unattended-upgrades is enabled and running",
+    ] {
+        assert!(report.contains(line), "{report}");
+    }
+
+    bed.ssh("mount --bind /dev/null /run/systemd/private");
+    let without_socket = bed.placard(&["apply"]);
+    bed.ssh("umount /run/systemd/private");
+    assert_eq!(
+        summary(&without_socket),
+        "1 host: 1 unchanged, 0 changed, 0 failed"
+    );
 }
 
 #[test]
@@ -432,6 +462,7 @@ fn base_applies_on_debian_13_too() {
     );
     let second = bed.placard(&["apply"]);
     assert_eq!(summary(&second), "1 host: 1 unchanged, 0 changed, 0 failed");
+    units_are_read_from_systemds_socket_or_else_with_systemctl(&bed);
 }
 
 /// It hung once while uploading the agent (issue 12): see src/transport/ssh/jump.rs.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check, run_planned, Change, Context, FieldError, Outcome, Planned, Resource};
 use crate::system::command::{self, deadline};
+use crate::system::systemd;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -352,8 +353,8 @@ const SHOW_PROPERTIES: &str = "--property=LoadState,UnitFileState,ActiveState";
 pub struct UnitStates(HashMap<String, UnitState>);
 
 impl UnitStates {
-    /// Asks systemd about `units` in one program. Anything short of a full answer (the
-    /// program failed, or the answers do not match the units one for one) leaves it
+    /// Asks systemd about `units` together. Anything short of a full answer (systemd
+    /// did not answer, or the answers do not match the units one for one) leaves it
     /// empty: each task then asks on its own, and says what went wrong.
     pub fn ask(units: &[String]) -> UnitStates {
         let mut unique: Vec<&str> = Vec::new();
@@ -365,35 +366,21 @@ impl UnitStates {
         if unique.is_empty() {
             return UnitStates::default();
         }
-        let mut argv = vec!["systemctl", "show", SHOW_PROPERTIES, "--"];
-        argv.extend(&unique);
-        let answer = command::Program::new(&argv, deadline::QUERY).output();
-        match answer {
-            Ok(output) if output.status.success() => {
-                UnitStates::from_show(&unique, &String::from_utf8_lossy(&output.stdout))
-            }
-            _ => UnitStates::default(),
-        }
+        UnitStates::matched(&unique, ask_systemd(&unique))
     }
 
-    /// `systemctl show` of several units answers one block each, in the order asked,
-    /// separated by blank lines.
-    fn from_show(units: &[&str], text: &str) -> UnitStates {
-        let blocks: Vec<&str> = text
-            .split("\n\n")
-            .filter(|block| !block.trim().is_empty())
-            .collect();
-        if blocks.len() != units.len() {
-            return UnitStates::default();
+    /// The answers, one for each unit in order, or none at all.
+    fn matched(units: &[&str], answers: Result<Vec<UnitState>>) -> UnitStates {
+        match answers {
+            Ok(states) if states.len() == units.len() => UnitStates(
+                units
+                    .iter()
+                    .map(|unit| unit.to_string())
+                    .zip(states)
+                    .collect(),
+            ),
+            _ => UnitStates::default(),
         }
-        let mut states = HashMap::new();
-        for (unit, block) in units.iter().zip(blocks) {
-            match parse_show(block) {
-                Ok(state) => states.insert(unit.to_string(), state),
-                Err(_) => return UnitStates::default(),
-            };
-        }
-        UnitStates(states)
     }
 
     /// The answer for `unit`, once.
@@ -407,25 +394,57 @@ impl UnitStates {
     }
 }
 
-/// Both answers in one `systemctl show` (one program instead of two per service task:
-/// they are most of a no-op service task's time).
+/// What systemd says of one unit.
 fn unit_state(unit: &str) -> Result<UnitState> {
-    let output = command::Program::new(
-        &["systemctl", "show", SHOW_PROPERTIES, "--", unit],
-        deadline::QUERY,
-    )
-    .output()?;
+    let mut states = ask_systemd(&[unit])?;
+    states
+        .pop()
+        .with_context(|| format!("systemd said nothing of {unit}"))
+}
+
+/// How long PID 1 has to answer over its socket before `systemctl` is asked instead.
+const BUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What systemd says of `units`, in their order: over PID 1's private socket without
+/// starting a program (the agent runs as root), or, when that socket does not answer,
+/// with one `systemctl show`, which says why it failed.
+fn ask_systemd(units: &[&str]) -> Result<Vec<UnitState>> {
+    match systemd::unit_properties(units, BUS_DEADLINE) {
+        Ok(answers) => answers
+            .iter()
+            .zip(units)
+            .map(|(answer, unit)| {
+                UnitState::from_properties(
+                    &answer.load_state,
+                    &answer.unit_file_state,
+                    &answer.active_state,
+                )
+                .with_context(|| format!("systemd did not say what {unit} is"))
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!("asking systemd over its socket failed ({error:#}): asking systemctl");
+            systemctl_show(units)
+        }
+    }
+}
+
+/// Both answers for every unit in one `systemctl show`.
+fn systemctl_show(units: &[&str]) -> Result<Vec<UnitState>> {
+    let mut argv = vec!["systemctl", "show", SHOW_PROPERTIES, "--"];
+    argv.extend(units);
+    let output = command::Program::new(&argv, deadline::QUERY).output()?;
     // `systemctl show` answers 0 for a unit it does not know: anything else is systemd
     // itself not answering, which must not read as "not installed, stopped".
     if !output.status.success() {
         anyhow::bail!(
-            "systemctl show {unit} failed ({}): {}",
+            "systemctl show {} failed ({}): {}",
+            units.join(" "),
             output.status,
             output.last_lines(4).trim()
         );
     }
-    parse_show(&String::from_utf8_lossy(&output.stdout))
-        .with_context(|| format!("systemctl show {unit} did not say what the unit is"))
+    from_show(units, &String::from_utf8_lossy(&output.stdout))
 }
 
 /// A unit generated from an init script: `is-enabled` asks systemd-sysv-install whether
@@ -443,35 +462,72 @@ fn refine_generated(unit: &str, mut state: UnitState) -> Result<UnitState> {
     Ok(state)
 }
 
-/// The `KEY=value` lines of `systemctl show`, as is-enabled's and is-active's words. A
-/// unit without a unit file state (a transient or runtime-generated one) cannot be
-/// enabled or disabled: `static`, which leaves it as it is. No `LoadState` at all is an
-/// answer that says nothing: an error, never "not found".
+/// `systemctl show` of several units answers one block each, in the order asked,
+/// separated by blank lines.
+fn from_show(units: &[&str], text: &str) -> Result<Vec<UnitState>> {
+    let blocks: Vec<&str> = text
+        .split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .collect();
+    if blocks.len() != units.len() {
+        anyhow::bail!(
+            "systemctl show answered {} blocks for {} units: {:?}",
+            blocks.len(),
+            units.len(),
+            text.trim()
+        );
+    }
+    units
+        .iter()
+        .zip(blocks)
+        .map(|(unit, block)| {
+            parse_show(block).with_context(|| format!("systemctl show did not say what {unit} is"))
+        })
+        .collect()
+}
+
+/// The `KEY=value` lines of one unit's block of `systemctl show`.
 fn parse_show(text: &str) -> Result<UnitState> {
     let value = |key: &str| {
         text.lines()
             .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-            .map(|value| value.trim().to_string())
+            .map(str::trim)
+            .unwrap_or_default()
     };
-    let Some(load) = value("LoadState").filter(|load| !load.is_empty()) else {
-        anyhow::bail!("no LoadState in its answer: {:?}", text.trim());
-    };
-    let file_state = value("UnitFileState").unwrap_or_default();
-    let active = value("ActiveState").unwrap_or_default();
-    let enablement = match (load.as_str(), file_state.as_str()) {
-        ("not-found", "") => "not-found".to_string(),
-        ("masked", "") => "masked".to_string(),
-        (_, "") => "static".to_string(),
-        (_, state) => state.to_string(),
-    };
-    Ok(UnitState {
-        enablement,
-        active: if active.is_empty() {
-            "inactive".to_string()
-        } else {
-            active
-        },
-    })
+    UnitState::from_properties(
+        value("LoadState"),
+        value("UnitFileState"),
+        value("ActiveState"),
+    )
+    .with_context(|| format!("its answer: {:?}", text.trim()))
+}
+
+impl UnitState {
+    /// systemd's LoadState, UnitFileState and ActiveState, as is-enabled's and
+    /// is-active's words. A unit without a unit file state (a transient or
+    /// runtime-generated one) cannot be enabled or disabled: `static`, which leaves it
+    /// as it is. No `LoadState` at all is an answer that says nothing: an error, never
+    /// "not found".
+    fn from_properties(load: &str, file_state: &str, active: &str) -> Result<UnitState> {
+        if load.is_empty() {
+            anyhow::bail!("systemd gave no LoadState");
+        }
+        let enablement = match (load, file_state) {
+            ("not-found", "") => "not-found",
+            ("masked", "") => "masked",
+            (_, "") => "static",
+            (_, state) => state,
+        };
+        Ok(UnitState {
+            enablement: enablement.to_string(),
+            active: if active.is_empty() {
+                "inactive"
+            } else {
+                active
+            }
+            .to_string(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -484,9 +540,14 @@ mod tests {
         LoadState=not-found\nActiveState=inactive\nUnitFileState=\n\n\
         LoadState=loaded\nActiveState=failed\nUnitFileState=enabled\n";
 
+    /// What `UnitStates::ask` keeps of `systemctl show`'s answer.
+    fn shown(units: &[&str], text: &str) -> UnitStates {
+        UnitStates::matched(units, from_show(units, text))
+    }
+
     #[test]
     fn units_asked_together_are_answered_in_order() {
-        let mut states = UnitStates::from_show(&["ssh", "nope.service", "sshd"], THREE_UNITS);
+        let mut states = shown(&["ssh", "nope.service", "sshd"], THREE_UNITS);
         assert_eq!(states.take("ssh"), Some(state("enabled", "active")));
         assert_eq!(
             states.take("nope.service"),
@@ -502,18 +563,20 @@ mod tests {
         // One block short, one too many, or a block without LoadState: every task asks
         // on its own rather than trusting an answer matched to the wrong unit.
         for units in [&["ssh", "nope.service"][..], &["a", "b", "c", "d"]] {
-            let mut states = UnitStates::from_show(units, THREE_UNITS);
+            let mut states = shown(units, THREE_UNITS);
             assert_eq!(states.take(units[0]), None, "{units:?}");
         }
-        let mut states =
-            UnitStates::from_show(&["a", "b"], "LoadState=loaded\n\nActiveState=active\n");
+        let mut states = shown(&["a", "b"], "LoadState=loaded\n\nActiveState=active\n");
         assert_eq!(states.take("a"), None);
-        assert_eq!(UnitStates::from_show(&["a"], "").take("a"), None);
+        assert_eq!(shown(&["a"], "").take("a"), None);
+        // Fewer answers than units from the socket: none is kept either.
+        let one = Ok(vec![state("enabled", "active")]);
+        assert_eq!(UnitStates::matched(&["a", "b"], one).take("a"), None);
     }
 
     #[test]
     fn forgotten_answers_are_asked_again() {
-        let mut states = UnitStates::from_show(&["ssh", "nope.service", "sshd"], THREE_UNITS);
+        let mut states = shown(&["ssh", "nope.service", "sshd"], THREE_UNITS);
         states.forget();
         assert_eq!(states.take("ssh"), None);
     }

@@ -9,7 +9,8 @@
 //!   what a killed one left half done;
 //! - [`leftovers`]: the sweep of /etc for files a killed run of any version left;
 //! - [`etc_git`]: /etc as a git repository, with stale locks cleared and secrets kept
-//!   out of history.
+//!   out of history;
+//! - [`systemd`]: asking PID 1 about units over its private socket, without a program.
 
 /// The agent's own state on a host: journal, pending handlers, declared paths.
 pub const STATE_DIR: &str = "/var/lib/placard";
@@ -20,3 +21,4 @@ pub mod etc_git;
 pub mod journal;
 pub mod leftovers;
 pub mod lock;
+pub mod systemd;
