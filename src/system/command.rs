@@ -61,10 +61,12 @@ pub mod deadline {
 pub enum CommandError {
     #[error("an empty command was given")]
     Empty,
-    #[error("cannot run `{program}`: {source}")]
+    /// The cause is part of the message, not a `source`: a report that prints the
+    /// chain would otherwise say it twice.
+    #[error("cannot run `{program}`: {error}")]
     Spawn {
         program: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("`{command}` did not finish within {} and was stopped{}", seconds(*.timeout), tail(.last_output))]
     TimedOut {
@@ -250,9 +252,9 @@ pub fn execute(
         .stderr(Stdio::piped())
         .process_group(0);
     let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+    let mut child = command.spawn().map_err(|error| CommandError::Spawn {
         program: program.clone(),
-        source,
+        error,
     })?;
     let group = Pid::from_raw(child.id() as i32);
 
@@ -291,7 +293,7 @@ pub fn execute(
         // What is left of the group still holds the pipes: it goes too.
         let _ = killpg(group, Signal::SIGKILL);
     }
-    let status = status.map_err(|source| CommandError::Spawn { program, source })?;
+    let status = status.map_err(|error| CommandError::Spawn { program, error })?;
     let output = Output {
         status,
         stdout: stdout.map(receive).unwrap_or_default(),
@@ -326,9 +328,9 @@ impl Program {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+        let mut child = command.spawn().map_err(|error| CommandError::Spawn {
             program: command.get_program().to_string_lossy().into_owned(),
-            source,
+            error,
         })?;
         let group = Pid::from_raw(child.id() as i32);
         let stderr = child.stderr.take().map(collect);
@@ -363,9 +365,9 @@ impl Streaming {
     /// Waits for the program; an error when it passed its deadline or failed.
     pub fn finish(mut self) -> Result<Output, CommandError> {
         drop(self.child.stdout.take());
-        let status = self.child.wait().map_err(|source| CommandError::Spawn {
+        let status = self.child.wait().map_err(|error| CommandError::Spawn {
             program: self.program.describe(),
-            source,
+            error,
         })?;
         let _ = self.stop.send(());
         let output = Output {
@@ -525,6 +527,12 @@ mod tests {
     fn a_missing_program_is_a_spawn_error() {
         let error = run_ok(&["/nonexistent/program"], deadline::QUERY).unwrap_err();
         assert!(matches!(error, CommandError::Spawn { .. }), "{error}");
+        // Said once, also where the whole chain is printed (the run's report).
+        let chain = format!("{:#}", anyhow::Error::from(error));
+        assert_eq!(
+            chain,
+            "cannot run `/nonexistent/program`: No such file or directory (os error 2)"
+        );
     }
 
     #[test]
