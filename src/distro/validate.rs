@@ -121,7 +121,8 @@ impl Validator {
                 let lines: Vec<&str> = message.lines().take(8).collect();
                 Verdict::Failed(format!("`{}` failed: {}", self.name, lines.join("; ")))
             }
-            Err(error) => Verdict::Failed(format!("cannot run `{}`: {error}", self.name)),
+            // It names the program and what went wrong (not found, or past its deadline).
+            Err(error) => Verdict::Failed(error.to_string()),
         }
     }
 
@@ -172,7 +173,7 @@ impl Validator {
                         "`systemctl start {unit}` failed: {}",
                         String::from_utf8_lossy(&output.stderr).trim()
                     ),
-                    Err(error) => format!("cannot run systemctl: {error}"),
+                    Err(error) => error.to_string(),
                 }
             }
             Ok(output) if output.status.success() => format!("reloaded {unit}"),
@@ -180,7 +181,8 @@ impl Validator {
                 "`systemctl reload-or-restart {unit}` failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             ),
-            Err(error) => format!("cannot run systemctl: {error}"),
+            // It names the program and what went wrong (not found, or past its deadline).
+            Err(error) => error.to_string(),
         })
     }
 }
