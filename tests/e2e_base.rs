@@ -161,6 +161,84 @@ fn base_changes_the_host_then_nothing_and_commits_etc_with_secrets_kept_out() {
     assert!(stdout(&etc_log).contains("changes found before placard run"));
 
     units_are_read_from_systemds_socket_or_else_with_systemctl(&bed);
+    unit_kinds_are_read_from_the_socket_as_systemctl_reads_them(&bed);
+}
+
+/// Units of every kind a service task meets, as the agent reads them from PID 1's
+/// socket: a role asks of each what `systemctl is-enabled` and `is-active` say of it
+/// now, and with systemctl moved away, the run finds nothing to change. (Aliases and
+/// units generated from init scripts are left out: `is-enabled` words them apart from
+/// `systemctl show`'s UnitFileState, which the agent has always read.)
+fn unit_kinds_are_read_from_the_socket_as_systemctl_reads_them(bed: &Testbed) {
+    bed.ssh("systemctl mask placard-masked.service");
+    let units = [
+        "ssh",
+        "systemd-journald",
+        "getty@tty1",
+        "apt-daily.timer",
+        "dbus.socket",
+        "systemd-networkd",
+        "placard-no-such-unit",
+        "placard-masked.service",
+    ];
+    let mut tasks = String::new();
+    for unit in units {
+        let word = |verb: &str| {
+            let output = bed.ssh_output(&format!("systemctl {verb} {unit}"));
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        };
+        let (enabled, active) = (word("is-enabled"), word("is-active"));
+        let state = if active == "active" {
+            "started"
+        } else {
+            "stopped"
+        };
+        let wanted = match enabled.as_str() {
+            "masked" => "masked: true".to_string(),
+            "enabled" => format!("enabled: true, state: {state}"),
+            _ => format!("enabled: false, state: {state}"),
+        };
+        tasks.push_str(&format!(
+            "  - name: Leave {unit} as systemctl says it is ({enabled}, {active}).\n    service: {{name: {unit}, {wanted}}}\n"
+        ));
+    }
+    let site = tempfile::tempdir().expect("a site folder");
+    fs::create_dir(site.path().join("roles")).expect("roles/");
+    fs::write(
+        site.path().join("roles/units.yml"),
+        format!(
+            "description: Units of every kind, left as they are (a test role).\n\ntasks:\n{tasks}"
+        ),
+    )
+    .expect("the role");
+    let inventory = site.path().join("inventory.yml");
+    // The bed's inventory (its ssh settings and host) with this role only.
+    let text = fs::read_to_string(bed.inventory()).expect("the inventory");
+    let (host, _) = text.split_once("roles:").expect("the host's roles");
+    fs::write(&inventory, format!("{host}roles: [units]\n")).expect("the inventory");
+
+    bed.ssh("mv /usr/bin/systemctl /usr/bin/systemctl.away");
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_placard"))
+        .args(["plan", "--verbose", "-i"])
+        .arg(&inventory)
+        .arg("--site")
+        .arg(site.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run placard");
+    bed.ssh("mv /usr/bin/systemctl.away /usr/bin/systemctl");
+    bed.ssh("systemctl unmask placard-masked.service");
+    let report = stdout(&plan);
+    eprintln!("{tasks}{report}{}", stderr(&plan));
+    assert_eq!(summary(&plan), "1 host: 1 unchanged, 0 changed, 0 failed");
+    for line in [
+        "service placard-no-such-unit is not installed",
+        "service placard-masked.service is masked",
+        "service systemd-journald is static and running",
+        "service ssh is enabled and running",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
 }
 
 /// The service tasks of a no-op run read their units from PID 1's private socket: with
@@ -480,6 +558,7 @@ fn base_applies_on_debian_13_too() {
     let second = bed.placard(&["apply"]);
     assert_eq!(summary(&second), "1 host: 1 unchanged, 0 changed, 0 failed");
     units_are_read_from_systemds_socket_or_else_with_systemctl(&bed);
+    unit_kinds_are_read_from_the_socket_as_systemctl_reads_them(&bed);
 }
 
 /// It hung once while uploading the agent (issue 12): see src/transport/ssh/jump.rs.

@@ -181,7 +181,6 @@ impl Validator {
                 "`systemctl reload-or-restart {unit}` failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             ),
-            // It names the program and what went wrong (not found, or past its deadline).
             Err(error) => error.to_string(),
         })
     }

@@ -84,7 +84,7 @@ pub struct Current {
     /// `systemctl is-enabled`'s word: enabled, disabled, static, masked, not-found …
     pub enablement: String,
     /// `systemctl is-active`'s word (active, inactive, failed, activating …); observe
-    /// always reads it, in the same `systemctl show`; the plan looks at it only for
+    /// always reads it, in the same question to systemd; the plan looks at it only for
     /// `state: started|stopped`.
     pub active: Option<String>,
 }
@@ -344,8 +344,8 @@ pub struct UnitState {
 const SHOW_PROPERTIES: &str = "--property=LoadState,UnitFileState,ActiveState";
 
 /// The states of the units of a run's service tasks, asked for together before the
-/// tasks run: one `systemctl show` for all of them instead of one per task (on a no-op
-/// run, the service queries were the agent's largest cost on the host:
+/// tasks run: one question to systemd for all of them instead of one per task (on a
+/// no-op run, the service queries were the agent's largest cost on the host:
 /// docs/benchmarks.md, fan-out). What it holds is only true until the host changes,
 /// so the agent forgets it after any task that changed something (or failed), and a
 /// task takes its unit's answer once.
@@ -354,8 +354,8 @@ pub struct UnitStates(HashMap<String, UnitState>);
 
 impl UnitStates {
     /// Asks systemd about `units` together. Anything short of a full answer (systemd
-    /// did not answer, or the answers do not match the units one for one) leaves it
-    /// empty: each task then asks on its own, and says what went wrong.
+    /// did not answer, or said nothing of one unit) leaves it empty: each task then
+    /// asks on its own, and says what went wrong.
     pub fn ask(units: &[String]) -> UnitStates {
         let mut unique: Vec<&str> = Vec::new();
         for unit in units {
@@ -369,17 +369,17 @@ impl UnitStates {
         UnitStates::matched(&unique, ask_systemd(&unique))
     }
 
-    /// The answers, one for each unit in order, or none at all.
+    /// The answers ([`ask_systemd`]'s, one for each unit in order), or none at all.
     fn matched(units: &[&str], answers: Result<Vec<UnitState>>) -> UnitStates {
         match answers {
-            Ok(states) if states.len() == units.len() => UnitStates(
+            Ok(states) => UnitStates(
                 units
                     .iter()
                     .map(|unit| unit.to_string())
                     .zip(states)
                     .collect(),
             ),
-            _ => UnitStates::default(),
+            Err(_) => UnitStates::default(),
         }
     }
 
@@ -402,14 +402,12 @@ fn unit_state(unit: &str) -> Result<UnitState> {
         .with_context(|| format!("systemd said nothing of {unit}"))
 }
 
-/// How long PID 1 has to answer over its socket before `systemctl` is asked instead.
-const BUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What systemd says of `units`, in their order: over PID 1's private socket without
-/// starting a program (the agent runs as root), or, when that socket does not answer,
-/// with one `systemctl show`, which says why it failed.
+/// What systemd says of `units`, one answer for each, in their order: over PID 1's
+/// private socket without starting a program (the agent runs as root), or, when that
+/// socket does not answer, with one `systemctl show`. When both fail, the error says
+/// why each did.
 fn ask_systemd(units: &[&str]) -> Result<Vec<UnitState>> {
-    match systemd::unit_properties(units, BUS_DEADLINE) {
+    match systemd::unit_properties(units, deadline::SOCKET) {
         Ok(answers) => answers
             .iter()
             .zip(units)
@@ -422,9 +420,11 @@ fn ask_systemd(units: &[&str]) -> Result<Vec<UnitState>> {
                 .with_context(|| format!("systemd did not say what {unit} is"))
             })
             .collect(),
-        Err(error) => {
-            tracing::debug!("asking systemd over its socket failed ({error:#}): asking systemctl");
-            systemctl_show(units)
+        Err(socket) => {
+            tracing::debug!("asking systemd over its socket failed ({socket:#}): asking systemctl");
+            systemctl_show(units).with_context(|| {
+                format!("neither systemd's socket ({socket:#}) nor systemctl answered")
+            })
         }
     }
 }
@@ -569,9 +569,6 @@ mod tests {
         let mut states = shown(&["a", "b"], "LoadState=loaded\n\nActiveState=active\n");
         assert_eq!(states.take("a"), None);
         assert_eq!(shown(&["a"], "").take("a"), None);
-        // Fewer answers than units from the socket: none is kept either.
-        let one = Ok(vec![state("enabled", "active")]);
-        assert_eq!(UnitStates::matched(&["a", "b"], one).take("a"), None);
     }
 
     #[test]
