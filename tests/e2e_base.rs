@@ -6,7 +6,7 @@ mod testbed;
 
 use std::fs;
 
-use testbed::{stderr, stdout, summary, Testbed};
+use testbed::{placard_with_site, stderr, stdout, summary, Testbed};
 
 fn json_summary(output: &std::process::Output) -> serde_json::Value {
     let text = stdout(output);
@@ -217,19 +217,12 @@ fn unit_kinds_are_read_from_the_socket_as_systemctl_reads_them(bed: &Testbed) {
     let (host, _) = text.split_once("roles:").expect("the host's roles");
     fs::write(&inventory, format!("{host}roles: [units]\n")).expect("the inventory");
 
-    bed.ssh("mv /usr/bin/systemctl /usr/bin/systemctl.away");
-    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_placard"))
-        .args(["plan", "--verbose", "-i"])
-        .arg(&inventory)
-        .arg("--site")
-        .arg(site.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run placard");
-    bed.ssh("mv /usr/bin/systemctl.away /usr/bin/systemctl");
+    eprintln!("the test role's tasks:\n{tasks}");
+    let plan = without_systemctl(bed, || {
+        placard_with_site(None, &inventory, site.path(), &["plan", "--verbose"])
+    });
     bed.ssh("systemctl unmask placard-masked.service");
     let report = stdout(&plan);
-    eprintln!("{tasks}{report}{}", stderr(&plan));
     assert_eq!(summary(&plan), "1 host: 1 unchanged, 0 changed, 0 failed");
     for line in [
         "service placard-no-such-unit is not installed",
@@ -248,14 +241,12 @@ fn unit_kinds_are_read_from_the_socket_as_systemctl_reads_them(bed: &Testbed) {
 /// needs that same socket, and the run fails saying so rather than reading a unit it
 /// could not ask about as "not installed".
 fn units_are_read_from_systemds_socket_or_else_with_systemctl(bed: &Testbed) {
-    bed.ssh("mv /usr/bin/systemctl /usr/bin/systemctl.away");
-    let without_systemctl = bed.placard(&["apply", "--verbose"]);
-    bed.ssh("mv /usr/bin/systemctl.away /usr/bin/systemctl");
+    let applied = without_systemctl(bed, || bed.placard(&["apply", "--verbose"]));
     assert_eq!(
-        summary(&without_systemctl),
+        summary(&applied),
         "1 host: 1 unchanged, 0 changed, 0 failed"
     );
-    let report = stdout(&without_systemctl);
+    let report = stdout(&applied);
     for line in [
         "service ssh is enabled and running",
         "service unattended-upgrades is enabled and running",
@@ -284,6 +275,14 @@ fn units_are_read_from_systemds_socket_or_else_with_systemctl(bed: &Testbed) {
     }
     let again = bed.placard(&["apply"]);
     assert_eq!(summary(&again), "1 host: 1 unchanged, 0 changed, 0 failed");
+}
+
+/// What `run` gives with /usr/bin/systemctl moved away on the host, put back after.
+fn without_systemctl<T>(bed: &Testbed, run: impl FnOnce() -> T) -> T {
+    bed.ssh("mv /usr/bin/systemctl /usr/bin/systemctl.away");
+    let result = run();
+    bed.ssh("mv /usr/bin/systemctl.away /usr/bin/systemctl");
+    result
 }
 
 #[test]

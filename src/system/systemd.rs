@@ -15,8 +15,8 @@
 //! just after a `GetAll` too). `Manager.LoadUnit` is not used: on Debian 12's systemd
 //! a LoadUnit on the private socket sometimes got no answer at all (with libdbus and a
 //! hand-built message alike), where 1000 connections with Gets in a row were all
-//! answered, on Debian 12 and 13. zbus is not used either: it refuses PID 1's replies on this socket, whose
-//! sender is a well-known name rather than a unique one.
+//! answered, on Debian 12 and 13. zbus is not used either: it refuses PID 1's replies
+//! on this socket, whose sender is a well-known name rather than a unique one.
 //!
 //! Every step is under one deadline, connecting included: the asking runs on a thread
 //! of its own, which is left behind when PID 1 does not answer in time. Callers treat

@@ -312,6 +312,22 @@ pub fn exclusive(what: &str) -> Flock<fs::File> {
 /// namespace (`nsenter --net=…`) it runs under `timeout` too: a hang there would
 /// otherwise hold the test bed's namespaces for ever.
 pub fn placard_at(namespace: Option<&Path>, inventory: &Path, args: &[&str]) -> Output {
+    placard_with_site(
+        namespace,
+        inventory,
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        args,
+    )
+}
+
+/// [`placard_at`] with the roles and templates of `site` (a test's own roles) instead of
+/// this repository's.
+pub fn placard_with_site(
+    namespace: Option<&Path>,
+    inventory: &Path,
+    site: &Path,
+    args: &[&str],
+) -> Output {
     let mut command = match namespace {
         Some(namespace) => {
             let mut command = Command::new("nsenter");
@@ -329,7 +345,7 @@ pub fn placard_at(namespace: Option<&Path>, inventory: &Path, args: &[&str]) -> 
         .arg("-i")
         .arg(inventory)
         .arg("--site")
-        .arg(env!("CARGO_MANIFEST_DIR"))
+        .arg(site)
         .env("NO_COLOR", "1")
         .output()
         .expect("run placard");
