@@ -474,4 +474,24 @@ fn deadlines_stop_hung_programs_and_a_killed_validation_is_undone() {
     set_vars(&bed, "");
     let again = placard(&bed, &["apply", "--format", "json"]);
     assert_eq!(json_summary(&again)["changed"], 0);
+
+    // After a run that ended cleanly, the next one does not read every folder of /etc
+    // for leftovers: a file placed since, under a staged file's name, is not placard's.
+    let placed = bed.root_path("/etc/churn/.placard-tmp-placed.conf");
+    fs::write(&placed, "placed by hand\n").expect("place a file");
+    let quiet = placard(&bed, &["apply"]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(placed.exists(), "{}", stdout(&quiet));
+    // Another placard took the lock since (an older one, which keeps no journal) and
+    // was killed with a staged file left: the next run sweeps /etc and removes it.
+    bed.ssh("echo 'pid 1 for old@placard, since 1 (seconds since the epoch)' > /run/placard.lock");
+    let swept = placard(&bed, &["apply"]);
+    assert_eq!(swept.status.code(), Some(0));
+    assert!(
+        stdout(&swept)
+            .contains("removed /etc/churn/.placard-tmp-placed.conf, left by an interrupted run"),
+        "{}",
+        stdout(&swept)
+    );
+    assert!(leftovers(&bed).is_empty(), "left {:?}", leftovers(&bed));
 }

@@ -365,14 +365,18 @@ fn etc_init(bundle: &Bundle, paths: &Paths) -> Result<serde_json::Value> {
 }
 
 /// Undoes what a killed run left, before anything else and under the lock: the
-/// journal's steps, leftovers in /etc, and git's lock files. Says what it did.
+/// journal's steps, leftovers in /etc (with `sweep`: when the run before may have
+/// left some, see [`state`]), and git's lock files. Says what it did.
 pub fn recover(
     paths: &Paths,
     journal: &Journal,
     repo: Option<&etc_git::EtcRepo>,
+    sweep: bool,
 ) -> Result<Vec<String>> {
     let mut said = journal.recover()?;
-    said.extend(leftovers::sweep(&paths.etc)?);
+    if sweep {
+        said.extend(leftovers::sweep(&paths.etc)?);
+    }
     if let Some(repo) = repo {
         said.extend(repo.clear_stale_locks()?);
     }
@@ -387,7 +391,7 @@ fn apply(
     emit: &mut dyn FnMut(Event),
     started: Instant,
 ) -> Result<()> {
-    let _lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
+    let lock = lock::Lock::acquire(&paths.lock, &bundle.operator)?;
     emit(Event::Started {
         version: env!("CARGO_PKG_VERSION").to_string(),
     });
@@ -402,7 +406,8 @@ fn apply(
     } else {
         let journal = Journal::open(&state.journal())?;
         let existing = etc_git::EtcRepo::open(&paths.etc)?;
-        for message in recover(paths, &journal, existing.as_ref())? {
+        let sweep = !state.ended_cleanly(lock.previous());
+        for message in recover(paths, &journal, existing.as_ref(), sweep)? {
             notice(emit, message);
         }
         context.journal = Some(journal);
@@ -725,6 +730,11 @@ fn apply(
         emit(Event::Error {
             message: "the controller's connection went away: the run stopped after its current step; notified handlers run at the next apply".to_string(),
         });
+    } else if failed == 0 && (!check || state.ended_cleanly(lock.previous())) {
+        // Nothing of this run is left in /etc (a check writes nothing there, so the run
+        // before it stays the one that counts). When the marker cannot be written, the
+        // next run sweeps /etc: nothing is lost.
+        let _ = state.set_ended_cleanly(lock.line());
     }
     emit(done(ok, changed, failed, started));
     Ok(())

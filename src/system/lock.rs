@@ -1,5 +1,7 @@
 //! One run at a time per host: an exclusive flock on /run/placard.lock, holding a line
-//! that says who has it, so that the second run can name the holder.
+//! that says who has it, so that the second run can name the holder. The line the
+//! last holder left also tells the next one which run came before it (see
+//! [`Lock::previous`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -13,6 +15,11 @@ pub const LOCK_FILE: &str = "/run/placard.lock";
 /// Held until dropped; the kernel releases it if the agent dies.
 pub struct Lock {
     _file: Flock<File>,
+    /// The line the previous holder wrote; empty when there was none (since the host
+    /// booted: /run is emptied then).
+    previous: String,
+    /// The line this holder wrote.
+    line: String,
 }
 
 impl Lock {
@@ -37,19 +44,37 @@ impl Lock {
                 );
             }
         };
+        let mut previous = String::new();
+        file.read_to_string(&mut previous)
+            .with_context(|| format!("cannot read the lock file {}", path.display()))?;
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(
-            file,
+        let line = format!(
             "pid {} for {operator}, since {since} (seconds since the epoch)",
             std::process::id()
-        )?;
+        );
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{line}")?;
         file.flush()?;
-        Ok(Lock { _file: file })
+        Ok(Lock {
+            _file: file,
+            previous: previous.trim_end().to_string(),
+            line,
+        })
+    }
+
+    /// What the previous holder wrote: who it was, its process and when it began.
+    /// Every run that takes the lock writes a line of its own, so a line names one run.
+    pub fn previous(&self) -> &str {
+        &self.previous
+    }
+
+    /// What this holder wrote.
+    pub fn line(&self) -> &str {
+        &self.line
     }
 }
 
@@ -67,7 +92,11 @@ mod tests {
             .expect("second lock refused")
             .to_string();
         assert!(error.contains("alice@laptop"), "{error}");
+        let first_line = first.line().to_string();
+        assert_eq!(first.previous(), "");
         drop(first);
-        assert!(Lock::acquire(&path, "bob@desktop").is_ok());
+        let second = Lock::acquire(&path, "bob@desktop").unwrap();
+        assert_eq!(second.previous(), first_line);
+        assert!(second.line().contains("bob@desktop"), "{}", second.line());
     }
 }
