@@ -83,7 +83,7 @@ impl Resource for LineSpec {
             ));
         }
         if let Some(pattern) = &self.pattern {
-            Regex::new(pattern).map_err(|e| {
+            compiled(pattern).map_err(|e| {
                 FieldError::new("match", format!("not a valid regular expression: {e}"))
             })?;
         }
@@ -95,6 +95,26 @@ impl Resource for LineSpec {
     }
 }
 
+/// `pattern` compiled once per process: a line task's pattern is checked when the task
+/// is rendered and used when it runs, and compiling one costs more than the rest of a
+/// no-op line task (about 0.3 ms).
+fn compiled(pattern: &str) -> Result<Regex, regex::Error> {
+    thread_local! {
+        static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Regex>> =
+            Default::default();
+    }
+    COMPILED.with(|cache| {
+        if let Some(regex) = cache.borrow().get(pattern) {
+            return Ok(regex.clone());
+        }
+        let regex = Regex::new(pattern)?;
+        cache
+            .borrow_mut()
+            .insert(pattern.to_string(), regex.clone());
+        Ok(regex)
+    })
+}
+
 impl Planned for LineSpec {
     type Current = Found;
     type Action = Write;
@@ -104,7 +124,7 @@ impl Planned for LineSpec {
     }
 
     fn plan(&self, found: &Found, context: &Context) -> Result<Change<Write>> {
-        let pattern = self.pattern.as_deref().map(Regex::new).transpose()?;
+        let pattern = self.pattern.as_deref().map(compiled).transpose()?;
         let edited = edit_line(&found.text, &self.line, pattern.as_ref(), self.state);
         Ok(plan_edit(&self.path, found, edited, "line", context))
     }
