@@ -411,10 +411,11 @@ fn apply(
             notice(emit, message);
         }
         context.journal = Some(journal);
-        let (repo, created) = match existing {
+        let (mut repo, created) = match existing {
             Some(repo) => (repo, false),
             None => etc_git::EtcRepo::open_or_init(&paths.etc)?,
         };
+        repo.record_scans_in(state.etc_scan());
         if created {
             notice(
                 emit,

@@ -8,6 +8,8 @@
 //! - `sensitive-paths.json` and `public-paths.json`: what the roles said of the files
 //!   they wrote (see [`crate::system::etc_git::Declared`]).
 //! - `journal/`: see [`crate::system::journal`].
+//! - `etc-scan`: the last scan of /etc that found nothing to commit, see
+//!   [`crate::system::etc_scan`].
 //! - `ended-cleanly`: the lock line (see [`crate::system::lock`]) of the last run that
 //!   ended cleanly. When it is the line the next run finds in the lock file, no run
 //!   came in between and the last one left nothing behind, so the next one need not
@@ -52,6 +54,10 @@ impl State {
 
     pub fn journal(&self) -> PathBuf {
         self.folder.join("journal")
+    }
+
+    pub fn etc_scan(&self) -> PathBuf {
+        self.folder.join("etc-scan")
     }
 
     pub fn pending_handlers(&self) -> Result<PendingHandlers> {

@@ -27,6 +27,7 @@ use git2::{IndexAddOption, Repository, Signature, Status, StatusOptions, StatusS
 
 use super::atomic::{self, Attributes};
 use super::command::{self, deadline};
+use super::etc_scan;
 
 /// What the roles said of the files they wrote: with a secret in them, or without one.
 /// Kept in the agent's state folder, because an admin may edit /etc/.gitignore: a
@@ -141,6 +142,9 @@ pub struct EtcRepo {
     scan_changes: std::cell::RefCell<Option<Vec<String>>>,
     /// Whether .gitignore was rewritten since this repository was opened.
     ignores_written: std::cell::Cell<bool>,
+    /// Where the last quiet scan is recorded, when the caller keeps one (see
+    /// [`super::etc_scan`]).
+    scan_record: Option<PathBuf>,
 }
 
 impl EtcRepo {
@@ -158,6 +162,7 @@ impl EtcRepo {
             last_scan: Default::default(),
             scan_changes: Default::default(),
             ignores_written: Default::default(),
+            scan_record: None,
         }))
     }
 
@@ -176,9 +181,16 @@ impl EtcRepo {
                 last_scan: Default::default(),
                 scan_changes: Default::default(),
                 ignores_written: Default::default(),
+                scan_record: None,
             },
             true,
         ))
+    }
+
+    /// Keeps a record of each scan that finds nothing to commit in `file`, and lets the
+    /// next scan trust it while nothing it recorded changed (see [`super::etc_scan`]).
+    pub fn record_scans_in(&mut self, file: PathBuf) {
+        self.scan_record = Some(file);
     }
 
     /// Writes our .gitignore section with the declared secrets and every private file
@@ -277,15 +289,22 @@ impl EtcRepo {
     /// etckeeper's own metadata (0600, owners and modes, no secret) is etckeeper's to
     /// commit: its pre-commit hook adds it, and would fail were it ignored.
     fn private_files(&self) -> Result<Vec<String>> {
-        let mut candidates: BTreeSet<String> = BTreeSet::new();
+        if let Some(record) = &self.scan_record {
+            if let Some(private) = etc_scan::unchanged(record, &self.root) {
+                *self.scan_changes.borrow_mut() = Some(Vec::new());
+                return Ok(private);
+            }
+        }
+        let began = std::time::SystemTime::now();
         let index = self.repo.index().context("cannot read /etc's git index")?;
-        candidates.extend(
-            index
-                .iter()
-                .map(|e| String::from_utf8_lossy(&e.path).into_owned()),
-        );
+        let tracked: Vec<String> = index
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .collect();
+        let mut candidates: BTreeSet<String> = tracked.iter().cloned().collect();
         let changes = self.changes()?;
         candidates.extend(changes.iter().cloned());
+        let quiet = changes.is_empty();
         *self.scan_changes.borrow_mut() = Some(changes);
         candidates.remove(".etckeeper");
         candidates.remove(".gitignore");
@@ -307,6 +326,15 @@ impl EtcRepo {
                     })?
             {
                 private.push(relative);
+            }
+        }
+        if let Some(record) = &self.scan_record {
+            // Only a shortcut for the next run: one that cannot be written is not made,
+            // and that run scans.
+            if quiet {
+                let _ = etc_scan::record(record, &self.root, &self.repo, &tracked, &private, began);
+            } else {
+                let _ = fs::remove_file(record);
             }
         }
         Ok(private)

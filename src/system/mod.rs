@@ -10,6 +10,8 @@
 //! - [`leftovers`]: the sweep of /etc for files a killed run of any version left;
 //! - [`etc_git`]: /etc as a git repository, with stale locks cleared and secrets kept
 //!   out of history;
+//! - [`etc_scan`]: the record of the last scan of /etc that found nothing to commit,
+//!   which tells the next run whether anything changed since;
 //! - [`systemd`]: asking PID 1 about units over its private socket, without a program.
 
 /// The agent's own state on a host: journal, pending handlers, declared paths.
@@ -18,6 +20,7 @@ pub const STATE_DIR: &str = "/var/lib/placard";
 pub mod atomic;
 pub mod command;
 pub mod etc_git;
+pub mod etc_scan;
 pub mod journal;
 pub mod leftovers;
 pub mod lock;
