@@ -732,9 +732,9 @@ fn apply(
             message: "the controller's connection went away: the run stopped after its current step; notified handlers run at the next apply".to_string(),
         });
     } else if failed == 0 && (!check || state.ended_cleanly(lock.previous())) {
-        // Nothing of this run is left in /etc (a check writes nothing there, so the run
-        // before it stays the one that counts). When the marker cannot be written, the
-        // next run sweeps /etc: nothing is lost.
+        // Nothing of this run is left in /etc. A check writes nothing there: it passes
+        // on what the run before it left, clean only if that one was. When the marker
+        // cannot be written, the next run sweeps /etc: nothing is lost.
         let _ = state.set_ended_cleanly(lock.line());
     }
     emit(done(ok, changed, failed, started));

@@ -142,9 +142,11 @@ pub struct EtcRepo {
     scan_changes: std::cell::RefCell<Option<Vec<String>>>,
     /// Whether .gitignore was rewritten since this repository was opened.
     ignores_written: std::cell::Cell<bool>,
-    /// Where the last quiet scan is recorded, when the caller keeps one (see
-    /// [`super::etc_scan`]).
+    /// Where the last quiet scan is recorded, when the caller holds the run's lock
+    /// and keeps one (see [`super::etc_scan`]).
     scan_record: Option<PathBuf>,
+    /// When the repository was opened: libgit2 read git's configuration then.
+    opened: std::time::SystemTime,
 }
 
 impl EtcRepo {
@@ -153,6 +155,7 @@ impl EtcRepo {
         if !root.join(".git").exists() {
             return Ok(None);
         }
+        let opened = std::time::SystemTime::now();
         let repo = Repository::open(root).with_context(|| {
             format!("{}/.git exists but is not a git repository", root.display())
         })?;
@@ -163,6 +166,7 @@ impl EtcRepo {
             scan_changes: Default::default(),
             ignores_written: Default::default(),
             scan_record: None,
+            opened,
         }))
     }
 
@@ -171,6 +175,7 @@ impl EtcRepo {
         if let Some(repo) = EtcRepo::open(root)? {
             return Ok((repo, false));
         }
+        let opened = std::time::SystemTime::now();
         let repo = Repository::init(root)
             .with_context(|| format!("cannot create a git repository in {}", root.display()))?;
         fs::set_permissions(root.join(".git"), fs::Permissions::from_mode(0o700))?;
@@ -182,13 +187,16 @@ impl EtcRepo {
                 scan_changes: Default::default(),
                 ignores_written: Default::default(),
                 scan_record: None,
+                opened,
             },
             true,
         ))
     }
 
-    /// Keeps a record of each scan that finds nothing to commit in `file`, and lets the
-    /// next scan trust it while nothing it recorded changed (see [`super::etc_scan`]).
+    /// For a caller that holds the run's lock: keeps a record of each scan that finds
+    /// nothing to commit in `file`, and lets the next scan trust it while nothing it
+    /// recorded changed (see [`super::etc_scan`]); and fills the index's cache of
+    /// trees when a status finds it empty (see [`EtcRepo::index_holds_head`]).
     pub fn record_scans_in(&mut self, file: PathBuf) {
         self.scan_record = Some(file);
     }
@@ -288,9 +296,10 @@ impl EtcRepo {
     /// read, relative to /etc. A file that cannot be examined counts as private.
     /// etckeeper's own metadata (0600, owners and modes, no secret) is etckeeper's to
     /// commit: its pre-commit hook adds it, and would fail were it ignored.
+    /// With a record of the last quiet scan that nothing voided, that scan's answer.
     fn private_files(&self) -> Result<Vec<String>> {
         if let Some(record) = &self.scan_record {
-            if let Some(private) = etc_scan::unchanged(record, &self.root) {
+            if let Some(private) = etc_scan::unchanged(record, &self.root, self.repo.path()) {
                 *self.scan_changes.borrow_mut() = Some(Vec::new());
                 return Ok(private);
             }
@@ -330,9 +339,18 @@ impl EtcRepo {
         }
         if let Some(record) = &self.scan_record {
             // Only a shortcut for the next run: one that cannot be written is not made,
-            // and that run scans.
-            if quiet {
-                let _ = etc_scan::record(record, &self.root, &self.repo, &tracked, &private, began);
+            // and that run scans. With etckeeper, every run commits (and so rewrites
+            // the index): a record would never hold.
+            if quiet && !self.uses_etckeeper() {
+                let _ = etc_scan::record(
+                    record,
+                    &self.root,
+                    &self.repo,
+                    &tracked,
+                    &private,
+                    began,
+                    self.opened,
+                );
             } else {
                 let _ = fs::remove_file(record);
             }
@@ -392,7 +410,10 @@ impl EtcRepo {
             | Status::INDEX_DELETED
             | Status::INDEX_RENAMED
             | Status::INDEX_TYPECHANGE;
-        if !staged_nothing && !statuses.iter().any(|s| s.status().intersects(staged)) {
+        if self.scan_record.is_some()
+            && !staged_nothing
+            && !statuses.iter().any(|s| s.status().intersects(staged))
+        {
             self.fill_tree_cache();
         }
         Ok(statuses
@@ -426,10 +447,12 @@ impl EtcRepo {
     /// Fills the index's cache of trees, once a status found nothing staged, so that
     /// [`EtcRepo::index_holds_head`] can tell from then on (an index written by an
     /// older placard, or by git after `git add`, has none). The trees exist already:
-    /// nothing new is stored. Only a cache: a failure (git busy with the index) is left
-    /// for a later run.
+    /// nothing new is stored. Only under the run's lock (it writes the index), and only
+    /// a cache: a failure (git busy with the index) is left for a later run.
     fn fill_tree_cache(&self) {
         let _ = self.repo.index().and_then(|mut index| {
+            // The index as it is on disk now, not as this process first read it.
+            index.read(false)?;
             index.write_tree()?;
             index.write()
         });
@@ -677,10 +700,16 @@ mod tests {
         fs::create_dir_all(root.join("ssh")).unwrap();
         fs::write(root.join("hostname"), "box\n").unwrap();
         fs::write(root.join("ssh/sshd_config"), "Port 22\n").unwrap();
+        let records = tempfile::tempdir().unwrap();
+        let open = || {
+            let mut repo = EtcRepo::open(root).unwrap().unwrap();
+            repo.record_scans_in(records.path().join("etc-scan"));
+            repo
+        };
         let (repo, _) = EtcRepo::open_or_init(root).unwrap();
         repo.commit_all("first", "").unwrap().expect("a commit");
         // A commit leaves the index with its trees cached: status reads no tree of HEAD.
-        let repo = EtcRepo::open(root).unwrap().unwrap();
+        let repo = open();
         assert!(repo.index_holds_head().unwrap());
         assert!(repo.changes().unwrap().is_empty());
 
@@ -690,7 +719,7 @@ mod tests {
         let mut index = repo.repo.index().unwrap();
         index.add_path(Path::new("ssh/sshd_config")).unwrap();
         index.write().unwrap();
-        let repo = EtcRepo::open(root).unwrap().unwrap();
+        let repo = open();
         assert!(!repo.index_holds_head().unwrap());
         assert_eq!(repo.changes().unwrap(), ["ssh/sshd_config"]);
         repo.commit_all("second", "").unwrap().expect("a commit");
@@ -701,16 +730,67 @@ mod tests {
         let mut index = repo.repo.index().unwrap();
         index.add_path(Path::new("hostname")).unwrap();
         index.write().unwrap();
-        let repo = EtcRepo::open(root).unwrap().unwrap();
+        let repo = open();
         assert!(!repo.index_holds_head().unwrap());
         assert!(repo.changes().unwrap().is_empty());
-        let repo = EtcRepo::open(root).unwrap().unwrap();
+        let repo = open();
         assert!(repo.index_holds_head().unwrap());
         fs::write(root.join("hostname"), "other\n").unwrap();
         fs::write(root.join("new.conf"), "x\n").unwrap();
         let mut changes = repo.changes().unwrap();
         changes.sort();
         assert_eq!(changes, ["hostname", "new.conf"]);
+    }
+
+    #[test]
+    fn a_quiet_scan_is_recorded_and_the_next_scan_sees_what_changed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("etc");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("hostname"), "box\n").unwrap();
+        fs::write(root.join("motd"), "hello\n").unwrap();
+        let (repo, _) = EtcRepo::open_or_init(&root).unwrap();
+        repo.update_ignores(&Declared::default()).unwrap();
+        repo.commit_all("first", "").unwrap().expect("a commit");
+        // Only what settled before a scan is recorded.
+        std::thread::sleep(etc_scan::SETTLED + std::time::Duration::from_millis(200));
+        let record = dir.path().join("etc-scan");
+        let open = || {
+            let mut repo = EtcRepo::open(&root).unwrap().unwrap();
+            repo.record_scans_in(record.clone());
+            repo
+        };
+        let repo = open();
+        assert!(repo
+            .update_ignores(&Declared::default())
+            .unwrap()
+            .is_empty());
+        assert!(repo.changes_since_scan().unwrap().is_empty());
+        assert!(record.exists(), "a quiet scan is recorded");
+        let recorded = fs::read_to_string(&record).unwrap();
+        let repo = open();
+        assert!(repo
+            .update_ignores(&Declared::default())
+            .unwrap()
+            .is_empty());
+        assert!(repo.changes_since_scan().unwrap().is_empty());
+        assert_eq!(
+            fs::read_to_string(&record).unwrap(),
+            recorded,
+            "trusted, not rewritten"
+        );
+
+        fs::set_permissions(root.join("motd"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(root.join("hostname"), "other\n").unwrap();
+        let repo = open();
+        assert_eq!(repo.update_ignores(&Declared::default()).unwrap(), ["motd"]);
+        let mut changes = repo.changes_since_scan().unwrap();
+        changes.sort();
+        assert_eq!(changes, [".gitignore", "hostname"]);
+        assert!(
+            !record.exists(),
+            "a scan that found changes leaves no record"
+        );
     }
 
     #[test]
