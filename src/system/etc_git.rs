@@ -760,20 +760,18 @@ mod tests {
             repo.record_scans_in(record.clone());
             repo
         };
-        let repo = open();
-        assert!(repo
-            .update_ignores(&Declared::default())
-            .unwrap()
-            .is_empty());
-        assert!(repo.changes_since_scan().unwrap().is_empty());
+        let quiet_scan = || {
+            let repo = open();
+            assert!(repo
+                .update_ignores(&Declared::default())
+                .unwrap()
+                .is_empty());
+            assert!(repo.changes_since_scan().unwrap().is_empty());
+        };
+        quiet_scan();
         assert!(record.exists(), "a quiet scan is recorded");
         let recorded = fs::read_to_string(&record).unwrap();
-        let repo = open();
-        assert!(repo
-            .update_ignores(&Declared::default())
-            .unwrap()
-            .is_empty());
-        assert!(repo.changes_since_scan().unwrap().is_empty());
+        quiet_scan();
         assert_eq!(
             fs::read_to_string(&record).unwrap(),
             recorded,

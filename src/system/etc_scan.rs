@@ -318,27 +318,6 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
 
-    fn commit_all(repo: &git2::Repository, message: &str) {
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        index.write().unwrap();
-        let signature = git2::Signature::now("t", "t@t").unwrap();
-        let parent = repo.head().ok().map(|h| h.peel_to_commit().unwrap());
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
-        repo.commit(
-            Some("HEAD"),
-            &signature,
-            &signature,
-            message,
-            &tree,
-            &parents,
-        )
-        .unwrap();
-    }
-
     fn tracked(repo: &git2::Repository) -> Vec<String> {
         repo.index()
             .unwrap()
@@ -361,8 +340,9 @@ mod tests {
         fs::write(root.join("sudoers"), "root ALL=(ALL) ALL\n").unwrap();
         fs::set_permissions(root.join("sudoers"), fs::Permissions::from_mode(0o440)).unwrap();
         std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", root.join("localtime")).unwrap();
-        let repo = git2::Repository::init(&root).unwrap();
-        commit_all(&repo, "first");
+        let (etc, _) = crate::system::etc_git::EtcRepo::open_or_init(&root).unwrap();
+        etc.commit_all("first", "").unwrap().expect("a commit");
+        let repo = git2::Repository::open(&root).unwrap();
         let file = dir.path().join("etc-scan");
         let later = SystemTime::now() + SETTLED + Duration::from_secs(1);
         let tracked = tracked(&repo);
